@@ -1,0 +1,1 @@
+"""Sample-cohort construction from one real CT (see ``sample-data/README.md``)."""
