@@ -1,0 +1,76 @@
+"""MONAI Label app `oneshot`: one-shot scribble segmentation of 3D CT.
+
+Only wires tasks from configuration (``configs/app.yaml`` + ``--conf`` overrides); the method and
+the tasks live in the repository's ``lib/``.
+"""
+
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Callable, Dict
+
+# MONAI Label puts only this folder on sys.path (and unloads `lib*` modules) while loading main.py;
+# the repository root holds `lib/`, also for the train / batch-infer subprocesses.
+_REPO_ROOT = str(Path(__file__).resolve().parents[2])
+if _REPO_ROOT not in sys.path:
+    sys.path.insert(0, _REPO_ROOT)
+os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (_REPO_ROOT, os.environ.get("PYTHONPATH")) if p)
+
+import monailabel  # noqa: E402
+from monailabel.config import settings  # noqa: E402
+from monailabel.interfaces.app import MONAILabelApp  # noqa: E402
+from monailabel.interfaces.datastore import Datastore  # noqa: E402
+from monailabel.interfaces.tasks.infer_v2 import InferTask  # noqa: E402
+from monailabel.interfaces.tasks.strategy import Strategy  # noqa: E402
+from monailabel.interfaces.tasks.train import TrainTask  # noqa: E402
+from monailabel.tasks.activelearning.first import First  # noqa: E402
+from monailabel.tasks.activelearning.random import Random  # noqa: E402
+
+from lib.config import app_config  # noqa: E402
+from lib.tasks.batch_infer import HostAwareBatchInferTask  # noqa: E402
+from lib.tasks.datastore import AtomicLocalDatastore  # noqa: E402
+
+logger = logging.getLogger(__name__)
+
+
+class OneShotApp(MONAILabelApp):
+    def __init__(self, app_dir: str, studies: str, conf: Dict[str, str]):
+        self.cfg = app_config(conf)
+        # experiment tracking only when asked for (MLflow's default file store refuses under mlflow 3)
+        tracking_uri = str(self.cfg.get("tracking_uri") or "")
+        settings.MONAI_LABEL_TRACKING_ENABLED = bool(self.cfg.get("tracking")) or bool(tracking_uri)
+        settings.MONAI_LABEL_TRACKING_URI = tracking_uri
+        self.model_dir = os.path.join(app_dir, "model")
+        super().__init__(
+            app_dir=app_dir,
+            studies=studies,
+            conf=conf,
+            name=f"One-shot scribble segmentation (MONAI Label {monailabel.__version__})",
+            description="Segment new structures in 3D CT from one study annotated with scribbles",
+            version="0.1.0",
+        )
+
+    def init_datastore(self) -> Datastore:
+        if self.studies.startswith(("http://", "https://")):
+            return super().init_datastore()
+        return AtomicLocalDatastore(
+            self.studies,
+            extensions=settings.MONAI_LABEL_DATASTORE_FILE_EXT,
+            auto_reload=settings.MONAI_LABEL_DATASTORE_AUTO_RELOAD,
+            read_only=settings.MONAI_LABEL_DATASTORE_READ_ONLY,
+        )
+
+    def init_infers(self) -> Dict[str, InferTask]:
+        return {}
+
+    def init_trainers(self) -> Dict[str, TrainTask]:
+        return {}
+
+    def init_strategies(self) -> Dict[str, Strategy]:
+        return {"random": Random(), "first": First()}
+
+    def init_batch_infer(self) -> Callable:
+        return HostAwareBatchInferTask(
+            multi_gpu=self.cfg.get("batch_multi_gpu", "auto"), max_workers=self.cfg.get("batch_max_workers", 1)
+        )

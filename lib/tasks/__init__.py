@@ -1,0 +1,1 @@
+"""Thin MONAI Label tasks (datastore, batch infer, infer/train/strategy) around the method in ``lib``."""

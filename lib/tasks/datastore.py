@@ -1,0 +1,90 @@
+"""MONAI Label's local datastore with atomic writes.
+
+MONAI Label 0.8.5 copies a saved label straight onto its destination and rewrites
+``datastore_v2.json`` in place: a crash or a full disk mid-write leaves a truncated label or an
+unreadable datastore. Here both are written to a temporary file in the destination folder and moved
+into place with ``os.replace`` (atomic on POSIX), under the datastore's own file lock.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from typing import Any, Dict
+
+from filelock import FileLock
+from monailabel.datastore.local import DataModel, LocalDatastore
+
+from lib.tasks.errors import ImageNotFound
+
+logger = logging.getLogger(__name__)
+
+
+def atomic_copy(src: str, dest: str) -> None:
+    """Copy ``src`` to ``dest`` so that ``dest`` is either the old file or the complete new one."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(dest)}.", dir=os.path.dirname(dest))
+    try:
+        with os.fdopen(fd, "wb") as out, open(src, "rb") as inp:
+            shutil.copyfileobj(inp, out)
+            out.flush()
+            os.fsync(out.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, dest)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_text(path: str, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", dir=os.path.dirname(path))
+    try:
+        with os.fdopen(fd, "w") as out:
+            out.write(text)
+            out.flush()
+            os.fsync(out.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+class AtomicLocalDatastore(LocalDatastore):
+    """:class:`LocalDatastore` whose label files and index are replaced atomically."""
+
+    def save_label(self, image_id: str, label_filename: str, label_tag: str, label_info: Dict[str, Any]) -> str:
+        obj = self._datastore.objects.get(image_id)
+        if not obj:
+            raise ImageNotFound(image_id)
+        _, label_ext = self._to_id(os.path.basename(label_filename))
+        label_path = self._datastore.label_path(label_tag)
+        name = self._filename(image_id, label_ext)
+        logger.info(f"Saving label (atomic): {image_id} => {label_tag} => {name}")
+        with FileLock(self._lock_file):
+            os.makedirs(label_path, exist_ok=True)
+            atomic_copy(label_filename, os.path.join(label_path, name))
+            info = dict(label_info) if label_info else {}
+            info["ts"] = int(time.time())
+            info["name"] = name
+            obj.labels[label_tag] = DataModel(info=info, ext=label_ext)
+            self._update_datastore_file(lock=False)
+        return image_id
+
+    def _update_datastore_file(self, lock: bool = True) -> None:
+        def write() -> None:
+            self._ignore_event_config = True
+            text = json.dumps(self._datastore.model_dump(exclude={"base_path"}), indent=2, default=str)
+            atomic_write_text(self._datastore_config_path, text)
+            self._config_ts = os.stat(self._datastore_config_path).st_mtime
+
+        if lock:
+            with FileLock(self._lock_file):
+                write()
+        else:
+            write()

@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Set up and run the test suite (CPU only; starts real MONAI Label servers on loopback ports).
+# Extra arguments go to pytest, e.g.  bash scripts/test.sh -k geos
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+exec .venv/bin/python -m pytest tests "$@"
