@@ -7,6 +7,7 @@ the tasks live in the repository's ``lib/``.
 import logging
 import os
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Dict
 
@@ -28,8 +29,10 @@ from monailabel.tasks.activelearning.first import First  # noqa: E402
 from monailabel.tasks.activelearning.random import Random  # noqa: E402
 
 from lib.config import app_config  # noqa: E402
+from lib.geos import GeoSConfig  # noqa: E402
 from lib.tasks.batch_infer import HostAwareBatchInferTask  # noqa: E402
 from lib.tasks.datastore import AtomicLocalDatastore  # noqa: E402
+from lib.tasks.infer_geos import PointsGeoS, ScribblesGeoS  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
@@ -62,13 +65,30 @@ class OneShotApp(MONAILabelApp):
         )
 
     def init_infers(self) -> Dict[str, InferTask]:
-        return {}
+        geos = GeoSConfig.from_dict(self.cfg["geos"])
+        points = self.cfg["points"]
+        infers: Dict[str, InferTask] = {
+            "scribbles_geos": ScribblesGeoS(geos),
+            "points_geos": PointsGeoS(replace(geos, margin_mm=float(points["margin_mm"])), point_radius_mm=float(points["radius_mm"])),
+        }
+        if self.cfg.get("scribbles_baseline"):
+            from monailabel.scribbles.infer import HistogramBasedGraphCut
+
+            infers["scribbles_histogram_graphcut"] = HistogramBasedGraphCut()
+        return infers
 
     def init_trainers(self) -> Dict[str, TrainTask]:
         return {}
 
     def init_strategies(self) -> Dict[str, Strategy]:
         return {"random": Random(), "first": First()}
+
+    def on_init_complete(self):
+        super().on_init_complete()
+        # the user's first click must not pay import / first-call costs
+        for task in self._infers.values():
+            if hasattr(task, "warmup"):
+                task.warmup()
 
     def init_batch_infer(self) -> Callable:
         return HostAwareBatchInferTask(

@@ -1,0 +1,245 @@
+"""Interactive GeoS infer tasks: ``scribbles_geos`` (3D Slicer) and ``points_geos`` (OHIF v3 points).
+
+Both take the request as the client sends it, validate it (bad input → HTTP 4xx with what to fix),
+run :func:`lib.geos.geos_segment` on a crop and write a full-size label on the image's grid.
+
+Slicer (``scribbles``): the scribbles volume in multipart field ``label``; params ``label_info``
+(``background_scribbles`` / ``foreground_scribbles`` ids; without it bg = N+1, fg = N+2 with N the
+number of labels, MONAI Label's convention), optional ``roi`` ``[i0, i1, j0, j1, k0, k1]``
+(voxels) and ``selected_label_name``. The answer is a 0/1 mask that Slicer maps to the selected
+segment. *Multi-class*: when ``label_info`` has no ``foreground_scribbles`` entry, every other
+named segment with voxels in the volume is a foreground class; all compete in one GeoS and the answer
+holds their ids (or, when ``selected_label_name`` names one of them, its 0/1 mask).
+
+OHIF (``deepgrow``): params ``foreground`` / ``background`` lists of ``[i, j, k]`` voxel indices,
+seeded as balls of ``point_radius_mm``; with no background points the ROI border, or a shell
+``point_margin_mm`` beyond the points, is background.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import time
+from dataclasses import replace
+from typing import Any, Dict, Mapping, Sequence, Tuple
+
+import numpy as np
+from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
+
+from lib.geos import GeoSConfig, geos_segment, seeds_from_points
+from lib.io import Volume, VolumeCache, read_volume, write_like
+from lib.tasks.errors import ClientError
+
+logger = logging.getLogger(__name__)
+
+# request keys a client may send to tune GeoS (also shown by Slicer as the task's config)
+TUNABLE = ("lamb", "iterations", "margin_mm", "intensity_weight", "refine_iterations")
+
+
+class _GeoSTask(InferTask):
+    def __init__(self, type: InferType, description: str, cfg: GeoSConfig, labels=None, extra_config=None):
+        config = {k: getattr(cfg, k) for k in TUNABLE}
+        config.update(extra_config or {})
+        super().__init__(type=type, labels=labels, dimension=3, description=description, config=config)
+        self.cfg = cfg
+        self.images = VolumeCache(size=4)
+
+    def is_valid(self) -> bool:
+        return True
+
+    # -- helpers -----------------------------------------------------------------------------------
+    def _cfg(self, request: Mapping[str, Any]) -> GeoSConfig:
+        updates = {}
+        for k in TUNABLE:
+            if k in request and request[k] not in (None, ""):
+                try:
+                    updates[k] = type(getattr(self.cfg, k))(request[k])
+                except (TypeError, ValueError):
+                    raise ClientError(f"parameter '{k}' must be a number, got {request[k]!r}") from None
+        return replace(self.cfg, **updates) if updates else self.cfg
+
+    def _image(self, request: Mapping[str, Any]) -> Volume:
+        path = request.get("image")
+        if not isinstance(path, str) or not path or not os.path.exists(path):
+            raise ClientError(f"image '{request.get('image')}' is not in the datastore", status_code=404)
+        try:
+            return self.images.get(path)
+        except ValueError as e:
+            raise ClientError(f"the image could not be read: {e}", status_code=422) from None
+
+    def _write(self, request: Mapping[str, Any], label: np.ndarray) -> str:
+        ext = str(request.get("result_extension") or ".nii.gz")
+        if not ext.startswith("."):
+            ext = "." + ext
+        dtype = str(request.get("result_dtype") or "uint8")
+        fd, out = tempfile.mkstemp(suffix=ext, prefix="geos_")
+        os.close(fd)
+        try:
+            return write_like(label, request["image"], out, dtype=dtype, compress=bool(request.get("result_compress", True)))
+        except Exception as e:
+            os.unlink(out)
+            raise ClientError(f"cannot write the result as '{ext}' / '{dtype}': {e}") from None
+
+    def _segment(self, request, vol: Volume, seeds: Dict[int, np.ndarray], background: np.ndarray, roi, t0: float):
+        cfg = self._cfg(request)
+        try:
+            label, stats = geos_segment(vol.array, seeds, background, vol.spacing, cfg, roi=roi or None)
+        except ValueError as e:
+            raise ClientError(str(e)) from None
+        stats["geos_s"] = round(time.perf_counter() - t0, 4)
+        return label, stats
+
+    def warmup(self) -> None:
+        """Run once on a tiny volume so the user's first click pays no import / first-call cost."""
+        import SimpleITK as sitk
+
+        with tempfile.TemporaryDirectory() as d:
+            image = np.zeros((12, 12, 12), np.float32)
+            reference = os.path.join(d, "warmup.nii.gz")
+            sitk.WriteImage(sitk.GetImageFromArray(image), reference)
+            seeds = np.zeros(image.shape, bool)
+            seeds[6, 6, 6] = True
+            label, _ = geos_segment(image, {1: seeds}, np.zeros_like(seeds), (1.0, 1.0, 1.0), self.cfg)
+            for ext in (".nii.gz", ".nrrd"):
+                read_volume(write_like(label, reference, os.path.join(d, "out" + ext)))
+
+
+def _roi(request: Mapping[str, Any]) -> list[int] | None:
+    roi = request.get("roi")
+    if roi in (None, "", []):
+        return None
+    if not isinstance(roi, (list, tuple)) or len(roi) != 6:
+        raise ClientError(f"'roi' must be [i0, i1, j0, j1, k0, k1] in voxels, got {roi!r}")
+    try:
+        return [int(round(float(v))) for v in roi]
+    except (TypeError, ValueError):
+        raise ClientError(f"'roi' must hold 6 numbers, got {roi!r}") from None
+
+
+class ScribblesGeoS(_GeoSTask):
+    """``scribbles_geos``: GeoS from Slicer's foreground / background scribbles (type ``scribbles``)."""
+
+    def __init__(self, cfg: GeoSConfig = GeoSConfig(), labels=None):
+        super().__init__(
+            InferType.SCRIBBLES,
+            "Geodesic (GeoS) segmentation from foreground/background scribbles (3D Slicer)",
+            cfg,
+            labels=labels,
+        )
+        n = len(self.labels)
+        self.default_bg = n + 1 if n else 2
+        self.default_fg = n + 2 if n else 3
+
+    def __call__(self, request) -> Tuple[str | None, Dict]:
+        t0 = time.perf_counter()
+        vol = self._image(request)
+        label_file = request.get("label")
+        if not label_file or not os.path.exists(str(label_file)):
+            raise ClientError("no scribbles: send the scribbles volume as multipart field 'label' (as Slicer does)")
+        try:
+            scribbles = read_volume(label_file).array
+        except ValueError as e:
+            raise ClientError(f"the scribbles upload is {e}; send a NIfTI or NRRD label volume", status_code=422) from None
+        if scribbles.shape != vol.array.shape:
+            raise ClientError(
+                f"the scribbles volume has shape {list(scribbles.shape)} but the image has shape "
+                f"{list(vol.array.shape)}; export the scribbles on the image's grid"
+            )
+        scribbles = np.rint(scribbles).astype(np.int64)
+
+        info = request.get("label_info") or []
+        if not isinstance(info, list) or not all(isinstance(d, Mapping) and "name" in d and "id" in d for d in info):
+            raise ClientError("'label_info' must be a list of {\"name\": ..., \"id\": ...}")
+        names = {str(d["name"]): int(d["id"]) for d in info}
+        selected = request.get("selected_label_name")
+        if selected and names and selected not in names:
+            raise ClientError(f"unknown label '{selected}': selected_label_name must be one of {sorted(names)}")
+
+        bg_id = names.get("background_scribbles", self.default_bg)
+        background = scribbles == bg_id
+        if names and "foreground_scribbles" not in names:
+            classes = {n: i for n, i in names.items() if n != "background_scribbles" and np.any(scribbles == i)}
+            if not classes:
+                raise ClientError(
+                    f"no foreground scribble: none of the segments {sorted(n for n in names if n != 'background_scribbles')} "
+                    "has voxels in the scribbles volume; draw at least one foreground stroke"
+                )
+            seeds = {i: scribbles == i for i in classes.values()}
+        else:
+            fg_id = names.get("foreground_scribbles", self.default_fg)
+            seeds = {1: scribbles == fg_id}
+            classes = {selected or "foreground": 1}
+            if not seeds[1].any():
+                raise ClientError(
+                    f"no foreground scribble (label id {fg_id}, 'foreground_scribbles') in the scribbles volume; "
+                    "draw at least one foreground stroke"
+                )
+
+        label, stats = self._segment(request, vol, seeds, background, _roi(request), t0)
+        if len(classes) > 1 and selected in classes:
+            label = (label == classes[selected]).astype(np.uint8)
+            label_names = {selected: 1}
+        elif len(classes) > 1:
+            label_names = classes
+        else:
+            label = (label > 0).astype(np.uint8)
+            label_names = {next(iter(classes)): 1}
+        result = self._write(request, label)
+        stats["total_s"] = round(time.perf_counter() - t0, 4)
+        return result, {"label_names": label_names, "geos": stats}
+
+
+class PointsGeoS(_GeoSTask):
+    """``points_geos``: GeoS from OHIF v3 click points (type ``deepgrow``)."""
+
+    def __init__(self, cfg: GeoSConfig = GeoSConfig(), labels=None, point_radius_mm: float = 4.0):
+        """``cfg.margin_mm`` is the shell beyond the points that is background when none is clicked."""
+        super().__init__(
+            InferType.DEEPGROW,
+            "Geodesic (GeoS) segmentation from foreground/background click points (OHIF)",
+            cfg,
+            labels=labels,
+            extra_config={"point_radius_mm": point_radius_mm},
+        )
+        self.point_radius_mm = point_radius_mm
+
+    @staticmethod
+    def _points(request, key: str, shape: Sequence[int]) -> list[list[int]]:
+        pts = request.get(key) or []
+        if not isinstance(pts, (list, tuple)):
+            raise ClientError(f"'{key}' must be a list of [i, j, k] voxel points, got {pts!r}")
+        out = []
+        for p in pts:
+            if not isinstance(p, (list, tuple)) or len(p) < 3:
+                raise ClientError(f"'{key}' point {p!r} must be [i, j, k] voxel indices")
+            try:
+                q = [int(round(float(v))) for v in p[:3]]
+            except (TypeError, ValueError):
+                raise ClientError(f"'{key}' point {p!r} must hold numbers") from None
+            if any(v < 0 or v >= s for v, s in zip(q, shape)):
+                raise ClientError(f"'{key}' point {q} lies outside the volume of shape {list(shape)} (voxel indices)")
+            out.append(q)
+        return out
+
+    def __call__(self, request) -> Tuple[str | None, Dict]:
+        t0 = time.perf_counter()
+        vol = self._image(request)
+        shape = vol.array.shape
+        fg_pts = self._points(request, "foreground", shape)
+        bg_pts = self._points(request, "background", shape)
+        if not fg_pts:
+            raise ClientError("no foreground point: click at least one point inside the structure ('foreground')")
+        try:
+            radius = float(request.get("point_radius_mm", self.point_radius_mm))
+        except (TypeError, ValueError):
+            raise ClientError(f"'point_radius_mm' must be a number, got {request.get('point_radius_mm')!r}") from None
+        fg = seeds_from_points(shape, fg_pts, vol.spacing, radius)
+        bg = seeds_from_points(shape, bg_pts, vol.spacing, radius) & ~fg
+        label, stats = self._segment(request, vol, {1: fg}, bg, _roi(request), t0)
+        label = (label > 0).astype(np.uint8)
+        result = self._write(request, label)
+        stats["total_s"] = round(time.perf_counter() - t0, 4)
+        name = str(request.get("selected_label_name") or "foreground")
+        return result, {"label_names": {name: 1}, "geos": stats}

@@ -1,0 +1,163 @@
+"""scribbles_geos (Slicer) and points_geos (OHIF) through the real server and MONAI Label's client."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from monailabel.client.client import MONAILabelClientException
+
+from conftest import save_nifti, sphere_volume, start_server, stop_server
+from lib.io import read_volume
+
+SPACING = (1.5, 1.5, 2.0)
+BG, FG = 2, 3  # MONAI Label's default scribble ids with one label
+SLICER_INFO = [{"name": "lesion", "id": 1}, {"name": "background_scribbles", "id": BG}, {"name": "foreground_scribbles", "id": FG}]
+
+
+def dice(a, b):
+    return 2 * np.logical_and(a, b).sum() / (a.sum() + b.sum())
+
+
+@pytest.fixture(scope="module")
+def sphere_server(tmp_path_factory):
+    """One server for the module over a study with a bright sphere: ``(server, image, mask)``."""
+    tmp = tmp_path_factory.mktemp("sphere")
+    studies = tmp / "studies"
+    studies.mkdir()
+    image, mask = sphere_volume(shape=(40, 40, 24), centre=(20, 20, 12), radius=12.0, seed=1, spacing=SPACING)
+    save_nifti(image, studies / "sphere.nii.gz", spacing=SPACING)
+    server = start_server(studies, tmp)
+    yield server, image, mask
+    stop_server(server)
+
+
+def scribble_file(tmp_path, shape, fg=(), bg=(), name="scribbles.nii.gz"):
+    s = np.zeros(shape, np.uint8)
+    for sl in fg:
+        s[sl] = FG
+    for sl in bg:
+        s[sl] = BG
+    return str(save_nifti(s, tmp_path / name, spacing=SPACING))
+
+
+def test_info_lists_both_tasks_with_their_types(sphere_server):
+    server, _, _ = sphere_server
+    models = server.client().info()["models"]
+    assert models["scribbles_geos"]["type"] == "scribbles"
+    assert models["points_geos"]["type"] == "deepgrow"
+
+
+def test_scribbles_segment_a_bright_sphere(sphere_server, tmp_path):
+    server, image, mask = sphere_server
+    client = server.client()
+    f = scribble_file(
+        tmp_path, image.shape,
+        fg=[np.s_[15:25, 20, 12], np.s_[20, 16:24, 9]],
+        bg=[np.s_[2:8, 2:38, 12], np.s_[33:38, 2:38, 12]],
+    )
+    params = {"label_info": SLICER_INFO, "selected_label_name": "lesion", "roi": []}
+    result, body = client.infer("scribbles_geos", "sphere", params, label_in=f)
+    out = read_volume(result).array
+    assert out.shape == image.shape and set(np.unique(out)) <= {0, 1}
+    assert dice(out == 1, mask) > 0.9
+    assert body["label_names"] == {"lesion": 1}
+
+    # with a ROI box, nothing outside it is labelled and the sphere is still found
+    roi = [8, 33, 8, 33, 2, 22]
+    result, _ = client.infer("scribbles_geos", "sphere", {**params, "roi": roi}, label_in=f)
+    out = read_volume(result).array
+    assert dice(out == 1, mask) > 0.9
+    box = np.zeros(out.shape, bool)
+    box[8:33, 8:33, 2:22] = True
+    assert not out[~box].any()
+
+
+def test_scribbles_without_label_info_use_default_ids(sphere_server, tmp_path):
+    server, image, mask = sphere_server
+    f = scribble_file(tmp_path, image.shape, fg=[np.s_[15:25, 20, 12]], bg=[np.s_[2:8, 2:38, 12]])
+    result, _ = server.client().infer("scribbles_geos", "sphere", {}, label_in=f)
+    assert dice(read_volume(result).array == 1, mask) > 0.9
+
+
+def test_points_segment_a_bright_sphere_as_nrrd(sphere_server):
+    server, image, mask = sphere_server
+    params = {"foreground": [[20, 20, 12], [17, 22, 10]], "background": [], "result_extension": ".nrrd", "result_dtype": "uint8"}
+    result, body = server.client().infer("points_geos", "sphere", params)
+    assert result.endswith(".nrrd")
+    out = read_volume(result).array
+    assert out.shape == image.shape and dice(out == 1, mask) > 0.9
+    # explicit background clicks work too
+    params["background"] = [[3, 3, 12], [36, 36, 12]]
+    result, _ = server.client().infer("points_geos", "sphere", params)
+    assert dice(read_volume(result).array == 1, mask) > 0.9
+
+
+def test_multi_class_request_nearest_seed_wins(tmp_path, server_factory):
+    studies = tmp_path / "mc"
+    studies.mkdir()
+    rng = np.random.default_rng(0)
+    shape = (48, 32, 20)
+    grid = np.stack(np.meshgrid(*[np.arange(s) for s in shape], indexing="ij"), -1) * np.asarray(SPACING)
+    a = np.linalg.norm(grid - np.array([14, 16, 10]) * SPACING, axis=-1) <= 12
+    b = np.linalg.norm(grid - np.array([34, 16, 10]) * SPACING, axis=-1) <= 10
+    image = np.where(a, 250.0, np.where(b, 120.0, -50.0)) + rng.normal(0, 15, shape)
+    save_nifti(image.astype(np.int16), studies / "two.nii.gz", spacing=SPACING)
+    server = server_factory(studies)
+
+    s = np.zeros(shape, np.uint8)
+    s[10:18, 16, 10] = 1
+    s[32:37, 16, 10] = 2
+    s[2:46, 2, 10] = 3
+    s[2:46, 29, 10] = 3
+    f = str(save_nifti(s, tmp_path / "mc.nii.gz", spacing=SPACING))
+    info = [{"name": "organ_a", "id": 1}, {"name": "organ_b", "id": 2}, {"name": "background_scribbles", "id": 3}]
+    result, body = server.client().infer("scribbles_geos", "two", {"label_info": info}, label_in=f)
+    out = read_volume(result).array
+    assert body["label_names"] == {"organ_a": 1, "organ_b": 2}
+    assert dice(out == 1, a) > 0.85 and dice(out == 2, b) > 0.85
+    # naming one of the classes returns its 0/1 mask, computed in competition with the other
+    result, body = server.client().infer("scribbles_geos", "two", {"label_info": info, "selected_label_name": "organ_b"}, label_in=f)
+    out = read_volume(result).array
+    assert set(np.unique(out)) <= {0, 1} and dice(out == 1, b) > 0.85
+
+
+def _expect_4xx(call, *words):
+    with pytest.raises(MONAILabelClientException) as e:
+        call()
+    msg = e.value.msg
+    status = int(msg.split("Status: ")[1].split(";")[0])
+    assert 400 <= status < 500, msg
+    for w in words:
+        assert w in msg, msg
+    return msg
+
+
+def test_bad_input_is_answered_4xx_with_what_to_fix(sphere_server, tmp_path):
+    server, image, _ = sphere_server
+    client = server.client()
+    params = {"label_info": SLICER_INFO, "selected_label_name": "lesion"}
+
+    only_bg = scribble_file(tmp_path, image.shape, bg=[np.s_[2:8, 2:38, 12]], name="bg.nii.gz")
+    _expect_4xx(lambda: client.infer("scribbles_geos", "sphere", params, label_in=only_bg), "no foreground scribble")
+
+    wrong = str(save_nifti(np.zeros((10, 10, 10), np.uint8), tmp_path / "wrong.nii.gz"))
+    _expect_4xx(lambda: client.infer("scribbles_geos", "sphere", params, label_in=wrong), "shape", "[10, 10, 10]", "[40, 40, 24]")
+
+    junk = tmp_path / "junk.nii.gz"
+    junk.write_bytes(b"this is not an image")
+    _expect_4xx(lambda: client.infer("scribbles_geos", "sphere", params, label_in=str(junk)), "scribbles upload", "NIfTI or NRRD")
+
+    ok = scribble_file(tmp_path, image.shape, fg=[np.s_[15:25, 20, 12]], name="ok.nii.gz")
+    _expect_4xx(
+        lambda: client.infer("scribbles_geos", "sphere", {**params, "selected_label_name": "liver"}, label_in=ok),
+        "unknown label 'liver'",
+    )
+    _expect_4xx(lambda: client.infer("scribbles_geos", "sphere", params), "multipart field 'label'")
+    _expect_4xx(lambda: client.infer("scribbles_geos", "sphere", {**params, "roi": [1, 2, 3]}, label_in=ok), "roi")
+    _expect_4xx(lambda: client.infer("scribbles_geos", "sphere", {**params, "roi": [90, 99, 0, 5, 0, 5]}, label_in=ok), "roi")
+    _expect_4xx(lambda: client.infer("scribbles_geos", "sphere", {**params, "iterations": "many"}, label_in=ok), "iterations")
+
+    _expect_4xx(lambda: client.infer("points_geos", "sphere", {"foreground": [[20, 20, 99]]}), "outside the volume", "[40, 40, 24]")
+    _expect_4xx(lambda: client.infer("points_geos", "sphere", {"foreground": [], "background": [[1, 1, 1]]}), "no foreground point")
+    _expect_4xx(lambda: client.infer("points_geos", "sphere", {"foreground": [["a", 1, 2]]}), "numbers")
+    _expect_4xx(lambda: client.infer("points_geos", "no_such_image", {"foreground": [[1, 1, 1]]}), "not in the datastore")
