@@ -90,7 +90,7 @@ def crop_box(
         raise ValueError("no seeds")
     lo, hi = idx.min(0), idx.max(0) + 1
     m = [int(np.ceil(margin_mm / s)) for s in spacing]
-    return tuple(slice(max(0, lo[a] - m[a]), min(shape[a], hi[a] + m[a])) for a in range(3))  # type: ignore
+    return tuple(slice(int(max(0, lo[a] - m[a])), int(min(shape[a], hi[a] + m[a]))) for a in range(3))  # type: ignore
 
 
 def geodesic_distance(

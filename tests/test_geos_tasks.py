@@ -79,6 +79,23 @@ def test_scribbles_without_label_info_use_default_ids(sphere_server, tmp_path):
     assert dice(read_volume(result).array == 1, mask) > 0.9
 
 
+def test_crop_inside_the_volume_without_roi(tmp_path, server_factory):
+    """A crop that does not reach the volume's border (the usual case on a real CT)."""
+    studies = tmp_path / "big_studies"
+    studies.mkdir()
+    image, mask = sphere_volume(shape=(90, 90, 40), centre=(45, 45, 20), radius=9.0, seed=2, spacing=SPACING)
+    save_nifti(image, studies / "big.nii.gz", spacing=SPACING)
+    s = np.zeros(image.shape, np.uint8)
+    s[41:50, 45, 20] = FG
+    s[45, 30:36, 20] = BG
+    f = str(save_nifti(s, tmp_path / "s.nii.gz", spacing=SPACING))
+    params = {"label_info": SLICER_INFO, "selected_label_name": "lesion", "margin_mm": 20}
+    result, body = server_factory(studies).client().infer("scribbles_geos", "big", params, label_in=f)
+    crop = body["geos"]["crop"]
+    assert all(lo > 0 and hi < n for (lo, hi), n in zip(crop, image.shape))
+    assert dice(read_volume(result).array == 1, mask) > 0.9
+
+
 def test_points_segment_a_bright_sphere_as_nrrd(sphere_server):
     server, image, mask = sphere_server
     params = {"foreground": [[20, 20, 12], [17, 22, 10]], "background": [], "result_extension": ".nrrd", "result_dtype": "uint8"}

@@ -72,9 +72,9 @@ class OneShotApp(MONAILabelApp):
             "points_geos": PointsGeoS(replace(geos, margin_mm=float(points["margin_mm"])), point_radius_mm=float(points["radius_mm"])),
         }
         if self.cfg.get("scribbles_baseline"):
-            from monailabel.scribbles.infer import HistogramBasedGraphCut
+            from lib.tasks.baseline import BundledHistogramGraphCut
 
-            infers["scribbles_histogram_graphcut"] = HistogramBasedGraphCut()
+            infers["scribbles_histogram_graphcut"] = BundledHistogramGraphCut()
         return infers
 
     def init_trainers(self) -> Dict[str, TrainTask]:

@@ -1,0 +1,91 @@
+"""Run the `oneshot` app as a real MONAI Label server subprocess on loopback.
+
+Used by the tests, the benchmarks and any script that drives the app through the REST protocol.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping
+
+from lib.config import REPO_ROOT
+
+APP_DIR = REPO_ROOT / "apps" / "oneshot"
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Server:
+    url: str
+    proc: subprocess.Popen
+    log: Path
+    workdir: Path
+    started_s: float = 0.0
+
+    def client(self):
+        """A ``MONAILabelClient`` with its own temp dir (it saves results under the server's temp-file
+        name, which the server deletes when client and server share a temp dir)."""
+        from monailabel.client import MONAILabelClient
+
+        d = self.workdir / f"client-{time.monotonic_ns()}"
+        d.mkdir(parents=True)
+        return MONAILabelClient(self.url, tmpdir=str(d))
+
+    def log_tail(self, n: int = 60) -> str:
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-n:])
+
+
+def start_server(studies: Path, workdir: Path, conf: Mapping[str, str] | None = None, timeout: float = 180) -> Server:
+    """Start ``monailabel start_server`` for our app on a free loopback port; wait for ``/info``."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    args = [sys.executable, "-m", "monailabel.main", "start_server", "--app", str(APP_DIR),
+            "--studies", str(studies), "--host", "127.0.0.1", "--port", str(port)]
+    for k, v in (conf or {}).items():
+        args += ["--conf", k, str(v)]
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "MONAI_LABEL_TRACKING_ENABLED": "false",
+           "MONAI_LABEL_DATASTORE_AUTO_RELOAD": "false"}
+    log = workdir / f"server-{port}.log"
+    t0 = time.perf_counter()
+    with open(log, "w") as out:
+        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=str(workdir),
+                                start_new_session=True)
+    server = Server(f"http://127.0.0.1:{port}", proc, log, workdir)
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}:\n{server.log_tail()}")
+        try:
+            with urllib.request.urlopen(f"{server.url}/info/", timeout=5) as r:
+                if r.status == 200:
+                    server.started_s = time.perf_counter() - t0
+                    return server
+        except OSError:
+            time.sleep(0.3)
+    stop_server(server)
+    raise RuntimeError(f"server did not answer /info within {timeout} s:\n{server.log_tail()}")
+
+
+def stop_server(server: Server) -> None:
+    """Terminate the server's process group (SIGTERM, then SIGKILL after 20 s)."""
+    if server.proc.poll() is None:
+        os.killpg(server.proc.pid, signal.SIGTERM)
+        try:
+            server.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.proc.pid, signal.SIGKILL)
+            server.proc.wait()
