@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -21,19 +22,28 @@ def load_yaml(name: str) -> dict[str, Any]:
 
 
 def merge_overrides(defaults: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
-    """Defaults updated with ``overrides`` whose string values are parsed as YAML scalars/lists.
+    """Defaults updated with ``overrides``; string values are parsed as YAML (``"0.5"``, ``"true"``,
+    ``"[1, 2]"``) and dotted keys reach into sections (``geos.iterations`` → ``{"geos": {"iterations"}}``).
 
-    ``--conf`` values arrive as strings (``"0.5"``, ``"true"``, ``"[1, 2]"``); keys not in the
-    defaults are kept as given, so MONAI Label's own conf keys pass through.
+    Keys not in the defaults are kept as given, so MONAI Label's own conf keys pass through.
+
+    Raises:
+        ValueError: for a dotted key whose section does not exist or is not a mapping.
     """
-    merged = dict(defaults)
+    merged: dict[str, Any] = copy.deepcopy(dict(defaults))
     for key, value in overrides.items():
         if isinstance(value, str):
             try:
                 value = yaml.safe_load(value) if value.strip() else value
             except yaml.YAMLError:
                 pass
-        merged[key] = value
+        *sections, leaf = str(key).split(".")
+        target = merged
+        for sec in sections:
+            if not isinstance(target.get(sec), dict):
+                raise ValueError(f"unknown configuration section '{sec}' in key '{key}'")
+            target = target[sec]
+        target[leaf] = value
     return merged
 
 

@@ -56,8 +56,10 @@ class GeoSConfig:
 
     @classmethod
     def from_dict(cls, d: Mapping) -> "GeoSConfig":
-        known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
-        return cls(**known)
+        unknown = set(d) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"unknown GeoS settings {sorted(unknown)}; known: {sorted(cls.__dataclass_fields__)}")
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
 
 
 def normalize_intensity(image: np.ndarray, window_hu: Sequence[float], window_out: Sequence[float]) -> np.ndarray:

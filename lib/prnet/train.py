@@ -1,0 +1,102 @@
+"""Self-supervised PRNet training (paper Eq. 1–3).
+
+Two points ``c0``, ``c1`` of the same unlabeled volume, patches ``x(c0)``, ``x(c1)``:
+
+- Eq. 1: ``d10 = (c1 - c0) ∘ e`` — the true offset in mm (``e`` the spacing);
+- Eq. 2: ``d'10 = r · tanh(p(c0) - p(c1))`` — the predicted offset, ``r`` (mm, per axis) covering the
+  largest offset;
+- Eq. 3: ``L = ⅓‖d10 − d'10‖² + (‖x(c0) − xʳ(c0)‖² + ‖x(c1) − xʳ(c1)‖²) / N``.
+
+So the displacement from a point A to a point B is predicted as ``r · tanh(p(A) − p(B))`` (mm).
+Volumes are ``(I, J, K)`` arrays normalised to [0, 1]; spacing in mm per axis.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from lib.prnet.network import PRNet
+
+
+@dataclass(frozen=True)
+class PRNetConfig:
+    patch_size: tuple[int, int, int] = (32, 32, 32)
+    base_channels: int = 8
+    r_mm: tuple[float, float, float] = (400.0, 400.0, 400.0)  # must cover the largest offset
+    batch_pairs: int = 4
+    lr: float = 1e-4
+    max_offset_mm: float | None = None  # None: independent pairs over the whole volume
+
+
+def extract_patches(volume: np.ndarray, centres: np.ndarray, patch: Sequence[int]) -> np.ndarray:
+    """Patches ``(N, *patch)`` centred on integer ``centres`` ``(N, 3)``; zero outside the volume."""
+    half = np.asarray(patch) // 2
+    padded = np.pad(volume, [(h, h) for h in half], mode="constant")
+    out = np.empty((len(centres), *patch), dtype=np.float32)
+    for n, c in enumerate(np.asarray(centres, int)):
+        lo = c  # the padded origin shifts by `half`, so lo = c - half + half
+        out[n] = padded[lo[0] : lo[0] + patch[0], lo[1] : lo[1] + patch[1], lo[2] : lo[2] + patch[2]]
+    return out
+
+
+def sample_pairs(
+    volume: np.ndarray, spacing: Sequence[float], n: int, rng: np.random.Generator, max_offset_mm: float | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``n`` point pairs of ``volume``: ``(c0 (n, 3), c1 (n, 3), d10_mm (n, 3))`` (Eq. 1)."""
+    shape = np.asarray(volume.shape)
+    c0 = rng.integers(0, shape, size=(n, 3))
+    if max_offset_mm is None:
+        c1 = rng.integers(0, shape, size=(n, 3))
+    else:
+        step = np.rint(rng.uniform(-1, 1, size=(n, 3)) * max_offset_mm / np.asarray(spacing)).astype(int)
+        c1 = np.clip(c0 + step, 0, shape - 1)
+    return c0, c1, ((c1 - c0) * np.asarray(spacing)).astype(np.float32)
+
+
+def prnet_loss(net: PRNet, x0: torch.Tensor, x1: torch.Tensor, d10_mm: torch.Tensor, r_mm: torch.Tensor) -> dict:
+    """Eq. 2–3 on a batch: ``x0``, ``x1`` ``(B, 1, *patch)``, ``d10_mm`` ``(B, 3)``, ``r_mm`` ``(3,)``."""
+    out = net(torch.cat([x0, x1]))
+    b = x0.shape[0]
+    p0, p1 = out["p"][:b], out["p"][b:]
+    pred = r_mm * torch.tanh(p0 - p1)
+    l_dis = F.mse_loss(pred, d10_mm)  # mean over the 3 axes and the batch: the ⅓‖·‖² of Eq. 3
+    l_rec = F.mse_loss(out["recon"], torch.cat([x0, x1])) * 2  # (‖·‖² + ‖·‖²) / N, averaged over the batch
+    return {"loss": l_dis + l_rec, "dis": l_dis.detach(), "rec": l_rec.detach(), "err_mm": (pred - d10_mm).detach().abs().mean()}
+
+
+def train_prnet(
+    net: PRNet,
+    volumes: Sequence[np.ndarray],
+    spacings: Sequence[Sequence[float]],
+    cfg: PRNetConfig,
+    steps: int,
+    optimizer: torch.optim.Optimizer | None = None,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+    callback: Callable[[int, dict], bool | None] | None = None,
+) -> torch.optim.Optimizer:
+    """``steps`` Adam steps of Eq. 3 on random pairs; ``callback(step, stats)`` returning True stops early.
+
+    Returns the optimizer (its state carries on across calls, e.g. after a resume).
+    """
+    net.to(device).train()
+    optimizer = optimizer or torch.optim.Adam(net.parameters(), lr=cfg.lr)
+    rng = np.random.default_rng(seed)
+    r = torch.tensor(cfg.r_mm, dtype=torch.float32, device=device)
+    for step in range(steps):
+        v = int(rng.integers(len(volumes)))
+        c0, c1, d = sample_pairs(volumes[v], spacings[v], cfg.batch_pairs, rng, cfg.max_offset_mm)
+        x0 = torch.from_numpy(extract_patches(volumes[v], c0, cfg.patch_size))[:, None].to(device)
+        x1 = torch.from_numpy(extract_patches(volumes[v], c1, cfg.patch_size))[:, None].to(device)
+        parts = prnet_loss(net, x0, x1, torch.from_numpy(d).to(device), r)
+        optimizer.zero_grad(set_to_none=True)
+        parts["loss"].backward()
+        optimizer.step()
+        if callback is not None and callback(step, {k: float(v.detach()) for k, v in parts.items()}):
+            break
+    return optimizer

@@ -1,0 +1,19 @@
+from __future__ import annotations
+
+import pytest
+
+from lib.config import app_config, merge_overrides
+from lib.geos import GeoSConfig
+
+
+def test_app_defaults_build_a_geos_config():
+    cfg = app_config()
+    assert cfg["tracking"] is False
+    assert GeoSConfig.from_dict(cfg["geos"]) == GeoSConfig()  # configs/app.yaml and the code agree
+
+
+def test_conf_strings_are_parsed_and_dotted_keys_reach_sections():
+    cfg = merge_overrides({"a": 1, "geos": {"lamb": 1.0, "iterations": 4}}, {"a": "2", "geos.iterations": "8", "x": "[1, 2]"})
+    assert cfg == {"a": 2, "geos": {"lamb": 1.0, "iterations": 8}, "x": [1, 2]}
+    with pytest.raises(ValueError, match="nope"):
+        merge_overrides({"a": 1}, {"nope.b": "1"})
