@@ -57,8 +57,7 @@ def start_server(studies: Path, workdir: Path, conf: Mapping[str, str] | None = 
             "--studies", str(studies), "--host", "127.0.0.1", "--port", str(port)]
     for k, v in (conf or {}).items():
         args += ["--conf", k, str(v)]
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "MONAI_LABEL_TRACKING_ENABLED": "false",
-           "MONAI_LABEL_DATASTORE_AUTO_RELOAD": "false"}
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "MONAI_LABEL_TRACKING_ENABLED": "false"}
     log = workdir / f"server-{port}.log"
     t0 = time.perf_counter()
     with open(log, "w") as out:

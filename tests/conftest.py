@@ -53,6 +53,8 @@ def server_factory(tmp_path: Path) -> Iterator[Callable[..., Server]]:
     servers: list[Server] = []
 
     def make(studies: Path, conf: dict[str, str] | None = None) -> Server:
+        # every test server publishes its models in its own folder
+        conf = {"model_dir": str(tmp_path / f"model-{len(servers)}"), **(conf or {})}
         s = start_server(studies, tmp_path, conf)
         servers.append(s)
         return s

@@ -26,7 +26,7 @@ def sphere_server(tmp_path_factory):
     studies.mkdir()
     image, mask = sphere_volume(shape=(40, 40, 24), centre=(20, 20, 12), radius=12.0, seed=1, spacing=SPACING)
     save_nifti(image, studies / "sphere.nii.gz", spacing=SPACING)
-    server = start_server(studies, tmp)
+    server = start_server(studies, tmp, conf={"model_dir": str(tmp / "model")})
     yield server, image, mask
     stop_server(server)
 

@@ -32,7 +32,12 @@ from lib.config import app_config  # noqa: E402
 from lib.geos import GeoSConfig  # noqa: E402
 from lib.tasks.batch_infer import HostAwareBatchInferTask  # noqa: E402
 from lib.tasks.datastore import AtomicLocalDatastore  # noqa: E402
+from lib.prnet.propagate import PropagationConfig  # noqa: E402
+from lib.prnet.train import PRNetConfig  # noqa: E402
 from lib.tasks.infer_geos import PointsGeoS, ScribblesGeoS  # noqa: E402
+from lib.tasks.infer_prnet import PRNetPrelabel  # noqa: E402
+from lib.tasks.strategy_prnet import PRNetConfidence  # noqa: E402
+from lib.tasks.train_prnet import PRNetTrain  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +49,7 @@ class OneShotApp(MONAILabelApp):
         tracking_uri = str(self.cfg.get("tracking_uri") or "")
         settings.MONAI_LABEL_TRACKING_ENABLED = bool(self.cfg.get("tracking")) or bool(tracking_uri)
         settings.MONAI_LABEL_TRACKING_URI = tracking_uri
-        self.model_dir = os.path.join(app_dir, "model")
+        self.model_dir = str(self.cfg.get("model_dir") or os.path.join(app_dir, "model"))
         super().__init__(
             app_dir=app_dir,
             studies=studies,
@@ -67,9 +72,17 @@ class OneShotApp(MONAILabelApp):
     def init_infers(self) -> Dict[str, InferTask]:
         geos = GeoSConfig.from_dict(self.cfg["geos"])
         points = self.cfg["points"]
+        p = self.cfg["prnet"]
+        propagation = PropagationConfig(
+            n_starts=int(p["n_starts"]), refine_steps=int(p["refine_steps"]), tau=float(p["tau"]), batch_size=int(p["batch_size"])
+        )
         infers: Dict[str, InferTask] = {
             "scribbles_geos": ScribblesGeoS(geos),
             "points_geos": PointsGeoS(replace(geos, margin_mm=float(points["margin_mm"])), point_radius_mm=float(points["radius_mm"])),
+            "prnet_prelabel": PRNetPrelabel(
+                self.datastore(), os.path.join(self.model_dir, "prnet.pt"), geos, propagation,
+                support_tag=str(self.cfg["support_tag"]), stride=int(p["stride"]),
+            ),
         }
         if self.cfg.get("scribbles_baseline"):
             from lib.tasks.baseline import BundledHistogramGraphCut
@@ -78,10 +91,21 @@ class OneShotApp(MONAILabelApp):
         return infers
 
     def init_trainers(self) -> Dict[str, TrainTask]:
-        return {}
+        p = self.cfg["prnet"]
+        geos = self.cfg["geos"]
+        prnet = PRNetConfig(
+            patch_size=tuple(int(x) for x in p["patch_size"]), base_channels=int(p["base_channels"]),
+            batch_pairs=int(p["batch_pairs"]), lr=float(p["lr"]),
+        )
+        return {
+            "prnet": PRNetTrain(
+                self.model_dir, prnet, (list(geos["window_hu"]), list(geos["window_out"])),
+                max_steps=int(p["max_steps"]), checkpoint_every=int(p["checkpoint_every"]), fc_hidden=int(p["fc_hidden"]),
+            )
+        }
 
     def init_strategies(self) -> Dict[str, Strategy]:
-        return {"random": Random(), "first": First()}
+        return {"prnet_confidence": PRNetConfidence(), "random": Random(), "first": First()}
 
     def on_init_complete(self):
         super().on_init_complete()

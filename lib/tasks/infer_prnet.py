@@ -1,0 +1,183 @@
+"""MONAI Label infer task ``prnet_prelabel``: propagate the support scribbles to one study and expand them
+with GeoS into a multi-class draft label.
+
+The support annotation is the label under tag ``support_tag`` (default ``scribbles``) of a study, its ids
+named in the label's ``label_info`` (the background class named ``background``). Without one, scribbles are
+sampled from a ``final`` label (a full mask saved from Slicer, its ids in ``label_names``).
+
+The result's ``label_names`` (``{name: id}``) is what Slicer's *Next Sample* reads from the draft
+(tag ``original``) saved by ``POST /batch/infer/prnet_prelabel?images=unlabeled``. Propagation statistics
+(points kept per class, mean DFD similarity) are returned and stored in the image's info under ``prnet``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from typing import Any, Dict, Tuple
+
+import numpy as np
+import torch
+from monailabel.interfaces.datastore import Datastore
+from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
+
+from lib.data.labels import BACKGROUND
+from lib.data.scribbles import ScribbleConfig, simulate_scribbles
+from lib.geos import GeoSConfig, geos_segment, normalize_intensity
+from lib.io import read_volume, write_like
+from lib.prnet.propagate import PropagationConfig, propagate
+from lib.tasks.errors import ClientError
+from lib.tasks.train_prnet import load_prnet
+
+logger = logging.getLogger(__name__)
+
+
+class Support:
+    """The one-shot support: image, scribble map ``(I, J, K)`` and ``{name: id}`` (background included)."""
+
+    def __init__(self, image_id: str, image: np.ndarray, spacing, scribbles: np.ndarray, names: Dict[str, int], source: str):
+        self.image_id, self.image, self.spacing, self.scribbles, self.names, self.source = image_id, image, spacing, scribbles, names, source
+
+
+def images_with_tag(datastore: Datastore, tag: str) -> list[str]:
+    """Image ids that have a label under ``tag`` (MONAI Label's ``get_labeled_images`` ignores the tag)."""
+    return sorted(i for i in datastore.list_images() if datastore.get_label_uri(i, tag))
+
+
+def find_support(datastore: Datastore, tag: str) -> Support:
+    """The support annotation of the datastore (see the module's docstring); ClientError when there is none."""
+    for image_id in images_with_tag(datastore, tag):
+        info = datastore.get_label_info(image_id, tag) or {}
+        names = {str(d["name"]): int(d["id"]) for d in info.get("label_info", [])} or info.get("label_names") or {}
+        if not names:
+            raise ClientError(f"the '{tag}' label of '{image_id}' has no label_info naming its ids; save it with "
+                              "params {\"label_info\": [{\"name\": ..., \"id\": ...}, ...]} (background named 'background')")
+        if BACKGROUND not in names:
+            raise ClientError(f"the '{tag}' label of '{image_id}' names no '{BACKGROUND}' class; scribble the background too")
+        img = read_volume(datastore.get_image_uri(image_id))
+        scribbles = read_volume(datastore.get_label_uri(image_id, tag)).array
+        return Support(image_id, img.array.astype(np.float32), img.spacing, np.rint(scribbles).astype(np.int64), dict(names), tag)
+    for image_id in images_with_tag(datastore, "final"):
+        info = datastore.get_label_info(image_id, "final") or {}
+        names = info.get("label_names") or (info.get("params") or {}).get("label_names") or {}
+        if not names:
+            continue
+        img = read_volume(datastore.get_image_uri(image_id))
+        label = np.rint(read_volume(datastore.get_label_uri(image_id, "final")).array).astype(np.int64)
+        names = {str(k): int(v) for k, v in names.items() if str(k) != BACKGROUND}
+        bg = max(names.values()) + 1
+        s = simulate_scribbles(label, img.array.astype(np.float32), names, bg, ScribbleConfig())
+        return Support(image_id, img.array.astype(np.float32), img.spacing, s.astype(np.int64), {**names, BACKGROUND: bg}, "final")
+    raise ClientError(
+        f"no support annotation: scribble one study (foreground strokes per structure and background strokes) and save "
+        f"it with label tag '{tag}' and its label_info, or save a full mask as a 'final' label with label_names"
+    )
+
+
+class PRNetPrelabel(InferTask):
+    def __init__(
+        self,
+        datastore: Datastore,
+        model_path: str,
+        geos: GeoSConfig,
+        propagation: PropagationConfig = PropagationConfig(),
+        support_tag: str = "scribbles",
+        stride: int = 2,
+    ):
+        super().__init__(
+            type=InferType.SEGMENTATION,
+            labels=None,
+            dimension=3,
+            description="PRNet pre-label: support scribbles propagated (DFD-filtered) and expanded with GeoS",
+            config={"tau": propagation.tau, "stride": stride, "support_tag": support_tag},
+        )
+        self.datastore, self.model_path, self.geos, self.propagation = datastore, model_path, geos, propagation
+        self.support_tag, self.stride = support_tag, stride
+        self._model = None
+        self._model_mtime = None
+        self._lock = threading.Lock()
+
+    def is_valid(self) -> bool:
+        return True  # listed before training; a request then names the trainer to run
+
+    def _net(self, device: str):
+        if not os.path.exists(self.model_path):
+            raise ClientError("PRNet is not trained yet: run the trainer 'prnet' first (POST /train/prnet)", status_code=409)
+        mtime = os.stat(self.model_path).st_mtime_ns
+        with self._lock:
+            if self._model is None or mtime != self._model_mtime:  # hot reload after (re)training
+                self._model = load_prnet(self.model_path, device)
+                self._model_mtime = mtime
+            return self._model
+
+    def _image_id(self, request: Dict[str, Any]) -> str | None:
+        if request.get("_image_id"):
+            return str(request["_image_id"])
+        path = os.path.realpath(str(request.get("image", "")))
+        for image_id in self.datastore.list_images():
+            if os.path.realpath(self.datastore.get_image_uri(image_id)) == path:
+                return image_id
+        return None
+
+    def __call__(self, request: Dict[str, Any]) -> Tuple[str | None, Dict]:
+        t0 = time.perf_counter()
+        path = request.get("image")
+        if not isinstance(path, str) or not os.path.exists(path):
+            raise ClientError(f"image '{request.get('image')}' is not in the datastore", status_code=404)
+        device = "cuda" if torch.cuda.is_available() and str(request.get("device", "cuda")).startswith("cuda") else "cpu"
+        (net, cfg) = self._net(device)
+        support = find_support(self.datastore, str(request.get("support_tag", self.support_tag)))
+        try:
+            tau = float(request.get("tau", self.propagation.tau))
+            stride = max(1, int(request.get("stride", self.stride)))
+        except (TypeError, ValueError):
+            raise ClientError("'tau' must be a number and 'stride' an integer") from None
+        query = read_volume(path)
+        image_id = self._image_id(request)
+
+        warnings, stats, seeds = [], {}, {}
+        window = (self.geos.window_hu, self.geos.window_out)
+        s01 = normalize_intensity(support.image, *window)
+        q01 = normalize_intensity(query.array.astype(np.float32), *window)
+        for name, cid in sorted(support.names.items(), key=lambda kv: kv[1]):
+            pts = np.argwhere(support.scribbles == cid)[::stride]
+            if len(pts) == 0:
+                warnings.append(f"support class '{name}' (id {cid}) has no scribble voxels: skipped")
+                continue
+            if image_id == support.image_id:  # the support study keeps its own scribbles
+                located, sim, keep = pts, np.ones(len(pts)), np.ones(len(pts), bool)
+            else:
+                pcfg = PropagationConfig(**{**self.propagation.__dict__, "tau": tau})
+                pr = propagate(net, s01, pts, q01, query.spacing, cfg.r_mm, pcfg, device=device)
+                located, sim, keep = pr.located, pr.sim, pr.keep
+            mask = np.zeros(query.array.shape, bool)
+            mask[tuple(located[keep].T)] = True
+            seeds[cid] = mask
+            stats[name] = {"points": int(len(pts)), "kept": int(keep.sum()), "mean_sim": float(np.mean(sim)) if len(sim) else 0.0}
+        bg_id = support.names[BACKGROUND]
+        fg = {c: m for c, m in seeds.items() if c != bg_id and m.any()}
+        if not fg:
+            raise ClientError(f"no propagated foreground point survived DFD (tau={tau}); lower 'tau' or retrain 'prnet'", status_code=422)
+        label, geos_stats = geos_segment(query.array.astype(np.float32), fg, seeds.get(bg_id, np.zeros(query.array.shape, bool)),
+                                         query.spacing, self.geos)
+        label_names = {n: c for n, c in support.names.items() if n != BACKGROUND}
+        all_sims = [v["mean_sim"] for v in stats.values()]
+        summary = {"confidence": float(np.mean(all_sims)) if all_sims else 0.0, "classes": stats, "tau": tau,
+                   "support": support.image_id, "support_source": support.source, "seconds": round(time.perf_counter() - t0, 2)}
+        if image_id and image_id != support.image_id:
+            try:
+                self.datastore.update_image_info(image_id, {"prnet": summary})
+            except Exception as e:  # the label is still returned; the strategy just lacks this study's score
+                warnings.append(f"could not store the propagation statistics in the image info: {e}")
+        out = write_like(label, path, _tmp_path(str(request.get("result_extension") or ".nii.gz")))
+        return out, {"label_names": label_names, "prnet": summary, "geos": geos_stats, "warnings": warnings}
+
+
+def _tmp_path(ext: str) -> str:
+    import tempfile
+
+    fd, p = tempfile.mkstemp(suffix=ext if ext.startswith(".") else "." + ext, prefix="prnet_")
+    os.close(fd)
+    return p

@@ -1,0 +1,142 @@
+"""MONAI Label trainer ``prnet``: self-supervised PRNet training on every study of the datastore.
+
+Progress (loss, its two terms, offset error in mm, pairs/s) is in the trainer's ``train_stats``.
+A checkpoint (weights, optimizer, step) is written atomically every ``checkpoint_every`` steps and
+the weights are published to ``<model_dir>/prnet.pt`` (a plain state_dict, with its settings), so an
+interrupted run resumes where its last checkpoint left off.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import time
+from dataclasses import asdict
+from typing import Any, Dict
+
+import numpy as np
+import torch
+from monailabel.interfaces.datastore import Datastore
+from monailabel.interfaces.tasks.train import TrainTask
+
+from lib.geos import normalize_intensity
+from lib.io import read_volume
+from lib.prnet.network import PRNet
+from lib.prnet.train import PRNetConfig, train_prnet
+from lib.tasks.errors import ClientError
+
+logger = logging.getLogger(__name__)
+
+
+def atomic_torch_save(obj: Any, path: str) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", dir=os.path.dirname(path))
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def load_prnet(path: str, device: str = "cpu") -> tuple[PRNet, PRNetConfig]:
+    """The published PRNet and its settings."""
+    blob = torch.load(path, map_location=device, weights_only=False)
+    cfg = PRNetConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in blob["config"].items()})
+    net = PRNet(cfg.patch_size, cfg.base_channels, blob.get("fc_hidden", 256))
+    net.load_state_dict(blob["state_dict"])
+    return net.to(device).eval(), cfg
+
+
+class PRNetTrain(TrainTask):
+    def __init__(
+        self,
+        model_dir: str,
+        cfg: PRNetConfig,
+        window: tuple[list, list],
+        max_steps: int = 2000,
+        checkpoint_every: int = 50,
+        fc_hidden: int = 256,
+    ):
+        super().__init__("Self-supervised PRNet (relative position + reconstruction) on every study")
+        self.model_dir = model_dir
+        self.cfg = cfg
+        self.window = window
+        self.max_steps = max_steps
+        self.checkpoint_every = checkpoint_every
+        self.fc_hidden = fc_hidden
+        self.published = os.path.join(model_dir, "prnet.pt")
+        self.checkpoint = os.path.join(model_dir, "prnet_checkpoint.pt")
+        self.stats_path = os.path.join(model_dir, "train_stats_prnet.json")
+
+    def config(self) -> Dict[str, Any]:
+        return {"max_steps": self.max_steps, "lr": self.cfg.lr, "batch_pairs": self.cfg.batch_pairs,
+                "checkpoint_every": self.checkpoint_every, "restart": False}
+
+    def stats(self) -> Dict[str, Any]:
+        if os.path.exists(self.stats_path):
+            with open(self.stats_path) as f:
+                return json.load(f)
+        return {}
+
+    def _write_stats(self, stats: Dict[str, Any]) -> None:
+        fd, tmp = tempfile.mkstemp(dir=self.model_dir, prefix=".stats.")
+        with os.fdopen(fd, "w") as f:
+            json.dump(stats, f, indent=2)
+        os.replace(tmp, self.stats_path)
+
+    def __call__(self, request: Dict[str, Any], datastore: Datastore) -> Dict[str, Any]:
+        os.makedirs(self.model_dir, exist_ok=True)
+        try:
+            max_steps = int(request.get("max_steps", self.max_steps))
+            every = max(1, int(request.get("checkpoint_every", self.checkpoint_every)))
+            lr = float(request.get("lr", self.cfg.lr))
+        except (TypeError, ValueError) as e:
+            raise ClientError(f"max_steps / checkpoint_every must be integers and lr a number: {e}") from None
+        images = datastore.list_images()
+        if not images:
+            raise ClientError("the datastore has no studies to train PRNet on; add images first")
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        volumes, spacings = [], []
+        for image_id in images:
+            vol = read_volume(datastore.get_image_uri(image_id))
+            volumes.append(normalize_intensity(vol.array.astype(np.float32), *self.window))
+            spacings.append(vol.spacing)
+        # r must cover the largest offset: the largest extent (mm) over the studies, per axis
+        extent = np.max([np.asarray(v.shape) * np.asarray(s) for v, s in zip(volumes, spacings)], axis=0)
+        cfg = PRNetConfig(**{**asdict(self.cfg), "lr": lr, "r_mm": tuple(float(x) for x in extent)})
+
+        net = PRNet(cfg.patch_size, cfg.base_channels, self.fc_hidden).to(device)
+        optimizer = torch.optim.Adam(net.parameters(), lr=cfg.lr)
+        step = 0
+        restart = str(request.get("restart", False)).lower() in ("1", "true", "yes")
+        if os.path.exists(self.checkpoint) and not restart:
+            ck = torch.load(self.checkpoint, map_location=device, weights_only=False)
+            net.load_state_dict(ck["state_dict"])
+            optimizer.load_state_dict(ck["optimizer"])
+            step = int(ck["step"])
+            logger.info(f"PRNet: resuming at step {step}")
+
+        history = self.stats().get("history", []) if step else []
+        t_start = time.time()
+        while step < max_steps:
+            chunk = min(every, max_steps - step)
+            losses: list[dict] = []
+            t0 = time.perf_counter()
+            train_prnet(net, volumes, spacings, cfg, chunk, optimizer, seed=step, device=device,
+                        callback=lambda s, st: losses.append(st))
+            step += chunk
+            rate = chunk * cfg.batch_pairs / (time.perf_counter() - t0)
+            mean = {k: float(np.mean([l[k] for l in losses])) for k in losses[0]}
+            history.append({"step": step, **mean, "pairs_per_s": rate})
+            blob = {"state_dict": net.state_dict(), "config": asdict(cfg), "fc_hidden": self.fc_hidden, "step": step}
+            atomic_torch_save({**blob, "optimizer": optimizer.state_dict()}, self.checkpoint)
+            atomic_torch_save(blob, self.published)
+            self._write_stats({"model": "prnet", "step": step, "max_steps": max_steps, "device": device,
+                               "studies": len(images), **mean, "pairs_per_s": rate, "history": history[-200:],
+                               "elapsed_s": time.time() - t_start, "published": self.published})
+            logger.info(f"PRNet step {step}/{max_steps}: loss {mean['loss']:.3f} err {mean['err_mm']:.1f} mm, {rate:.1f} pairs/s")
+        return self.stats()
