@@ -72,3 +72,34 @@ def test_propagation_is_batched_and_dfd_threshold_filters():
     np.testing.assert_array_equal(strict.located, keep_all.located)
     assert strict.keep.sum() <= keep_all.keep.sum()
     assert np.array_equal(strict.keep, strict.sim > 0.999)
+
+
+def test_prnet_trainer_resumes_from_its_checkpoint(tmp_path):
+    from lib.tasks.datastore import AtomicLocalDatastore
+    from lib.tasks.train_prnet import PRNetTrain, load_prnet
+
+    from conftest import save_nifti
+
+    studies = tmp_path / "studies"
+    studies.mkdir()
+    for i in range(2):
+        save_nifti((smooth_volume(seed=i) * 1000 - 500).astype("int16"), studies / f"s{i}.nii.gz", spacing=(3.0, 3.0, 3.0))
+    ds = AtomicLocalDatastore(str(studies), extensions=["*.nii.gz"], auto_reload=False)
+    cfg = PRNetConfig(patch_size=(32, 32, 32), base_channels=4, batch_pairs=2, lr=1e-3)
+    window = ([-500, -100, 200, 1500], [0.0, 0.2, 0.8, 1.0])
+    trainer = PRNetTrain(str(tmp_path / "model"), cfg, window, max_steps=2, checkpoint_every=1, fc_hidden=16)
+
+    first = trainer({}, ds)
+    assert first["step"] == 2 and [h["step"] for h in first["history"]] == [1, 2]
+    weights_after_2 = load_prnet(trainer.published)[0].state_dict()
+    # r covers the largest offset: the studies' extent in mm (48, 48, 40 voxels at 3 mm)
+    assert load_prnet(trainer.published)[1].r_mm == (144.0, 144.0, 120.0)
+
+    # "interrupted" after step 2: a new run with a larger budget continues from the checkpoint
+    second = trainer({"max_steps": 4}, ds)
+    assert [h["step"] for h in second["history"]] == [1, 2, 3, 4]
+    changed = any(not torch.equal(weights_after_2[k], v) for k, v in load_prnet(trainer.published)[0].state_dict().items())
+    assert changed
+    # restart=true starts over
+    third = trainer({"max_steps": 1, "restart": True}, ds)
+    assert [h["step"] for h in third["history"]] == [1]

@@ -84,13 +84,13 @@ def test_train_prelabel_and_strategy_through_the_server(tmp_path, server_factory
     label_info = [{"name": "bright", "id": 1}, {"name": "dark", "id": 2}, {"name": "ghost", "id": 3}, {"name": "background", "id": 4}]
     client.save_label("case_0", str(support), tag="scribbles", params={"label_info": label_info})
 
-    result, body = client.infer("prnet_prelabel", "case_1", {"tau": 0.0})
+    result, body = client.infer("prnet_prelabel", "case_1", {"tau": -1.0})
     assert any("ghost" in w for w in body["warnings"])
     assert body["label_names"] == {"bright": 1, "dark": 2, "ghost": 3}
     assert read_volume(result).array.shape == label0.shape
 
     # cohort pre-labeling as a data team would run it, with the endpoint's usual parameters
-    out = post_json(f"{server.url}/batch/infer/prnet_prelabel?images=unlabeled&run_sync=true", {"tau": 0.0})
+    out = post_json(f"{server.url}/batch/infer/prnet_prelabel?images=unlabeled&run_sync=true", {"tau": -1.0})
     assert out is not None
     ds = client.datastore()["objects"]
     for case in ("case_0", "case_1", "case_2"):

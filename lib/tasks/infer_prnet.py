@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import tempfile
 import threading
 import time
 from typing import Any, Dict, Tuple
@@ -25,9 +26,10 @@ from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
 
 from lib.data.labels import BACKGROUND
 from lib.data.scribbles import ScribbleConfig, simulate_scribbles
-from lib.geos import GeoSConfig, geos_segment, normalize_intensity
+from lib.geos import GeoSConfig
 from lib.io import read_volume, write_like
-from lib.prnet.propagate import PropagationConfig, propagate
+from lib.prnet.prelabel import prelabel, with_tau
+from lib.prnet.propagate import PropagationConfig
 from lib.tasks.errors import ClientError
 from lib.tasks.train_prnet import load_prnet
 
@@ -137,47 +139,27 @@ class PRNetPrelabel(InferTask):
         query = read_volume(path)
         image_id = self._image_id(request)
 
-        warnings, stats, seeds = [], {}, {}
-        window = (self.geos.window_hu, self.geos.window_out)
-        s01 = normalize_intensity(support.image, *window)
-        q01 = normalize_intensity(query.array.astype(np.float32), *window)
-        for name, cid in sorted(support.names.items(), key=lambda kv: kv[1]):
-            pts = np.argwhere(support.scribbles == cid)[::stride]
-            if len(pts) == 0:
-                warnings.append(f"support class '{name}' (id {cid}) has no scribble voxels: skipped")
-                continue
-            if image_id == support.image_id:  # the support study keeps its own scribbles
-                located, sim, keep = pts, np.ones(len(pts)), np.ones(len(pts), bool)
-            else:
-                pcfg = PropagationConfig(**{**self.propagation.__dict__, "tau": tau})
-                pr = propagate(net, s01, pts, q01, query.spacing, cfg.r_mm, pcfg, device=device)
-                located, sim, keep = pr.located, pr.sim, pr.keep
-            mask = np.zeros(query.array.shape, bool)
-            mask[tuple(located[keep].T)] = True
-            seeds[cid] = mask
-            stats[name] = {"points": int(len(pts)), "kept": int(keep.sum()), "mean_sim": float(np.mean(sim)) if len(sim) else 0.0}
         bg_id = support.names[BACKGROUND]
-        fg = {c: m for c, m in seeds.items() if c != bg_id and m.any()}
-        if not fg:
+        result = prelabel(
+            net, cfg.r_mm, support.image, support.scribbles, support.names, bg_id, query.array.astype(np.float32),
+            query.spacing, self.geos, with_tau(self.propagation, tau), stride, device, identity=image_id == support.image_id,
+        )
+        warnings = list(result.warnings)
+        if result.label is None:
             raise ClientError(f"no propagated foreground point survived DFD (tau={tau}); lower 'tau' or retrain 'prnet'", status_code=422)
-        label, geos_stats = geos_segment(query.array.astype(np.float32), fg, seeds.get(bg_id, np.zeros(query.array.shape, bool)),
-                                         query.spacing, self.geos)
         label_names = {n: c for n, c in support.names.items() if n != BACKGROUND}
-        all_sims = [v["mean_sim"] for v in stats.values()]
-        summary = {"confidence": float(np.mean(all_sims)) if all_sims else 0.0, "classes": stats, "tau": tau,
-                   "support": support.image_id, "support_source": support.source, "seconds": round(time.perf_counter() - t0, 2)}
+        summary = {**result.stats(support.names), "tau": tau, "support": support.image_id,
+                   "support_source": support.source, "seconds": round(time.perf_counter() - t0, 2)}
         if image_id and image_id != support.image_id:
             try:
                 self.datastore.update_image_info(image_id, {"prnet": summary})
             except Exception as e:  # the label is still returned; the strategy just lacks this study's score
                 warnings.append(f"could not store the propagation statistics in the image info: {e}")
-        out = write_like(label, path, _tmp_path(str(request.get("result_extension") or ".nii.gz")))
-        return out, {"label_names": label_names, "prnet": summary, "geos": geos_stats, "warnings": warnings}
+        out = write_like(result.label, path, _tmp_path(str(request.get("result_extension") or ".nii.gz")))
+        return out, {"label_names": label_names, "prnet": summary, "geos": result.geos, "warnings": warnings}
 
 
 def _tmp_path(ext: str) -> str:
-    import tempfile
-
     fd, p = tempfile.mkstemp(suffix=ext if ext.startswith(".") else "." + ext, prefix="prnet_")
     os.close(fd)
     return p

@@ -109,6 +109,7 @@ class PRNetTrain(TrainTask):
         extent = np.max([np.asarray(v.shape) * np.asarray(s) for v, s in zip(volumes, spacings)], axis=0)
         cfg = PRNetConfig(**{**asdict(self.cfg), "lr": lr, "r_mm": tuple(float(x) for x in extent)})
 
+        torch.manual_seed(int(request.get("seed", 0)))  # reproducible initial weights
         net = PRNet(cfg.patch_size, cfg.base_channels, self.fc_hidden).to(device)
         optimizer = torch.optim.Adam(net.parameters(), lr=cfg.lr)
         step = 0

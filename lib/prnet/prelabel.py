@@ -1,0 +1,127 @@
+"""From support scribbles to a pseudo mask of a query study: propagate (Eq. 4), DFD (Eq. 5), GeoS (§3.4).
+
+Every class of the support scribble map (the background is its own class) is subsampled with
+``stride``, propagated to the query, filtered by DFD, and the kept points seed a multi-class GeoS.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from lib.geos import GeoSConfig, geos_segment, normalize_intensity
+from lib.prnet.network import PRNet
+from lib.prnet.propagate import Propagation, PropagationConfig, propagate
+
+
+@dataclass
+class Prelabel:
+    label: np.ndarray | None  # (I, J, K) uint8 class ids; None when no foreground point was kept
+    points: dict[int, np.ndarray] = field(default_factory=dict)  # class id -> (N, 3) support points used
+    propagation: dict[int, Propagation] = field(default_factory=dict)  # class id -> located / sim / keep
+    warnings: list[str] = field(default_factory=list)
+    geos: dict = field(default_factory=dict)
+
+    def stats(self, names: Mapping[str, int]) -> dict:
+        """Per class: points propagated, kept, mean DFD similarity; and the overall confidence."""
+        by_id = {i: n for n, i in names.items()}
+        classes = {
+            by_id.get(c, str(c)): {"points": int(len(p.sim)), "kept": int(p.keep.sum()), "mean_sim": float(np.mean(p.sim)) if len(p.sim) else 0.0}
+            for c, p in self.propagation.items()
+        }
+        sims = [v["mean_sim"] for v in classes.values()]
+        return {"confidence": float(np.mean(sims)) if sims else 0.0, "classes": classes}
+
+
+def support_points(scribbles: np.ndarray, class_ids: Sequence[int], stride: int) -> dict[int, np.ndarray]:
+    """Every ``stride``-th scribble voxel ``(N, 3)`` of each class (empty classes included)."""
+    return {c: np.argwhere(scribbles == c)[:: max(1, stride)] for c in class_ids}
+
+
+def propagate_support(
+    net: PRNet | None,
+    r_mm: Sequence[float],
+    support_hu: np.ndarray,
+    scribbles: np.ndarray,
+    names: Mapping[str, int],
+    query_hu: np.ndarray,
+    query_spacing: Sequence[float],
+    window: tuple[Sequence[float], Sequence[float]],
+    propagation: PropagationConfig = PropagationConfig(),
+    stride: int = 2,
+    device: str = "cpu",
+    identity: bool = False,
+) -> Prelabel:
+    """Propagate every class's support points (``stride``-subsampled) to the query; no mask yet.
+
+    ``identity``: the query *is* the support study — its own scribbles are kept as they are.
+    Volumes ``(I, J, K)`` HU, normalised with ``window`` (HU knots, [0, 1] values); spacing in mm.
+    """
+    out = Prelabel(label=None)
+    pts = support_points(scribbles, names.values(), stride)
+    s01 = normalize_intensity(support_hu, *window)
+    q01 = normalize_intensity(query_hu, *window)
+    for name, cid in sorted(names.items(), key=lambda kv: kv[1]):
+        if len(pts[cid]) == 0:
+            out.warnings.append(f"support class '{name}' (id {cid}) has no scribble voxels: skipped")
+            continue
+        if identity:
+            n = len(pts[cid])
+            pr = Propagation(pts[cid], np.ones(n, np.float32), np.ones(n, bool))
+        else:
+            pr = propagate(net, s01, pts[cid], q01, query_spacing, r_mm, propagation, device=device)
+        out.points[cid], out.propagation[cid] = pts[cid], pr
+    return out
+
+
+def pseudo_mask(
+    result: Prelabel,
+    background_id: int,
+    query_hu: np.ndarray,
+    query_spacing: Sequence[float],
+    geos: GeoSConfig = GeoSConfig(),
+    tau: float | None = None,
+) -> Prelabel:
+    """GeoS from the kept points (``sim > tau`` when ``tau`` is given, else each propagation's ``keep``).
+
+    Sets ``result.label`` (None when no foreground point is kept) and ``result.geos``; returns ``result``.
+    """
+    seeds = {}
+    for cid, pr in result.propagation.items():
+        keep = pr.keep if tau is None else pr.sim > tau
+        mask = np.zeros(query_hu.shape, bool)
+        mask[tuple(pr.located[keep].T)] = True
+        seeds[cid] = mask
+    fg = {c: m for c, m in seeds.items() if c != background_id and m.any()}
+    result.label, result.geos = None, {}
+    if fg:
+        bg = seeds.get(background_id, np.zeros(query_hu.shape, bool))
+        result.label, result.geos = geos_segment(query_hu, fg, bg, query_spacing, geos)
+    return result
+
+
+def prelabel(
+    net: PRNet | None,
+    r_mm: Sequence[float],
+    support_hu: np.ndarray,
+    scribbles: np.ndarray,
+    names: Mapping[str, int],
+    background_id: int,
+    query_hu: np.ndarray,
+    query_spacing: Sequence[float],
+    geos: GeoSConfig = GeoSConfig(),
+    propagation: PropagationConfig = PropagationConfig(),
+    stride: int = 2,
+    device: str = "cpu",
+    identity: bool = False,
+) -> Prelabel:
+    """:func:`propagate_support` then :func:`pseudo_mask` at ``propagation.tau``."""
+    result = propagate_support(net, r_mm, support_hu, scribbles, names, query_hu, query_spacing,
+                               (geos.window_hu, geos.window_out), propagation, stride, device, identity)
+    return pseudo_mask(result, background_id, query_hu, query_spacing, geos)
+
+
+def with_tau(cfg: PropagationConfig, tau: float) -> PropagationConfig:
+    return replace(cfg, tau=float(tau))
