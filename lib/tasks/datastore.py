@@ -11,48 +11,16 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
-import tempfile
 import time
 from typing import Any, Dict
 
 from filelock import FileLock
 from monailabel.datastore.local import DataModel, LocalDatastore
 
+from lib.atomic import atomic_copy, atomic_write_text
 from lib.tasks.errors import ImageNotFound
 
 logger = logging.getLogger(__name__)
-
-
-def atomic_copy(src: str, dest: str) -> None:
-    """Copy ``src`` to ``dest`` so that ``dest`` is either the old file or the complete new one."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(dest)}.", dir=os.path.dirname(dest))
-    try:
-        with os.fdopen(fd, "wb") as out, open(src, "rb") as inp:
-            shutil.copyfileobj(inp, out)
-            out.flush()
-            os.fsync(out.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, dest)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def atomic_write_text(path: str, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", dir=os.path.dirname(path))
-    try:
-        with os.fdopen(fd, "w") as out:
-            out.write(text)
-            out.flush()
-            os.fsync(out.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 class AtomicLocalDatastore(LocalDatastore):

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 import time
 from dataclasses import asdict
 from typing import Any, Dict
@@ -21,6 +20,7 @@ import torch
 from monailabel.interfaces.datastore import Datastore
 from monailabel.interfaces.tasks.train import TrainTask
 
+from lib.atomic import atomic_path, atomic_write_json
 from lib.geos import normalize_intensity
 from lib.io import read_volume
 from lib.prnet.network import PRNet
@@ -31,15 +31,8 @@ logger = logging.getLogger(__name__)
 
 
 def atomic_torch_save(obj: Any, path: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", dir=os.path.dirname(path))
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def load_prnet(path: str, device: str = "cpu") -> tuple[PRNet, PRNetConfig]:
@@ -81,12 +74,6 @@ class PRNetTrain(TrainTask):
             with open(self.stats_path) as f:
                 return json.load(f)
         return {}
-
-    def _write_stats(self, stats: Dict[str, Any]) -> None:
-        fd, tmp = tempfile.mkstemp(dir=self.model_dir, prefix=".stats.")
-        with os.fdopen(fd, "w") as f:
-            json.dump(stats, f, indent=2)
-        os.replace(tmp, self.stats_path)
 
     def __call__(self, request: Dict[str, Any], datastore: Datastore) -> Dict[str, Any]:
         os.makedirs(self.model_dir, exist_ok=True)
@@ -136,7 +123,7 @@ class PRNetTrain(TrainTask):
             blob = {"state_dict": net.state_dict(), "config": asdict(cfg), "fc_hidden": self.fc_hidden, "step": step}
             atomic_torch_save({**blob, "optimizer": optimizer.state_dict()}, self.checkpoint)
             atomic_torch_save(blob, self.published)
-            self._write_stats({"model": "prnet", "step": step, "max_steps": max_steps, "device": device,
+            atomic_write_json(self.stats_path, {"model": "prnet", "step": step, "max_steps": max_steps, "device": device,
                                "studies": len(images), **mean, "pairs_per_s": rate, "history": history[-200:],
                                "elapsed_s": time.time() - t_start, "published": self.published})
             logger.info(f"PRNet step {step}/{max_steps}: loss {mean['loss']:.3f} err {mean['err_mm']:.1f} mm, {rate:.1f} pairs/s")
