@@ -103,3 +103,44 @@ def test_prnet_trainer_resumes_from_its_checkpoint(tmp_path):
     # restart=true starts over
     third = trainer({"max_steps": 1, "restart": True}, ds)
     assert [h["step"] for h in third["history"]] == [1]
+
+
+@pytest.fixture(scope="module")
+def trained_on_phantoms():
+    """A tiny PRNet trained 60 steps (~20 s) on three shifted two-organ phantoms; ``(net, cfg, vols, labels)``."""
+    from lib.geos import normalize_intensity
+    from test_prnet_server import phantom
+
+    torch.manual_seed(0)
+    vols, labels = [], []
+    for i, shift in enumerate((0, 2, -2)):
+        image, label = phantom(shift, seed=i)
+        vols.append(normalize_intensity(image.astype(np.float32), (-500, -100, 200, 1500), (0.0, 0.2, 0.8, 1.0)))
+        labels.append(label)
+    cfg = PRNetConfig(patch_size=(32, 32, 32), base_channels=4, r_mm=(132.0, 120.0, 108.0), batch_pairs=4, lr=1e-3)
+    net = PRNet(cfg.patch_size, cfg.base_channels, fc_hidden=32)
+    train_prnet(net, vols, [(3.0, 3.0, 3.0)] * 3, cfg, steps=60, seed=0)
+    return net.eval(), cfg, vols, labels
+
+
+def test_propagation_onto_an_identical_copy_lands_within_a_few_voxels(trained_on_phantoms):
+    net, cfg, vols, labels = trained_on_phantoms
+    pts = np.concatenate([np.argwhere(labels[0] == 1)[::20], np.argwhere(labels[0] == 2)[::20]])
+    pr = propagate(net, vols[0], pts, vols[0].copy(), (3.0, 3.0, 3.0), cfg.r_mm, PropagationConfig(tau=0.5, batch_size=16))
+    err = np.abs(pr.located - pts).max(axis=1)  # Chebyshev distance, voxels
+    assert np.median(err) <= 4 and np.percentile(err, 90) <= 8, (np.median(err), np.percentile(err, 90))
+
+
+def test_dfd_keeps_the_right_point_and_rejects_one_planted_in_the_wrong_organ(trained_on_phantoms):
+    from lib.prnet.propagate import dfd_similarity, encode
+
+    net, _, vols, labels = trained_on_phantoms
+    a = np.argwhere(labels[0] == 1)
+    b = np.argwhere(labels[0] == 2)
+    support = a[len(a) // 2][None]
+    src = encode(net, vols[0], np.concatenate([support, support]), 8, decode=True)
+    # the copy of the support point, and a point planted in the other organ of an identical volume
+    dst = encode(net, vols[0].copy(), np.concatenate([support, b[len(b) // 2][None]]), 8, decode=True)
+    right, planted = dfd_similarity(src, dst)
+    assert right > 0.99
+    assert planted < PropagationConfig().tau  # rejected at the default τ = 0.5

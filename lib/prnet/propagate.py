@@ -57,6 +57,11 @@ def encode(
     return {k: torch.cat(v) for k, v in outs.items()}
 
 
+def dfd_similarity(src: dict[str, torch.Tensor], dst: dict[str, torch.Tensor]) -> np.ndarray:
+    """Eq. 5: ``sim = cos(f2(c0), f2(c0')) · cos(f4(c0), f4(c0'))`` for encoded support / located points."""
+    return (F.cosine_similarity(src["f2"], dst["f2"], dim=1) * F.cosine_similarity(src["f4"], dst["f4"], dim=1)).numpy()
+
+
 def propagate(
     net: PRNet,
     support: np.ndarray,
@@ -91,6 +96,5 @@ def propagate(
         p_cur = encode(net, query, clip(located), cfg.batch_size, decode=False, device=device)["p"]
         located = torch.from_numpy(clip(located)).float() + r * torch.tanh(p_cur - src["p"]) / e
     final = clip(located)
-    dst = encode(net, query, final, cfg.batch_size, decode=True, device=device)
-    sim = (F.cosine_similarity(src["f2"], dst["f2"], dim=1) * F.cosine_similarity(src["f4"], dst["f4"], dim=1)).numpy()
+    sim = dfd_similarity(src, encode(net, query, final, cfg.batch_size, decode=True, device=device))
     return Propagation(final, sim, sim > cfg.tau)
