@@ -64,7 +64,7 @@ def main() -> int:
     geos = GeoSConfig.from_dict(conf["geos"])
     window = (geos.window_hu, geos.window_out)
     pc = conf["prnet"]
-    prop = PropagationConfig(n_starts=int(pc["n_starts"]), refine_steps=int(pc["refine_steps"]), batch_size=int(pc["batch_size"]))
+    prop = PropagationConfig.from_dict(pc)
     stride = int(pc["stride"])
 
     studies, truth = args.cohort / "studies", args.cohort / "ground_truth"
@@ -94,8 +94,7 @@ def main() -> int:
             vols.append(normalize_intensity(v.array.astype(np.float32), *window))
             sps.append(v.spacing)
         extent = np.max([np.asarray(v.shape) * np.asarray(s) for v, s in zip(vols, sps)], axis=0)
-        cfg = PRNetConfig(patch_size=tuple(pc["patch_size"]), base_channels=int(pc["base_channels"]), batch_pairs=int(pc["batch_pairs"]),
-                          lr=float(pc["lr"]), r_mm=tuple(float(x) for x in extent))
+        cfg = replace(PRNetConfig.from_dict(pc), r_mm=tuple(float(x) for x in extent))
         torch.manual_seed(0)
         net = PRNet(cfg.patch_size, cfg.base_channels, int(pc["fc_hidden"])).to(device)
         hist = []

@@ -17,3 +17,12 @@ def test_conf_strings_are_parsed_and_dotted_keys_reach_sections():
     assert cfg == {"a": 2, "geos": {"lamb": 1.0, "iterations": 8}, "x": [1, 2]}
     with pytest.raises(ValueError, match="nope"):
         merge_overrides({"a": 1}, {"nope.b": "1"})
+
+
+def test_prnet_section_builds_the_prnet_configs():
+    from lib.prnet.propagate import PropagationConfig
+    from lib.prnet.train import PRNetConfig
+
+    p = app_config({"prnet.tau": "0.7", "prnet.patch_size": "[48, 32, 32]"})["prnet"]
+    assert PropagationConfig.from_dict(p).tau == 0.7
+    assert PRNetConfig.from_dict(p).patch_size == (48, 32, 32)

@@ -73,14 +73,11 @@ class OneShotApp(MONAILabelApp):
         geos = GeoSConfig.from_dict(self.cfg["geos"])
         points = self.cfg["points"]
         p = self.cfg["prnet"]
-        propagation = PropagationConfig(
-            n_starts=int(p["n_starts"]), refine_steps=int(p["refine_steps"]), tau=float(p["tau"]), batch_size=int(p["batch_size"])
-        )
         infers: Dict[str, InferTask] = {
             "scribbles_geos": ScribblesGeoS(geos),
             "points_geos": PointsGeoS(replace(geos, margin_mm=float(points["margin_mm"])), point_radius_mm=float(points["radius_mm"])),
             "prnet_prelabel": PRNetPrelabel(
-                self.datastore(), os.path.join(self.model_dir, "prnet.pt"), geos, propagation,
+                self.datastore(), os.path.join(self.model_dir, "prnet.pt"), geos, PropagationConfig.from_dict(p),
                 support_tag=str(self.cfg["support_tag"]), stride=int(p["stride"]),
             ),
         }
@@ -92,14 +89,10 @@ class OneShotApp(MONAILabelApp):
 
     def init_trainers(self) -> Dict[str, TrainTask]:
         p = self.cfg["prnet"]
-        geos = self.cfg["geos"]
-        prnet = PRNetConfig(
-            patch_size=tuple(int(x) for x in p["patch_size"]), base_channels=int(p["base_channels"]),
-            batch_pairs=int(p["batch_pairs"]), lr=float(p["lr"]),
-        )
+        geos = GeoSConfig.from_dict(self.cfg["geos"])
         return {
             "prnet": PRNetTrain(
-                self.model_dir, prnet, (list(geos["window_hu"]), list(geos["window_out"])),
+                self.model_dir, PRNetConfig.from_dict(p), (geos.window_hu, geos.window_out),
                 max_steps=int(p["max_steps"]), checkpoint_every=int(p["checkpoint_every"]), fc_hidden=int(p["fc_hidden"]),
             )
         }

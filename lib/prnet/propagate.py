@@ -16,7 +16,7 @@ indices; ``r`` is in mm, spacings in mm per axis.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -33,6 +33,12 @@ class PropagationConfig:
     refine_steps: int = 2
     tau: float = 0.5
     batch_size: int = 32
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> "PropagationConfig":
+        """The fields of this class found in ``d`` (a configuration section; other keys are ignored)."""
+        known = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items() if k in cls.__dataclass_fields__}
+        return cls(**known)
 
 
 @dataclass

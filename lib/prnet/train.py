@@ -14,7 +14,7 @@ Volumes are ``(I, J, K)`` arrays normalised to [0, 1]; spacing in mm per axis.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -31,6 +31,12 @@ class PRNetConfig:
     batch_pairs: int = 4
     lr: float = 1e-4
     max_offset_mm: float | None = None  # None: independent pairs over the whole volume
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> "PRNetConfig":
+        """The fields of this class found in ``d`` (a configuration section; other keys are ignored)."""
+        known = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items() if k in cls.__dataclass_fields__}
+        return cls(**known)
 
 
 def extract_patches(volume: np.ndarray, centres: np.ndarray, patch: Sequence[int]) -> np.ndarray:
