@@ -144,3 +144,26 @@ def test_dfd_keeps_the_right_point_and_rejects_one_planted_in_the_wrong_organ(tr
     right, planted = dfd_similarity(src, dst)
     assert right > 0.99
     assert planted < PropagationConfig().tau  # rejected at the default τ = 0.5
+
+
+def test_support_encodings_are_reused_across_queries(trained_on_phantoms):
+    from lib.prnet.prelabel import propagate_support
+
+    net, cfg, vols, labels = trained_on_phantoms
+    s = np.zeros(labels[0].shape, np.int64)
+    s[labels[0] == 1] = 1
+    s[(labels[0] == 0) & (np.indices(s.shape)[2] == 18)] = 3
+    names = {"bright": 1, "background": 3}
+    window = ((-1.0, 2.0), (-1.0, 2.0))  # the phantom volumes are already in [0, 1]
+    encodings: dict = {}
+    kw = dict(net=net, r_mm=cfg.r_mm, support_hu=vols[0], scribbles=s, names=names, query_spacing=(3.0, 3.0, 3.0),
+              window=window, propagation=PropagationConfig(batch_size=16), stride=25)
+    first = propagate_support(query_hu=vols[1], encodings=encodings, **kw)
+    assert set(encodings) == {1, 3}
+    cached = {c: {k: v.clone() for k, v in e.items()} for c, e in encodings.items()}
+    again = propagate_support(query_hu=vols[1], encodings=encodings, **kw)
+    fresh = propagate_support(query_hu=vols[1], **kw)
+    for c in (1, 3):
+        assert all(torch.equal(cached[c][k], encodings[c][k]) for k in cached[c])  # reused, not recomputed
+        np.testing.assert_array_equal(again.propagation[c].located, first.propagation[c].located)
+        np.testing.assert_allclose(fresh.propagation[c].sim, first.propagation[c].sim, rtol=1e-5, atol=1e-6)

@@ -13,7 +13,7 @@ import numpy as np
 
 from lib.geos import GeoSConfig, geos_segment, normalize_intensity
 from lib.prnet.network import PRNet
-from lib.prnet.propagate import Propagation, PropagationConfig, propagate
+from lib.prnet.propagate import Propagation, PropagationConfig, encode, propagate
 
 
 @dataclass
@@ -53,10 +53,13 @@ def propagate_support(
     stride: int = 2,
     device: str = "cpu",
     identity: bool = False,
+    encodings: dict | None = None,
 ) -> Prelabel:
     """Propagate every class's support points (``stride``-subsampled) to the query; no mask yet.
 
     ``identity``: the query *is* the support study — its own scribbles are kept as they are.
+    ``encodings``: a dict kept by the caller across queries of the same support, network and stride;
+    the support points' encodings are stored in it and reused.
     Volumes ``(I, J, K)`` HU, normalised with ``window`` (HU knots, [0, 1] values); spacing in mm.
     """
     out = Prelabel(label=None)
@@ -71,7 +74,12 @@ def propagate_support(
             n = len(pts[cid])
             pr = Propagation(pts[cid], np.ones(n, np.float32), np.ones(n, bool))
         else:
-            pr = propagate(net, s01, pts[cid], q01, query_spacing, r_mm, propagation, device=device)
+            enc = None
+            if encodings is not None:
+                if cid not in encodings:
+                    encodings[cid] = encode(net, s01, pts[cid], propagation.batch_size, decode=True, device=device)
+                enc = encodings[cid]
+            pr = propagate(net, s01, pts[cid], q01, query_spacing, r_mm, propagation, device=device, encoded_support=enc)
         out.points[cid], out.propagation[cid] = pts[cid], pr
     return out
 
@@ -116,10 +124,11 @@ def prelabel(
     stride: int = 2,
     device: str = "cpu",
     identity: bool = False,
+    encodings: dict | None = None,
 ) -> Prelabel:
     """:func:`propagate_support` then :func:`pseudo_mask` at ``propagation.tau``."""
     result = propagate_support(net, r_mm, support_hu, scribbles, names, query_hu, query_spacing,
-                               (geos.window_hu, geos.window_out), propagation, stride, device, identity)
+                               (geos.window_hu, geos.window_out), propagation, stride, device, identity, encodings)
     return pseudo_mask(result, background_id, query_hu, query_spacing, geos)
 
 

@@ -78,15 +78,20 @@ def propagate(
     cfg: PropagationConfig = PropagationConfig(),
     seed: int = 0,
     device="cpu",
+    encoded_support: dict[str, torch.Tensor] | None = None,
 ) -> Propagation:
-    """Locate ``support_points`` ``(N, 3)`` of ``support`` in ``query`` (both ``(I, J, K)`` in [0, 1])."""
+    """Locate ``support_points`` ``(N, 3)`` of ``support`` in ``query`` (both ``(I, J, K)`` in [0, 1]).
+
+    ``encoded_support``: :func:`encode` (with decode) of these support points, when already computed
+    (it depends on the support and the network only, not on the query).
+    """
     pts = np.asarray(support_points, int)
     if len(pts) == 0:
         return Propagation(np.zeros((0, 3), int), np.zeros(0), np.zeros(0, bool))
     shape = np.asarray(query.shape)
     e = torch.tensor(query_spacing, dtype=torch.float32)
     r = torch.tensor(r_mm, dtype=torch.float32)
-    src = encode(net, support, pts, cfg.batch_size, decode=True, device=device)
+    src = encoded_support if encoded_support is not None else encode(net, support, pts, cfg.batch_size, decode=True, device=device)
 
     rng = np.random.default_rng(seed)
     spread = np.maximum(1, np.rint(shape * cfg.start_spread)).astype(int)

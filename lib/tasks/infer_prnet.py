@@ -48,34 +48,55 @@ def images_with_tag(datastore: Datastore, tag: str) -> list[str]:
     return sorted(i for i in datastore.list_images() if datastore.get_label_uri(i, tag))
 
 
-def find_support(datastore: Datastore, tag: str) -> Support:
-    """The support annotation of the datastore (see the module's docstring); ClientError when there is none."""
-    for image_id in images_with_tag(datastore, tag):
-        info = datastore.get_label_info(image_id, tag) or {}
-        names = {str(d["name"]): int(d["id"]) for d in info.get("label_info", [])} or info.get("label_names") or {}
-        if not names:
-            raise ClientError(f"the '{tag}' label of '{image_id}' has no label_info naming its ids; save it with "
-                              "params {\"label_info\": [{\"name\": ..., \"id\": ...}, ...]} (background named 'background')")
-        if BACKGROUND not in names:
-            raise ClientError(f"the '{tag}' label of '{image_id}' names no '{BACKGROUND}' class; scribble the background too")
-        img = read_volume(datastore.get_image_uri(image_id))
-        scribbles = read_volume(datastore.get_label_uri(image_id, tag)).array
-        return Support(image_id, img.array.astype(np.float32), img.spacing, np.rint(scribbles).astype(np.int64), dict(names), tag)
-    for image_id in images_with_tag(datastore, "final"):
-        info = datastore.get_label_info(image_id, "final") or {}
-        names = info.get("label_names") or (info.get("params") or {}).get("label_names") or {}
-        if not names:
-            continue
-        img = read_volume(datastore.get_image_uri(image_id))
-        label = np.rint(read_volume(datastore.get_label_uri(image_id, "final")).array).astype(np.int64)
-        names = {str(k): int(v) for k, v in names.items() if str(k) != BACKGROUND}
-        bg = max(names.values()) + 1
-        s = simulate_scribbles(label, img.array.astype(np.float32), names, bg, ScribbleConfig())
-        return Support(image_id, img.array.astype(np.float32), img.spacing, s.astype(np.int64), {**names, BACKGROUND: bg}, "final")
+def find_support(datastore: Datastore, tag: str, cache: dict | None = None) -> Support:
+    """The support annotation of the datastore (see the module's docstring); ClientError when there is none.
+
+    ``cache``: a dict kept by the caller; a support whose label file is unchanged is not read again.
+    """
+    for t in (tag, "final"):
+        for image_id in images_with_tag(datastore, t):
+            uri = datastore.get_label_uri(image_id, t)
+            key = (uri, os.stat(uri).st_mtime_ns)
+            if cache is not None and key in cache:
+                return cache[key]
+            support = _load_support(datastore, tag, image_id) if t == tag else _support_from_final(datastore, image_id)
+            if support is None:
+                continue
+            if cache is not None:
+                cache.clear()
+                cache[key] = support
+            return support
     raise ClientError(
         f"no support annotation: scribble one study (foreground strokes per structure and background strokes) and save "
         f"it with label tag '{tag}' and its label_info, or save a full mask as a 'final' label with label_names"
     )
+
+
+def _load_support(datastore: Datastore, tag: str, image_id: str) -> Support:
+    info = datastore.get_label_info(image_id, tag) or {}
+    names = {str(d["name"]): int(d["id"]) for d in info.get("label_info", [])} or info.get("label_names") or {}
+    if not names:
+        raise ClientError(f"the '{tag}' label of '{image_id}' has no label_info naming its ids; save it with "
+                          "params {\"label_info\": [{\"name\": ..., \"id\": ...}, ...]} (background named 'background')")
+    if BACKGROUND not in names:
+        raise ClientError(f"the '{tag}' label of '{image_id}' names no '{BACKGROUND}' class; scribble the background too")
+    img = read_volume(datastore.get_image_uri(image_id))
+    scribbles = read_volume(datastore.get_label_uri(image_id, tag)).array
+    return Support(image_id, img.array.astype(np.float32), img.spacing, np.rint(scribbles).astype(np.int64), dict(names), tag)
+
+
+def _support_from_final(datastore: Datastore, image_id: str) -> Support | None:
+    """Scribbles sampled from a ``final`` label with ``label_names``; None when it names no labels."""
+    info = datastore.get_label_info(image_id, "final") or {}
+    names = info.get("label_names") or (info.get("params") or {}).get("label_names") or {}
+    if not names:
+        return None
+    img = read_volume(datastore.get_image_uri(image_id))
+    label = np.rint(read_volume(datastore.get_label_uri(image_id, "final")).array).astype(np.int64)
+    names = {str(k): int(v) for k, v in names.items() if str(k) != BACKGROUND}
+    bg = max(names.values()) + 1
+    s = simulate_scribbles(label, img.array.astype(np.float32), names, bg, ScribbleConfig())
+    return Support(image_id, img.array.astype(np.float32), img.spacing, s.astype(np.int64), {**names, BACKGROUND: bg}, "final")
 
 
 class PRNetPrelabel(InferTask):
@@ -100,6 +121,8 @@ class PRNetPrelabel(InferTask):
         self._model = None
         self._model_mtime = None
         self._lock = threading.Lock()
+        self._support_cache: dict = {}  # the support study, re-read only when its label file changes
+        self._encodings: tuple[tuple, dict] = ((), {})  # support encodings for (support, model, stride)
 
     def is_valid(self) -> bool:
         return True  # listed before training; a request then names the trainer to run
@@ -130,7 +153,7 @@ class PRNetPrelabel(InferTask):
             raise ClientError(f"image '{request.get('image')}' is not in the datastore", status_code=404)
         device = "cuda" if torch.cuda.is_available() and str(request.get("device", "cuda")).startswith("cuda") else "cpu"
         (net, cfg) = self._net(device)
-        support = find_support(self.datastore, str(request.get("support_tag", self.support_tag)))
+        support = find_support(self.datastore, str(request.get("support_tag", self.support_tag)), self._support_cache)
         try:
             tau = float(request.get("tau", self.propagation.tau))
             stride = max(1, int(request.get("stride", self.stride)))
@@ -140,9 +163,15 @@ class PRNetPrelabel(InferTask):
         image_id = self._image_id(request)
 
         bg_id = support.names[BACKGROUND]
+        key = (id(support), self._model_mtime, stride, self.propagation.batch_size, device)
+        with self._lock:
+            if self._encodings[0] != key:
+                self._encodings = (key, {})
+            encodings = self._encodings[1]
         result = prelabel(
             net, cfg.r_mm, support.image, support.scribbles, support.names, bg_id, query.array.astype(np.float32),
-            query.spacing, self.geos, with_tau(self.propagation, tau), stride, device, identity=image_id == support.image_id,
+            query.spacing, self.geos, with_tau(self.propagation, tau), stride, device,
+            identity=image_id == support.image_id, encodings=encodings,
         )
         warnings = list(result.warnings)
         if result.label is None:
