@@ -25,7 +25,7 @@ Arrays are ``(I, J, K)`` in the image's voxel order; ``spacing`` is mm per axis 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Mapping, Sequence
 
 import GeodisTK

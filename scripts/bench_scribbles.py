@@ -107,7 +107,7 @@ def main() -> int:
     finally:
         stop_server(server)
 
-    lines = [f"# Interactive scribbles: GeoS vs MONAI Label's HistogramBasedGraphCut", "",
+    lines = ["# Interactive scribbles: GeoS vs MONAI Label's HistogramBasedGraphCut", "",
              f"Machine: {platform.processor() or platform.machine()}, {__import__('os').cpu_count()} cores, CPU only; "
              f"studies: {len(ids)} of the sample cohort (subject A + deformed copies, 122×101×112 at 3 mm); "
              "ground truth: TotalSegmentator output (silver standard); deformed copies of one subject overestimate accuracy.",

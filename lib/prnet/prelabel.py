@@ -110,27 +110,5 @@ def pseudo_mask(
     return result
 
 
-def prelabel(
-    net: PRNet | None,
-    r_mm: Sequence[float],
-    support_hu: np.ndarray,
-    scribbles: np.ndarray,
-    names: Mapping[str, int],
-    background_id: int,
-    query_hu: np.ndarray,
-    query_spacing: Sequence[float],
-    geos: GeoSConfig = GeoSConfig(),
-    propagation: PropagationConfig = PropagationConfig(),
-    stride: int = 2,
-    device: str = "cpu",
-    identity: bool = False,
-    encodings: dict | None = None,
-) -> Prelabel:
-    """:func:`propagate_support` then :func:`pseudo_mask` at ``propagation.tau``."""
-    result = propagate_support(net, r_mm, support_hu, scribbles, names, query_hu, query_spacing,
-                               (geos.window_hu, geos.window_out), propagation, stride, device, identity, encodings)
-    return pseudo_mask(result, background_id, query_hu, query_spacing, geos)
-
-
 def with_tau(cfg: PropagationConfig, tau: float) -> PropagationConfig:
     return replace(cfg, tau=float(tau))

@@ -28,7 +28,7 @@ from lib.data.labels import BACKGROUND
 from lib.data.scribbles import ScribbleConfig, simulate_scribbles
 from lib.geos import GeoSConfig
 from lib.io import read_volume, write_like
-from lib.prnet.prelabel import prelabel, with_tau
+from lib.prnet.prelabel import propagate_support, pseudo_mask, with_tau
 from lib.prnet.propagate import PropagationConfig
 from lib.tasks.errors import ClientError
 from lib.tasks.train_prnet import load_prnet
@@ -168,11 +168,13 @@ class PRNetPrelabel(InferTask):
             if self._encodings[0] != key:
                 self._encodings = (key, {})
             encodings = self._encodings[1]
-        result = prelabel(
-            net, cfg.r_mm, support.image, support.scribbles, support.names, bg_id, query.array.astype(np.float32),
-            query.spacing, self.geos, with_tau(self.propagation, tau), stride, device,
+        query_hu = query.array.astype(np.float32)
+        result = propagate_support(
+            net, cfg.r_mm, support.image, support.scribbles, support.names, query_hu, query.spacing,
+            (self.geos.window_hu, self.geos.window_out), with_tau(self.propagation, tau), stride, device,
             identity=image_id == support.image_id, encodings=encodings,
         )
+        pseudo_mask(result, bg_id, query_hu, query.spacing, self.geos)
         warnings = list(result.warnings)
         if result.label is None:
             raise ClientError(f"no propagated foreground point survived DFD (tau={tau}); lower 'tau' or retrain 'prnet'", status_code=422)
