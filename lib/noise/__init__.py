@@ -1,0 +1,1 @@
+"""Learning from noisy labels: PLC (label correction), MCPM (pixel meta-reweighting), OEEM (easy-example mining)."""

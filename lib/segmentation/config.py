@@ -1,0 +1,54 @@
+"""Settings of the segmentation network and its training (``configs/app.yaml``, section ``segmentation``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Mapping
+
+from lib.noise.plc import PLCSchedule
+
+STRATEGIES = ("none", "plc", "mcpm", "oeem")
+
+
+@dataclass(frozen=True)
+class MCPMConfig:
+    meta_lr: float = 1e-3  # β of Eq. 4 (Adam on the mask net)
+    alpha: float | None = None  # α of the virtual step (Eq. 3); None: the segmentation learning rate
+    mask_channels: int = 8
+    scope: str = "all"  # all: the paper's look-ahead; head: last layer only (cheaper)
+    meta_batch: int = 1  # clean patches per meta step
+
+
+@dataclass(frozen=True)
+class SegConfig:
+    channels: tuple[int, ...] = (16, 32, 64, 128)
+    strides: tuple[int, ...] = (2, 2, 2)
+    num_res_units: int = 1
+    patch_size: tuple[int, int, int] = (48, 48, 48)  # voxels (I, J, K); multiples of the total stride
+    batch_size: int = 2
+    lr: float = 1e-3
+    epochs: int = 20
+    steps_per_epoch: int = 50
+    dice_weight: float = 1.0  # loss = CE (per-voxel, reweighted by the strategy) + dice_weight · Dice
+    noise_strategy: str = "plc"
+    sw_batch_size: int = 4
+    sw_overlap: float = 0.25
+    plc: PLCSchedule = field(default_factory=PLCSchedule)
+    mcpm: MCPMConfig = field(default_factory=MCPMConfig)
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> "SegConfig":
+        """The fields found in ``d`` (a configuration section; other keys are ignored)."""
+        kw = {}
+        for f in fields(cls):
+            if f.name not in d:
+                continue
+            v = d[f.name]
+            if f.name == "plc":
+                v = PLCSchedule.from_dict(v)
+            elif f.name == "mcpm":
+                v = MCPMConfig(**{k: x for k, x in dict(v).items() if k in MCPMConfig.__dataclass_fields__})
+            elif isinstance(v, list):
+                v = tuple(v)
+            kw[f.name] = v
+        return cls(**kw)

@@ -1,0 +1,137 @@
+"""Training loop of the segmentation UNet on noisy drafts with a noise-robust strategy.
+
+Loss of every strategy: per-voxel cross-entropy ``L`` (reweighted by the strategy) + Dice (MONAI
+``DiceLoss``, unweighted). Strategies (``SegConfig.noise_strategy``):
+
+- ``none``: ``mean(L) + Dice``;
+- ``plc``: as ``none``, and after each epoch the noisy labels are corrected (:mod:`lib.noise.plc`);
+- ``oeem``: ``mean(W · L) + Dice`` with ``W`` from Eq. 6 (:mod:`lib.noise.oeem`);
+- ``mcpm``: meta-learned per-voxel weights from a clean meta set (:mod:`lib.noise.mcpm`).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from monai.inferers import sliding_window_inference
+from monai.losses import DiceLoss
+
+from lib.noise.mcpm import MetaMaskNet, mcpm_step
+from lib.noise.oeem import oeem_weights
+from lib.noise.plc import plc_correct
+from lib.segmentation.config import STRATEGIES, SegConfig
+from lib.segmentation.data import PatchSampler, Study
+from lib.segmentation.network import build_unet
+
+logger = logging.getLogger(__name__)
+
+
+def ce_map(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Per-voxel cross-entropy ``(B, 1, *spatial)`` of logits ``(B, C, *spatial)`` vs labels ``(B, 1, *spatial)``."""
+    return F.cross_entropy(logits, labels[:, 0], reduction="none")[:, None]
+
+
+class SegTrainer:
+    """The UNet, its optimizer and (MCPM) the meta mask net; ``step`` / ``epoch`` / ``correct`` / ``predict``."""
+
+    def __init__(self, cfg: SegConfig, num_classes: int, device: str | torch.device = "cpu", seed: int = 0):
+        if cfg.noise_strategy not in STRATEGIES:
+            raise ValueError(f"unknown noise_strategy '{cfg.noise_strategy}'; valid: {', '.join(STRATEGIES)}")
+        self.cfg, self.num_classes, self.device = cfg, num_classes, torch.device(device)
+        torch.manual_seed(seed)
+        self.net = build_unet(cfg, num_classes).to(self.device)
+        self.optimizer = torch.optim.Adam(self.net.parameters(), lr=cfg.lr)
+        self.sampler = PatchSampler(cfg.patch_size, num_classes, seed=seed)
+        self.dice = DiceLoss(to_onehot_y=True, softmax=True)
+        self.mask_net: MetaMaskNet | None = None
+        self.mask_optimizer = None
+        if cfg.noise_strategy == "mcpm":
+            self.mask_net = MetaMaskNet(cfg.mcpm.mask_channels).to(self.device)
+            self.mask_optimizer = torch.optim.Adam(self.mask_net.parameters(), lr=cfg.mcpm.meta_lr)
+
+    # --- one optimisation step -------------------------------------------------------------------
+    def _extra(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self.cfg.dice_weight * self.dice(logits, y)
+
+    def _meta_loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return ce_map(logits, y).mean() + self._extra(logits, y)
+
+    def step(self, x: torch.Tensor, y: torch.Tensor, meta: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict[str, float]:
+        """One step on a batch ``x (B, 1, *patch)``, ``y (B, 1, *patch)``; ``meta``: a clean batch (MCPM)."""
+        self.net.train()
+        x, y = x.to(self.device), y.to(self.device)
+        if self.cfg.noise_strategy == "mcpm":
+            if meta is None:
+                raise ValueError("MCPM needs a clean meta batch")
+            mx, my = meta[0].to(self.device), meta[1].to(self.device)
+            alpha = self.cfg.mcpm.alpha if self.cfg.mcpm.alpha is not None else self.cfg.lr
+            return mcpm_step(self.net, self.mask_net, self.optimizer, self.mask_optimizer, x, y, mx, my,
+                             ce_map, self._extra, self._meta_loss, alpha, self.cfg.mcpm.scope)
+        logits = self.net(x)
+        L = ce_map(logits, y)
+        if self.cfg.noise_strategy == "oeem":
+            L = oeem_weights(L, y) * L
+        loss = L.mean() + self._extra(logits, y)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        return {"loss": float(loss.detach())}
+
+    def epoch(self, studies: list[Study], steps: int, callback: Callable[[int], Any] | None = None) -> dict[str, float]:
+        """``steps`` steps on patches of ``studies``; MCPM's meta batches come from the clean ones."""
+        clean = [s for s in studies if s.clean]
+        if self.cfg.noise_strategy == "mcpm" and not clean:
+            raise ValueError("MCPM needs at least one clean (final) study as its meta set")
+        losses: list[dict] = []
+        for i in range(steps):
+            x, y = self.sampler.sample(studies, self.cfg.batch_size)
+            meta = self.sampler.sample(clean, self.cfg.mcpm.meta_batch) if self.cfg.noise_strategy == "mcpm" else None
+            losses.append(self.step(x, y, meta))
+            if callback is not None:
+                callback(i)
+        return {k: float(np.mean([l[k] for l in losses])) for k in losses[0]}
+
+    # --- inference and PLC -----------------------------------------------------------------------
+    @torch.no_grad()
+    def predict(self, image: np.ndarray) -> np.ndarray:
+        """Class probabilities ``(C, I, J, K)`` of an image ``(I, J, K)`` in [0, 1] (sliding window)."""
+        return predict_probs(self.net, image, self.cfg, self.device)
+
+    def correct(self, studies: list[Study], delta: float) -> dict[str, int]:
+        """PLC on every noisy study (clean ones are never changed); returns voxels flipped per study."""
+        flips = {}
+        for s in studies:
+            if s.clean:
+                continue
+            corrected, n = plc_correct(s.label, self.predict(s.image), delta)
+            if n:
+                s.set_label(corrected)
+            flips[s.id] = n
+        return flips
+
+    # --- checkpoints -----------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        state = {"net": self.net.state_dict(), "optimizer": self.optimizer.state_dict()}
+        if self.mask_net is not None:
+            state.update(mask_net=self.mask_net.state_dict(), mask_optimizer=self.mask_optimizer.state_dict())
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        self.net.load_state_dict(state["net"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.mask_net is not None and "mask_net" in state:
+            self.mask_net.load_state_dict(state["mask_net"])
+            self.mask_optimizer.load_state_dict(state["mask_optimizer"])
+
+
+@torch.no_grad()
+def predict_probs(net: torch.nn.Module, image: np.ndarray, cfg: SegConfig, device: str | torch.device = "cpu") -> np.ndarray:
+    """Sliding-window (MONAI, Gaussian-weighted) class probabilities ``(C, I, J, K)`` of ``image`` ``(I, J, K)``."""
+    net.eval()
+    x = torch.as_tensor(np.ascontiguousarray(image), dtype=torch.float32, device=device)[None, None]
+    logits = sliding_window_inference(x, tuple(cfg.patch_size), cfg.sw_batch_size, net, overlap=cfg.sw_overlap, mode="gaussian")
+    return torch.softmax(logits, dim=1)[0].cpu().numpy()
