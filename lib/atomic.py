@@ -43,3 +43,11 @@ def atomic_write_text(dest: str, text: str) -> None:
 
 def atomic_write_json(dest: str, obj: Any) -> None:
     atomic_write_text(dest, json.dumps(obj, indent=2))
+
+
+def atomic_torch_save(obj: Any, dest: str) -> None:
+    """``torch.save`` to ``dest`` atomically (a checkpoint is never half-written)."""
+    import torch
+
+    with atomic_path(dest) as tmp:
+        torch.save(obj, tmp)

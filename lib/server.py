@@ -28,6 +28,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+ASGI_APP = "lib.tasks.asgi:app"  # MONAI Label's app + request validation (see lib/tasks/asgi.py)
+
+
 @dataclass
 class Server:
     url: str
@@ -54,7 +57,7 @@ def start_server(studies: Path, workdir: Path, conf: Mapping[str, str] | None = 
     workdir.mkdir(parents=True, exist_ok=True)
     port = free_port()
     args = [sys.executable, "-m", "monailabel.main", "start_server", "--app", str(APP_DIR),
-            "--studies", str(studies), "--host", "127.0.0.1", "--port", str(port)]
+            "--studies", str(studies), "--host", "127.0.0.1", "--port", str(port), "--uvicorn_app", ASGI_APP]
     for k, v in (conf or {}).items():
         args += ["--conf", k, str(v)]
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "MONAI_LABEL_TRACKING_ENABLED": "false"}

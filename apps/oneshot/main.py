@@ -36,8 +36,11 @@ from lib.prnet.propagate import PropagationConfig  # noqa: E402
 from lib.prnet.train import PRNetConfig  # noqa: E402
 from lib.tasks.infer_geos import PointsGeoS, ScribblesGeoS  # noqa: E402
 from lib.tasks.infer_prnet import PRNetPrelabel  # noqa: E402
+from lib.tasks.infer_segmentation import SegmentationInfer  # noqa: E402
+from lib.segmentation.config import SegConfig  # noqa: E402
 from lib.tasks.strategy_prnet import PRNetConfidence  # noqa: E402
 from lib.tasks.train_prnet import PRNetTrain  # noqa: E402
+from lib.tasks.train_segmentation import SegmentationTrain  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
@@ -80,6 +83,7 @@ class OneShotApp(MONAILabelApp):
                 self.datastore(), os.path.join(self.model_dir, "prnet.pt"), geos, PropagationConfig.from_dict(p),
                 support_tag=str(self.cfg["support_tag"]), stride=int(p["stride"]),
             ),
+            "segmentation": SegmentationInfer(os.path.join(self.model_dir, "segmentation.pt")),
         }
         if self.cfg.get("scribbles_baseline"):
             from lib.tasks.baseline import BundledHistogramGraphCut
@@ -94,7 +98,9 @@ class OneShotApp(MONAILabelApp):
             "prnet": PRNetTrain(
                 self.model_dir, PRNetConfig.from_dict(p), (geos.window_hu, geos.window_out),
                 max_steps=int(p["max_steps"]), checkpoint_every=int(p["checkpoint_every"]), fc_hidden=int(p["fc_hidden"]),
-            )
+            ),
+            "segmentation": SegmentationTrain(self.model_dir, SegConfig.from_dict(self.cfg["segmentation"]),
+                                              (geos.window_hu, geos.window_out)),
         }
 
     def init_strategies(self) -> Dict[str, Strategy]:

@@ -45,15 +45,16 @@ class MetaMaskNet(nn.Module):
 
 
 def lookahead_parameters(net: nn.Module, scope: Literal["all", "head"]) -> dict[str, torch.Tensor]:
-    """The parameters the virtual step (Eq. 3) moves: all of them, or those of the last child module."""
+    """The parameters the virtual step (Eq. 3) moves: all of them, or the output layer's (the last
+    module, in registration order, that owns parameters)."""
     named = dict(net.named_parameters())
     if scope == "all":
         return named
     if scope != "head":
         raise ValueError(f"unknown MCPM scope '{scope}' (all | head)")
-    last = [n for n, _ in net.named_children()][-1]
-    head = {n: p for n, p in named.items() if n.startswith(last + ".")}
-    return head or named
+    owners = [(m, list(mod.named_parameters(recurse=False))) for m, mod in net.named_modules()]
+    module, params = [(m, p) for m, p in owners if p][-1]
+    return {f"{module}.{n}" if module else n: p for n, p in params}
 
 
 def meta_gradients(

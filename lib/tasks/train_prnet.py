@@ -20,7 +20,7 @@ import torch
 from monailabel.interfaces.datastore import Datastore
 from monailabel.interfaces.tasks.train import TrainTask
 
-from lib.atomic import atomic_path, atomic_write_json
+from lib.atomic import atomic_torch_save, atomic_write_json
 from lib.geos import normalize_intensity
 from lib.io import read_volume
 from lib.prnet.network import PRNet
@@ -28,11 +28,6 @@ from lib.prnet.train import PRNetConfig, train_prnet
 from lib.tasks.errors import ClientError
 
 logger = logging.getLogger(__name__)
-
-
-def atomic_torch_save(obj: Any, path: str) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
 
 
 def load_prnet(path: str, device: str = "cpu") -> tuple[PRNet, PRNetConfig]:
@@ -75,17 +70,22 @@ class PRNetTrain(TrainTask):
                 return json.load(f)
         return {}
 
-    def __call__(self, request: Dict[str, Any], datastore: Datastore) -> Dict[str, Any]:
-        os.makedirs(self.model_dir, exist_ok=True)
+    def validate(self, request: Dict[str, Any], datastore: Datastore) -> tuple[int, int, float]:
+        """``(max_steps, checkpoint_every, lr)`` of a request; ClientError (4xx) with what to fix."""
         try:
             max_steps = int(request.get("max_steps", self.max_steps))
             every = max(1, int(request.get("checkpoint_every", self.checkpoint_every)))
             lr = float(request.get("lr", self.cfg.lr))
         except (TypeError, ValueError) as e:
             raise ClientError(f"max_steps / checkpoint_every must be integers and lr a number: {e}") from None
-        images = datastore.list_images()
-        if not images:
+        if not datastore.list_images():
             raise ClientError("the datastore has no studies to train PRNet on; add images first")
+        return max_steps, every, lr
+
+    def __call__(self, request: Dict[str, Any], datastore: Datastore) -> Dict[str, Any]:
+        os.makedirs(self.model_dir, exist_ok=True)
+        max_steps, every, lr = self.validate(request, datastore)
+        images = datastore.list_images()
         device = "cuda" if torch.cuda.is_available() else "cpu"
         volumes, spacings = [], []
         for image_id in images:

@@ -1,0 +1,195 @@
+"""MONAI Label trainer ``segmentation``: a 3D UNet trained on the cohort's drafts with a noise strategy.
+
+Data: every study with a ``final`` label (clean; wins over a draft) or an ``original`` draft (noisy,
+e.g. written by ``POST /batch/infer/prnet_prelabel?images=unlabeled``). Label names come from the labels'
+info (``label_names`` / ``label_info``). Request parameters: ``noise_strategy`` (none | plc | mcpm |
+oeem, default from the configuration), ``epochs``, ``steps_per_epoch``, ``lr``, ``seed``, ``restart``.
+
+Resumable: after every epoch the model, optimizer(s) and epoch go to an atomic checkpoint, and PLC's
+corrected labels are saved in the datastore under tag ``plc``; a run restarted on the same data and
+strategy continues from both. The model is published to ``<model_dir>/segmentation.pt`` after every
+epoch (the infer task ``segmentation`` hot-reloads it).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import time
+from dataclasses import asdict, replace
+from typing import Any, Dict
+
+import numpy as np
+import torch
+from monailabel.interfaces.datastore import Datastore
+from monailabel.interfaces.tasks.train import TrainTask
+
+from lib.atomic import atomic_torch_save, atomic_write_json
+from lib.geos import normalize_intensity
+from lib.io import read_volume, write_like
+from lib.segmentation.config import STRATEGIES, SegConfig
+from lib.segmentation.data import Study
+from lib.segmentation.train import SegTrainer
+from lib.tasks.errors import ClientError
+from lib.tasks.labels import label_names_from_info
+
+logger = logging.getLogger(__name__)
+
+PLC_TAG = "plc"
+
+
+def training_set(datastore: Datastore, window: tuple) -> tuple[list[Study], dict[str, int], list[tuple]]:
+    """Studies to train on, ``{name: id}`` of the classes and a key of the data (ids, tags, label times)."""
+    studies, names, key = [], {}, []
+    for image_id in sorted(datastore.list_images()):
+        tag = next((t for t in ("final", "original") if datastore.get_label_uri(image_id, t)), None)
+        if tag is None:
+            continue
+        info = datastore.get_label_info(image_id, tag) or {}
+        for n, i in label_names_from_info(info).items():
+            if names.get(n, i) != i:
+                raise ClientError(f"label '{n}' has id {names[n]} in one study and {i} in '{image_id}' ({tag}); "
+                                  "save the labels with consistent ids")
+            names[n] = i
+        image = read_volume(datastore.get_image_uri(image_id))
+        label = np.rint(read_volume(datastore.get_label_uri(image_id, tag)).array).astype(np.int64)
+        if label.shape != image.array.shape:
+            raise ClientError(f"the '{tag}' label of '{image_id}' has shape {label.shape}, its image {image.array.shape}")
+        img01 = normalize_intensity(image.array.astype(np.float32), *window).astype(np.float32)
+        studies.append(Study(image_id, img01, label, clean=tag == "final"))
+        key.append((image_id, tag, info.get("ts")))
+    return studies, names, key
+
+
+def load_segmentation(path: str, device: str = "cpu") -> tuple[torch.nn.Module, dict]:
+    """The published UNet (eval mode) and its metadata (config, label_names, window)."""
+    from lib.segmentation.network import build_unet
+
+    blob = torch.load(path, map_location=device, weights_only=False)
+    cfg = SegConfig.from_dict(blob["config"])
+    net = build_unet(cfg, int(blob["num_classes"]))
+    net.load_state_dict(blob["state_dict"])
+    return net.to(device).eval(), {**blob, "config": cfg}
+
+
+class SegmentationTrain(TrainTask):
+    def __init__(self, model_dir: str, cfg: SegConfig, window: tuple[list, list]):
+        super().__init__("3D UNet on the drafts (original) and final labels, with a noise-robust strategy (PLC / MCPM / OEEM)")
+        self.model_dir, self.cfg, self.window = model_dir, cfg, window
+        self.published = os.path.join(model_dir, "segmentation.pt")
+        self.checkpoint = os.path.join(model_dir, "segmentation_checkpoint.pt")
+        self.stats_path = os.path.join(model_dir, "train_stats_segmentation.json")
+
+    def config(self) -> Dict[str, Any]:
+        return {"noise_strategy": self.cfg.noise_strategy, "epochs": self.cfg.epochs,
+                "steps_per_epoch": self.cfg.steps_per_epoch, "lr": self.cfg.lr, "restart": False}
+
+    def stats(self) -> Dict[str, Any]:
+        if os.path.exists(self.stats_path):
+            with open(self.stats_path) as f:
+                return json.load(f)
+        return {}
+
+    def _request_config(self, request: Dict[str, Any]) -> SegConfig:
+        strategy = str(request.get("noise_strategy", self.cfg.noise_strategy))
+        if strategy not in STRATEGIES:
+            raise ClientError(f"unknown noise_strategy '{strategy}'; valid: {', '.join(STRATEGIES)}")
+        try:
+            return replace(
+                self.cfg, noise_strategy=strategy,
+                epochs=int(request.get("epochs", self.cfg.epochs)),
+                steps_per_epoch=int(request.get("steps_per_epoch", self.cfg.steps_per_epoch)),
+                lr=float(request.get("lr", self.cfg.lr)),
+            )
+        except (TypeError, ValueError) as e:
+            raise ClientError(f"epochs / steps_per_epoch must be integers and lr a number: {e}") from None
+
+    def validate(self, request: Dict[str, Any], datastore: Datastore) -> SegConfig:
+        """Cheap checks of a request before training starts (ClientError, 4xx, with what to fix)."""
+        cfg = self._request_config(request)
+        tags = [next((t for t in ("final", "original") if datastore.get_label_uri(i, t)), None) for i in datastore.list_images()]
+        if not any(tags):
+            raise ClientError("no drafts and no final labels to train on: pre-label the cohort first "
+                              "(POST /batch/infer/prnet_prelabel?images=unlabeled) or save 'final' labels")
+        if cfg.noise_strategy == "mcpm" and "final" not in tags:
+            raise ClientError("noise_strategy 'mcpm' needs a clean meta set: save at least one study's corrected "
+                              "mask as a 'final' label")
+        return cfg
+
+    def __call__(self, request: Dict[str, Any], datastore: Datastore) -> Dict[str, Any]:
+        cfg = self.validate(request, datastore)
+        studies, names, data_key = training_set(datastore, self.window)
+        if not names:
+            raise ClientError("the labels name no classes: save them with label_names / label_info")
+        num_classes = max(names.values()) + 1
+        for s in studies:
+            if s.label.max() >= num_classes or s.label.min() < 0:
+                raise ClientError(f"the label of '{s.id}' holds ids outside 0..{num_classes - 1} (its names: {names})")
+
+        os.makedirs(self.model_dir, exist_ok=True)
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        seed = int(request.get("seed", 0))
+        trainer = SegTrainer(cfg, num_classes, device, seed=seed)
+        key = {"data": data_key, "strategy": cfg.noise_strategy, "num_classes": num_classes, "seed": seed}
+        epoch, history = 0, []
+        restart = str(request.get("restart", False)).lower() in ("1", "true", "yes")
+        if os.path.exists(self.checkpoint) and not restart:
+            ck = torch.load(self.checkpoint, map_location=device, weights_only=False)
+            if json.dumps(ck.get("key"), default=str) == json.dumps(key, default=str):
+                trainer.load_state_dict(ck["trainer"])
+                epoch, history = int(ck["epoch"]), self.stats().get("history", [])
+                if cfg.noise_strategy == "plc":
+                    self._load_corrected(datastore, studies)
+                logger.info(f"segmentation: resuming at epoch {epoch} ({cfg.noise_strategy})")
+        trainer.sampler.rng = np.random.default_rng(seed + epoch)
+
+        t_start = time.time()
+        while epoch < cfg.epochs:
+            t0 = time.perf_counter()
+            stats = trainer.epoch(studies, cfg.steps_per_epoch)
+            row: Dict[str, Any] = {"epoch": epoch + 1, **stats, "seconds": round(time.perf_counter() - t0, 2)}
+            if cfg.noise_strategy == "plc":
+                delta = cfg.plc.delta(epoch)
+                flips = trainer.correct(studies, delta)
+                self._save_corrected(datastore, studies, names, epoch + 1, delta)
+                row.update(delta=delta, flipped=int(sum(flips.values())))
+            epoch += 1
+            history.append(row)
+            blob = {"state_dict": trainer.net.state_dict(), "config": _config_dict(cfg), "num_classes": num_classes,
+                    "label_names": names, "window": [list(w) for w in self.window], "noise_strategy": cfg.noise_strategy,
+                    "epoch": epoch}
+            atomic_torch_save({"trainer": trainer.state_dict(), "epoch": epoch, "key": key}, self.checkpoint)
+            atomic_torch_save(blob, self.published)
+            atomic_write_json(self.stats_path, {
+                "model": "segmentation", "epoch": epoch, "epochs": cfg.epochs, "noise_strategy": cfg.noise_strategy,
+                "device": device, "studies": len(studies), "final": sum(s.clean for s in studies),
+                "label_names": names, **{k: v for k, v in row.items() if k != "epoch"}, "history": history,
+                "elapsed_s": round(time.time() - t_start, 1), "published": self.published})
+            logger.info(f"segmentation epoch {epoch}/{cfg.epochs} ({cfg.noise_strategy}): {row}")
+        return self.stats()
+
+    def _save_corrected(self, datastore: Datastore, studies: list[Study], names: dict, epoch: int, delta: float) -> None:
+        for s in studies:
+            if s.clean:
+                continue
+            fd, tmp = tempfile.mkstemp(suffix=".nii.gz", prefix="plc_")
+            os.close(fd)
+            try:
+                write_like(s.label, datastore.get_image_uri(s.id), tmp)
+                datastore.save_label(s.id, tmp, PLC_TAG, {"label_names": names, "epoch": epoch, "delta": delta})
+            finally:
+                os.unlink(tmp)
+
+    @staticmethod
+    def _load_corrected(datastore: Datastore, studies: list[Study]) -> None:
+        for s in studies:
+            uri = None if s.clean else datastore.get_label_uri(s.id, PLC_TAG)
+            if uri:
+                s.set_label(np.rint(read_volume(uri).array).astype(np.int64))
+
+
+def _config_dict(cfg: SegConfig) -> dict:
+    d = asdict(cfg)
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
