@@ -13,7 +13,6 @@ from __future__ import annotations
 from typing import Optional
 
 from fastapi import Depends
-from fastapi.routing import APIRoute
 from monailabel.app import app
 from monailabel.config import RBAC_ADMIN, settings
 from monailabel.endpoints import train as ml_train
@@ -40,10 +39,8 @@ async def train_model(
 def _install() -> None:
     path = f"{settings.MONAI_LABEL_API_STR}/train/{{model}}"
     app.add_api_route(path, train_model, methods=["POST"], summary=f"{RBAC_ADMIN} Run Training Task for specific model")
-    ours = app.router.routes.pop()
-    # ahead of MONAI Label's route for the same path (routes match in order)
-    first = next(i for i, r in enumerate(app.router.routes) if isinstance(r, APIRoute) and r.path == path)
-    app.router.routes.insert(first, ours)
+    # ahead of MONAI Label's routers (routes match in registration order)
+    app.router.routes.insert(0, app.router.routes.pop())
 
 
 _install()

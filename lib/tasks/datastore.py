@@ -24,7 +24,24 @@ logger = logging.getLogger(__name__)
 
 
 class AtomicLocalDatastore(LocalDatastore):
-    """:class:`LocalDatastore` whose label files and index are replaced atomically."""
+    """:class:`LocalDatastore` whose label files and index are replaced atomically.
+
+    A file replaced by ``os.replace`` reaches the file watcher as a *moved* event, which MONAI Label
+    ignores; handled here, so labels and index written by another process (a training or batch
+    pre-labeling job runs in its own process) are seen by the server at once.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if getattr(self, "_handler", None) is not None:
+            self._handler.on_moved = self._on_moved_event
+
+    def _on_moved_event(self, event) -> None:
+        dest = os.fsdecode(getattr(event, "dest_path", "") or "")
+        if dest == self._datastore_config_path:
+            self._on_modify_event(type("Moved", (), {"src_path": dest})())
+        else:
+            self._on_any_event(event)
 
     def save_label(self, image_id: str, label_filename: str, label_tag: str, label_info: Dict[str, Any]) -> str:
         obj = self._datastore.objects.get(image_id)
