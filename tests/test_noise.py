@@ -65,10 +65,15 @@ def _meta_loss(lg, lb):
     return ce_map(lg, lb).mean()
 
 
+def _meta_grads(net, mask, x, y, mx, my, scope, method):
+    return meta_gradients(net, mask, x, y, ce_map(net(x), y), None, mx, my, ce_map, _meta_loss, alpha=0.5,
+                          scope=scope, method=method)
+
+
 @pytest.mark.parametrize("scope", ["all", "head"])
 def test_mcpm_meta_loss_reaches_the_mask_net_only(scope):
     net, mask, x, y, mx, my = _mcpm_setup()
-    grads, meta = meta_gradients(net, mask, ce_map(net(x), y), None, mx, my, _meta_loss, alpha=0.5, scope=scope)
+    grads, meta = _meta_grads(net, mask, x, y, mx, my, scope, "autograd")
     assert all(p.grad is None for p in net.parameters())  # the segmentation net gets nothing from it
     assert all(p.grad is None for p in mask.parameters())  # returned, not accumulated
     assert len(grads) == len(list(mask.parameters()))
@@ -78,7 +83,7 @@ def test_mcpm_meta_loss_reaches_the_mask_net_only(scope):
     def meta_at(bias_shift: float) -> float:
         with torch.no_grad():
             mask.fuse.bias += bias_shift
-        _, m = meta_gradients(net, mask, ce_map(net(x), y), None, mx, my, _meta_loss, alpha=0.5, scope=scope)
+        _, m = _meta_grads(net, mask, x, y, mx, my, scope, "autograd")
         with torch.no_grad():
             mask.fuse.bias -= bias_shift
         return float(m)
@@ -87,6 +92,13 @@ def test_mcpm_meta_loss_reaches_the_mask_net_only(scope):
     numeric = (meta_at(eps) - meta_at(-eps)) / (2 * eps)
     bias_grad = float(grads[list(dict(mask.named_parameters())).index("fuse.bias")])
     assert bias_grad == pytest.approx(numeric, rel=1e-3, abs=1e-9)
+
+    # the cheap method (no double backward) gives the same gradients, and also leaves .grad alone
+    fd, fd_meta = _meta_grads(net, mask, x, y, mx, my, scope, "finite_difference")
+    assert float(fd_meta) == pytest.approx(float(meta), rel=1e-9)
+    for a, b in zip(grads, fd):
+        torch.testing.assert_close(b, a, rtol=1e-3, atol=1e-3 * float(a.abs().max()))
+    assert all(p.grad is None for p in net.parameters()) and all(p.grad is None for p in mask.parameters())
 
 
 def test_mcpm_head_scope_is_the_last_layer():

@@ -60,22 +60,33 @@ def lookahead_parameters(net: nn.Module, scope: Literal["all", "head"]) -> dict[
 def meta_gradients(
     net: nn.Module,
     mask_net: MetaMaskNet,
+    x: torch.Tensor,
+    y: torch.Tensor,
     L: torch.Tensor,
     extra: torch.Tensor | None,
     meta_x: torch.Tensor,
     meta_y: torch.Tensor,
+    loss_map: LossMap,
     meta_loss: Loss,
     alpha: float,
     scope: Literal["all", "head"] = "all",
+    method: Literal["autograd", "finite_difference"] = "finite_difference",
+    fd_eps: float = 1e-2,
 ) -> tuple[list[torch.Tensor], torch.Tensor]:
-    """Eq. 3–4: gradients of the meta loss w.r.t. the mask net's parameters (nothing is stepped).
+    """Eq. 3–4: gradients of the meta loss ``L̂(W'(Θ))`` w.r.t. the mask net's parameters Θ (nothing is stepped).
 
     Args:
-        L: per-voxel training loss map ``(B, 1, *spatial)`` of ``net`` on a noisy batch, with its graph
-            to the network's parameters (kept: Eq. 5 reuses it).
+        x, y: the noisy training batch, ``(B, 1, *spatial)`` image and labels.
+        L: ``loss_map(net(x), y)``, ``(B, 1, *spatial)``, with its graph to ``net``'s parameters (kept:
+            Eq. 5 reuses it).
         extra: an unweighted loss term of the same forward (e.g. Dice), or None.
-        meta_x, meta_y: a clean batch, ``(M, 1, *spatial)`` image and labels.
+        meta_x, meta_y: a clean batch, ``(M, 1, *spatial)``.
         alpha: the virtual step size α.
+        method: ``autograd`` differentiates through the virtual step (``create_graph``, second order);
+            ``finite_difference`` uses the chain rule ``∂L̂/∂R_i = −α/N · ⟨∇_W' L̂, ∇_W L_i⟩`` (the inner
+            product of §3.4) with the per-voxel directional derivatives ``⟨∇_W L_i, v⟩`` taken by a central
+            difference of two extra forwards at ``W ± ε v`` (as DARTS, Liu et al. ICLR 2019, Eq. 8), which
+            avoids the double backward; ``ε = fd_eps / ‖v‖``.
 
     Returns:
         ``(grads, meta_loss_value)``: one gradient per mask-net parameter and the meta loss at ``W'``.
@@ -83,12 +94,28 @@ def meta_gradients(
     """
     weights = mask_net(L.detach())
     params = lookahead_parameters(net, scope)
-    inner = (weights * L).mean() + (extra if extra is not None else 0.0)
-    grads = torch.autograd.grad(inner, list(params.values()), create_graph=True, retain_graph=True)
-    fast = {n: p - alpha * g for (n, p), g in zip(params.items(), grads)}
+    extra = extra if extra is not None else 0.0
+    if method == "autograd":
+        inner = (weights * L).mean() + extra
+        grads = torch.autograd.grad(inner, list(params.values()), create_graph=True, retain_graph=True)
+        fast = {n: p - alpha * g for (n, p), g in zip(params.items(), grads)}
+        meta = meta_loss(functional_call(net, fast, (meta_x,)), meta_y)
+        return list(torch.autograd.grad(meta, list(mask_net.parameters()))), meta.detach()
+    if method != "finite_difference":
+        raise ValueError(f"unknown MCPM meta-gradient method '{method}' (autograd | finite_difference)")
+    inner = (weights.detach() * L).mean() + extra
+    grads = torch.autograd.grad(inner, list(params.values()), retain_graph=True)
+    fast = {n: (p - alpha * g).detach().requires_grad_(True) for (n, p), g in zip(params.items(), grads)}
     meta = meta_loss(functional_call(net, fast, (meta_x,)), meta_y)
-    mask_grads = torch.autograd.grad(meta, list(mask_net.parameters()))
-    return list(mask_grads), meta.detach()
+    v = torch.autograd.grad(meta, list(fast.values()))  # ∇_W' L̂
+    norm = torch.sqrt(sum((g * g).sum() for g in v))
+    eps = fd_eps / float(norm.clamp_min(1e-12))
+    with torch.no_grad():
+        plus = loss_map(functional_call(net, {n: p + eps * g for (n, p), g in zip(params.items(), v)}, (x,)), y)
+        minus = loss_map(functional_call(net, {n: p - eps * g for (n, p), g in zip(params.items(), v)}, (x,)), y)
+        directional = (plus - minus) / (2 * eps)  # ⟨∇_W L_i, v⟩ per voxel
+    d_weights = -alpha * directional / L.numel()  # ∂L̂/∂R_i through W'(R) = W − α/N Σ R_i ∇L_i
+    return list(torch.autograd.grad(weights, list(mask_net.parameters()), grad_outputs=d_weights)), meta.detach()
 
 
 def mcpm_step(
@@ -105,6 +132,7 @@ def mcpm_step(
     meta_loss: Loss,
     alpha: float,
     scope: Literal["all", "head"] = "all",
+    method: Literal["autograd", "finite_difference"] = "finite_difference",
 ) -> dict[str, float]:
     """One MCPM iteration (Eq. 3–5) on a training batch ``x (B, 1, *spatial)``, ``y (B, 1, *spatial)``.
 
@@ -113,7 +141,7 @@ def mcpm_step(
     logits = net(x)
     L = loss_map(logits, y)
     extra = extra_loss(logits, y) if extra_loss is not None else None
-    grads, meta = meta_gradients(net, mask_net, L, extra, meta_x, meta_y, meta_loss, alpha, scope)
+    grads, meta = meta_gradients(net, mask_net, x, y, L, extra, meta_x, meta_y, loss_map, meta_loss, alpha, scope, method)
     mask_optimizer.zero_grad(set_to_none=True)
     for p, g in zip(mask_net.parameters(), grads):
         p.grad = g

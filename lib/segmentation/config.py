@@ -16,7 +16,9 @@ class MCPMConfig:
     alpha: float | None = None  # α of the virtual step (Eq. 3); None: the segmentation learning rate
     mask_channels: int = 8
     scope: str = "all"  # all: the paper's look-ahead; head: last layer only (cheaper)
-    meta_batch: int = 1  # clean patches per meta step
+    meta_batch: int = 2  # clean patches per meta step (on CPU, PyTorch's batch-1 conv3d path is slower than batch 2)
+    meta_every: int = 2  # update the mask net every n-th step (1: every step, the paper); other steps reuse it
+    method: str = "finite_difference"  # meta-gradient: finite_difference (no double backward) | autograd
 
 
 @dataclass(frozen=True)

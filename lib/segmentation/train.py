@@ -47,6 +47,7 @@ class SegTrainer:
         self.optimizer = torch.optim.Adam(self.net.parameters(), lr=cfg.lr)
         self.sampler = PatchSampler(cfg.patch_size, num_classes, seed=seed)
         self.dice = DiceLoss(to_onehot_y=True, softmax=True)
+        self.steps = 0
         self.mask_net: MetaMaskNet | None = None
         self.mask_optimizer = None
         if cfg.noise_strategy == "mcpm":
@@ -64,17 +65,23 @@ class SegTrainer:
         """One step on a batch ``x (B, 1, *patch)``, ``y (B, 1, *patch)``; ``meta``: a clean batch (MCPM)."""
         self.net.train()
         x, y = x.to(self.device), y.to(self.device)
-        if self.cfg.noise_strategy == "mcpm":
+        self.steps += 1
+        if self.cfg.noise_strategy == "mcpm" and (self.steps - 1) % max(1, self.cfg.mcpm.meta_every) == 0:
             if meta is None:
                 raise ValueError("MCPM needs a clean meta batch")
             mx, my = meta[0].to(self.device), meta[1].to(self.device)
             alpha = self.cfg.mcpm.alpha if self.cfg.mcpm.alpha is not None else self.cfg.lr
             return mcpm_step(self.net, self.mask_net, self.optimizer, self.mask_optimizer, x, y, mx, my,
-                             ce_map, self._extra, self._meta_loss, alpha, self.cfg.mcpm.scope)
+                             ce_map, self._extra, self._meta_loss, alpha, self.cfg.mcpm.scope,
+                             self.cfg.mcpm.method)
         logits = self.net(x)
         L = ce_map(logits, y)
         if self.cfg.noise_strategy == "oeem":
             L = oeem_weights(L, y) * L
+        elif self.cfg.noise_strategy == "mcpm":  # a step between meta updates: the current mask net's weights
+            with torch.no_grad():
+                weights = self.mask_net(L.detach())
+            L = weights * L
         loss = L.mean() + self._extra(logits, y)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -89,11 +96,13 @@ class SegTrainer:
         losses: list[dict] = []
         for i in range(steps):
             x, y = self.sampler.sample(studies, self.cfg.batch_size)
-            meta = self.sampler.sample(clean, self.cfg.mcpm.meta_batch) if self.cfg.noise_strategy == "mcpm" else None
+            meta_step = self.cfg.noise_strategy == "mcpm" and self.steps % max(1, self.cfg.mcpm.meta_every) == 0
+            meta = self.sampler.sample(clean, self.cfg.mcpm.meta_batch) if meta_step else None
             losses.append(self.step(x, y, meta))
             if callback is not None:
                 callback(i)
-        return {k: float(np.mean([l[k] for l in losses])) for k in losses[0]}
+        keys = {k for l in losses for k in l}
+        return {k: float(np.mean([l[k] for l in losses if k in l])) for k in sorted(keys)}
 
     # --- inference and PLC -----------------------------------------------------------------------
     @torch.no_grad()
