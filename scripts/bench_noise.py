@@ -131,7 +131,7 @@ def run_one(cfg: SegConfig, images, train_labels, gt, names, seed: int) -> dict:
     t0 = time.perf_counter()
     for epoch in range(cfg.epochs):
         trainer.epoch(studies, cfg.steps_per_epoch)
-        if cfg.noise_strategy == "plc":
+        if cfg.noise_strategy == "plc" and cfg.plc.delta(epoch) is not None:
             trainer.correct(studies, cfg.plc.delta(epoch))
     per_organ = {n: [] for n in names}
     for s in TEST:
@@ -145,7 +145,8 @@ def bench_robustness(args, cfg: SegConfig, window) -> str:
     images, gt, names = load_cohort(args.cohort, window)
     raw_path = args.out / "noise_robustness.json"
     raw = json.loads(raw_path.read_text()) if raw_path.exists() else {}
-    cfg = replace(cfg, epochs=args.epochs, steps_per_epoch=args.steps)
+    cfg = replace(cfg, epochs=args.epochs, steps_per_epoch=args.steps,
+                  plc=replace(cfg.plc, warmup_epochs=min(cfg.plc.warmup_epochs, args.epochs // 2)))
     organs = sorted(names.values())
     runs = [(0, "clean")] + [(r, k) for k in ("dilate", "elastic") for r in args.rates if r > 0]
     for rate, kind in runs:
@@ -168,7 +169,7 @@ def bench_robustness(args, cfg: SegConfig, window) -> str:
                   f"training labels' Dice {noise_dice:.3f})", flush=True)
     clean_ref = np.mean(list(raw["clean/0/none"]["dice"].values())) if "clean/0/none" in raw else float("nan")
     out = [f"## Noise robustness (MCPM's protocol)\n\nBudget per run: {cfg.epochs} epochs × {cfg.steps_per_epoch} steps, "
-           f"batch {cfg.batch_size}×{list(cfg.patch_size)}, seed {args.seed}; {machine()}. Clean-label reference "
+           f"batch {cfg.batch_size}×{list(cfg.patch_size)}, seed {args.seed}, PLC warm-up {cfg.plc.warmup_epochs} epochs; {machine()}. Clean-label reference "
            f"(`none`, r = 0): mean Dice {clean_ref:.3f}. Cells: mean Dice over the 7 organs on {', '.join(TEST)} "
            f"(ratio to the clean reference).\n"]
     for kind in ("dilate", "elastic"):

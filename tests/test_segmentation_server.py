@@ -17,7 +17,7 @@ from test_prnet_server import SPACING, phantom, wait_for_training
 
 TINY = {"segmentation.channels": "[4, 8]", "segmentation.strides": "[2]", "segmentation.num_res_units": "0",
         "segmentation.patch_size": "[16, 16, 16]", "segmentation.batch_size": "2", "segmentation.steps_per_epoch": "2",
-        "segmentation.epochs": "1"}
+        "segmentation.epochs": "1", "segmentation.plc.warmup_epochs": "0"}
 NAMES = {"bright": 1, "dark": 2}
 
 

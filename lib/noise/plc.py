@@ -18,14 +18,18 @@ class PLCSchedule:
     delta0: float = 0.95
     decay: float = 0.99  # per epoch
     floor: float = 0.85
+    warmup_epochs: int = 0  # epochs trained before the first correction (an untrained net is confidently wrong)
 
     @classmethod
     def from_dict(cls, d: Mapping) -> "PLCSchedule":
-        return cls(**{k: float(v) for k, v in d.items() if k in cls.__dataclass_fields__})
+        return cls(**{k: type(getattr(cls, k))(v) for k, v in d.items() if k in cls.__dataclass_fields__})
 
-    def delta(self, epoch: int) -> float:
-        """δ used after epoch ``epoch`` (0-based): ``max(floor, delta0 · decay^epoch)``."""
-        return max(self.floor, self.delta0 * self.decay**epoch)
+    def delta(self, epoch: int) -> float | None:
+        """δ used after epoch ``epoch`` (0-based): ``max(floor, delta0 · decay^(epoch − warmup))``, or None
+        (no correction) during the warm-up epochs."""
+        if epoch < self.warmup_epochs:
+            return None
+        return max(self.floor, self.delta0 * self.decay ** (epoch - self.warmup_epochs))
 
 
 def plc_correct(label: np.ndarray, probs: np.ndarray, delta: float) -> tuple[np.ndarray, int]:

@@ -152,9 +152,10 @@ class SegmentationTrain(TrainTask):
             row: Dict[str, Any] = {"epoch": epoch + 1, **stats, "seconds": round(time.perf_counter() - t0, 2)}
             if cfg.noise_strategy == "plc":
                 delta = cfg.plc.delta(epoch)
-                flips = trainer.correct(studies, delta)
-                self._save_corrected(datastore, studies, names, epoch + 1, delta)
-                row.update(delta=delta, flipped=int(sum(flips.values())))
+                if delta is not None:
+                    flips = trainer.correct(studies, delta)
+                    self._save_corrected(datastore, studies, names, epoch + 1, delta)
+                    row.update(delta=delta, flipped=int(sum(flips.values())))
             epoch += 1
             history.append(row)
             blob = {"state_dict": trainer.net.state_dict(), "config": _config_dict(cfg), "num_classes": num_classes,
