@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from monai.transforms import ClassesToIndices, Compose, RandCropByLabelClassesd, SpatialPadd
+from monai.transforms import ClassesToIndices, RandCropByLabelClassesd, SpatialPadd
 
 
 @dataclass
