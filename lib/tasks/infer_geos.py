@@ -31,6 +31,7 @@ from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
 from lib.geos import GeoSConfig, geos_segment, seeds_from_points
 from lib.io import Volume, VolumeCache, read_volume, write_like
 from lib.tasks.errors import ClientError
+from lib.tasks.results import write_result
 
 logger = logging.getLogger(__name__)
 
@@ -70,17 +71,7 @@ class _GeoSTask(InferTask):
             raise ClientError(f"the image could not be read: {e}", status_code=422) from None
 
     def _write(self, request: Mapping[str, Any], label: np.ndarray) -> str:
-        ext = str(request.get("result_extension") or ".nii.gz")
-        if not ext.startswith("."):
-            ext = "." + ext
-        dtype = str(request.get("result_dtype") or "uint8")
-        fd, out = tempfile.mkstemp(suffix=ext, prefix="geos_")
-        os.close(fd)
-        try:
-            return write_like(label, request["image"], out, dtype=dtype, compress=bool(request.get("result_compress", True)))
-        except Exception as e:
-            os.unlink(out)
-            raise ClientError(f"cannot write the result as '{ext}' / '{dtype}': {e}") from None
+        return write_result(request, label, prefix="geos_")
 
     def _segment(self, request, vol: Volume, seeds: Dict[int, np.ndarray], background: np.ndarray, roi, t0: float):
         cfg = self._cfg(request)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 import threading
 import time
 from typing import Any, Dict, Tuple
@@ -27,10 +26,12 @@ from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
 from lib.data.labels import BACKGROUND
 from lib.data.scribbles import ScribbleConfig, simulate_scribbles
 from lib.geos import GeoSConfig
-from lib.io import read_volume, write_like
+from lib.io import read_volume
 from lib.prnet.prelabel import propagate_support, pseudo_mask, with_tau
 from lib.prnet.propagate import PropagationConfig
 from lib.tasks.errors import ClientError
+from lib.tasks.labels import label_names_from_info
+from lib.tasks.results import write_result
 from lib.tasks.train_prnet import load_prnet
 
 logger = logging.getLogger(__name__)
@@ -73,8 +74,7 @@ def find_support(datastore: Datastore, tag: str, cache: dict | None = None) -> S
 
 
 def _load_support(datastore: Datastore, tag: str, image_id: str) -> Support:
-    info = datastore.get_label_info(image_id, tag) or {}
-    names = {str(d["name"]): int(d["id"]) for d in info.get("label_info", [])} or info.get("label_names") or {}
+    names = label_names_from_info(datastore.get_label_info(image_id, tag), keep_background=True)
     if not names:
         raise ClientError(f"the '{tag}' label of '{image_id}' has no label_info naming its ids; save it with "
                           "params {\"label_info\": [{\"name\": ..., \"id\": ...}, ...]} (background named 'background')")
@@ -87,13 +87,11 @@ def _load_support(datastore: Datastore, tag: str, image_id: str) -> Support:
 
 def _support_from_final(datastore: Datastore, image_id: str) -> Support | None:
     """Scribbles sampled from a ``final`` label with ``label_names``; None when it names no labels."""
-    info = datastore.get_label_info(image_id, "final") or {}
-    names = info.get("label_names") or (info.get("params") or {}).get("label_names") or {}
+    names = label_names_from_info(datastore.get_label_info(image_id, "final"))
     if not names:
         return None
     img = read_volume(datastore.get_image_uri(image_id))
     label = np.rint(read_volume(datastore.get_label_uri(image_id, "final")).array).astype(np.int64)
-    names = {str(k): int(v) for k, v in names.items() if str(k) != BACKGROUND}
     bg = max(names.values()) + 1
     s = simulate_scribbles(label, img.array.astype(np.float32), names, bg, ScribbleConfig())
     return Support(image_id, img.array.astype(np.float32), img.spacing, s.astype(np.int64), {**names, BACKGROUND: bg}, "final")
@@ -186,11 +184,6 @@ class PRNetPrelabel(InferTask):
                 self.datastore.update_image_info(image_id, {"prnet": summary})
             except Exception as e:  # the label is still returned; the strategy just lacks this study's score
                 warnings.append(f"could not store the propagation statistics in the image info: {e}")
-        out = write_like(result.label, path, _tmp_path(str(request.get("result_extension") or ".nii.gz")))
+        out = write_result(request, result.label, prefix="prnet_")
         return out, {"label_names": label_names, "prnet": summary, "geos": result.geos, "warnings": warnings}
 
-
-def _tmp_path(ext: str) -> str:
-    fd, p = tempfile.mkstemp(suffix=ext if ext.startswith(".") else "." + ext, prefix="prnet_")
-    os.close(fd)
-    return p

@@ -4,7 +4,6 @@ sliding-window inference on CPU or CUDA and hot-reloaded whenever a new model is
 from __future__ import annotations
 
 import os
-import tempfile
 import threading
 import time
 from typing import Any, Dict, Tuple
@@ -14,9 +13,10 @@ import torch
 from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
 
 from lib.geos import normalize_intensity
-from lib.io import read_volume, write_like
+from lib.io import read_volume
 from lib.segmentation.train import predict_probs
 from lib.tasks.errors import ClientError
+from lib.tasks.results import write_result
 from lib.tasks.train_segmentation import load_segmentation
 
 
@@ -72,9 +72,6 @@ class SegmentationInfer(InferTask):
         image = normalize_intensity(vol.array.astype(np.float32), *meta["window"]).astype(np.float32)
         probs = predict_probs(net, image, meta["config"], device)
         label = probs.argmax(axis=0).astype(np.uint8)
-        ext = str(request.get("result_extension") or ".nii.gz")
-        fd, out = tempfile.mkstemp(suffix=ext if ext.startswith(".") else "." + ext, prefix="seg_")
-        os.close(fd)
-        write_like(label, path, out, dtype=str(request.get("result_dtype") or "uint8"))
+        out = write_result(request, label, prefix="seg_")
         return out, {"label_names": meta["label_names"], "device": device, "epoch": meta.get("epoch"),
                      "noise_strategy": meta.get("noise_strategy"), "seconds": round(time.perf_counter() - t0, 2)}
