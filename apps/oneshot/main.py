@@ -32,6 +32,7 @@ from lib.config import app_config  # noqa: E402
 from lib.geos import GeoSConfig  # noqa: E402
 from lib.tasks.batch_infer import HostAwareBatchInferTask  # noqa: E402
 from lib.tasks.datastore import AtomicLocalDatastore  # noqa: E402
+from lib.tasks.datastore_dicomweb import OneShotDICOMwebDatastore  # noqa: E402
 from lib.prnet.propagate import PropagationConfig  # noqa: E402
 from lib.prnet.train import PRNetConfig  # noqa: E402
 from lib.tasks.infer_geos import PointsGeoS, ScribblesGeoS  # noqa: E402
@@ -64,7 +65,12 @@ class OneShotApp(MONAILabelApp):
 
     def init_datastore(self) -> Datastore:
         if self.studies.startswith(("http://", "https://")):
-            return super().init_datastore()
+            dw = self.cfg["dicomweb"]
+            return OneShotDICOMwebDatastore(
+                self.studies,
+                cache_path=str(dw.get("cache_path") or settings.MONAI_LABEL_DATASTORE_CACHE_PATH or "") or None,
+                listing_ttl_s=float(dw["listing_ttl_s"]),
+            )
         return AtomicLocalDatastore(
             self.studies,
             extensions=settings.MONAI_LABEL_DATASTORE_FILE_EXT,
@@ -78,7 +84,8 @@ class OneShotApp(MONAILabelApp):
         p = self.cfg["prnet"]
         infers: Dict[str, InferTask] = {
             "scribbles_geos": ScribblesGeoS(geos),
-            "points_geos": PointsGeoS(replace(geos, margin_mm=float(points["margin_mm"])), point_radius_mm=float(points["radius_mm"])),
+            "points_geos": PointsGeoS(replace(geos, margin_mm=float(points["margin_mm"])), point_radius_mm=float(points["radius_mm"]),
+                                      labels={str(k): int(v) for k, v in (points.get("labels") or {}).items()}),
             "prnet_prelabel": PRNetPrelabel(
                 self.datastore(), os.path.join(self.model_dir, "prnet.pt"), geos, PropagationConfig.from_dict(p),
                 support_tag=str(self.cfg["support_tag"]), stride=int(p["stride"]),

@@ -1,0 +1,289 @@
+"""MONAI Label's DICOMweb datastore, made to work with this app's tasks and with a live PACS.
+
+Image ids are SeriesInstanceUIDs; images are fetched into a local cache on first use and converted to
+NIfTI, as MONAI Label does. What changes from MONAI Label 0.8.5's ``DICOMWebDatastore``:
+
+- **Tags.** ``get_label_uri(image_id, tag)`` means the same as on a local folder: the label of that
+  image under that tag. ``final`` labels live on the PACS as DICOM-SEG (written with dcmqi's
+  ``itkimage2segimage``, read back onto the image's voxel grid); every other tag (``scribbles``,
+  ``original``, ``plc``) stays in the local cache. MONAI Label's version reads the image id as a SEG
+  series id and ignores the tag in ``get_labeled_images``.
+- **Label ids survive the round trip.** Segment *k* of a SEG we write is the *k*-th label id present,
+  named after the label (``label_names`` or Slicer's ``label_info``); the mapping id → segment is kept
+  in the segment's description (``label value <id>``), so a SEG read back gives the ids that were saved.
+  MONAI Label names segments by position in ``label_info``, not by id.
+- **Fresh listings.** The series list and the SEG index are cached for ``listing_ttl_s`` seconds
+  (MONAI Label: 2 hours), and a ``final`` save refreshes them at once.
+- **Unusable series are skipped with a message**: multi-frame (enhanced) images and single-image
+  series; the search filter keeps CT only.
+- **PACS unreachable**: a 503 that names the server and what to check, not a 500.
+- **Atomic local writes**, as :class:`~lib.tasks.datastore.AtomicLocalDatastore`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from typing import Any, Callable, Dict, List, Optional, TypeVar
+
+import numpy as np
+import pydicom
+import requests
+import SimpleITK as sitk
+from dicomweb_client import DICOMwebClient
+from monailabel.datastore.dicom import DICOMwebClientX, DICOMWebDatastore
+from monailabel.datastore.local import LocalDatastore
+from monailabel.datastore.utils.convert import binary_to_image, itk_image_to_dicom_seg
+from monailabel.datastore.utils.dicom import dicom_web_download_series, dicom_web_upload_dcm
+from pydicom.dataset import Dataset
+
+from lib.tasks.datastore import AtomicLocalDatastore
+from lib.tasks.errors import ClientError
+from lib.tasks.labels import label_names_from_info
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+FINAL = "final"
+_VALUE_RE = re.compile(r"label value (\d+)")
+_NUMBER_OF_FRAMES = "00280008"
+
+
+class PACSUnavailable(ClientError):
+    """The DICOMweb server did not answer (503)."""
+
+    def __init__(self, url: str, error: Exception):
+        super().__init__(f"the DICOMweb server {url} is unreachable ({type(error).__name__}: {error}); check that it is "
+                         "running (scripts/orthanc.sh start) and that --studies points at its /dicom-web root",
+                         status_code=503)
+
+
+def dcmqi_available() -> bool:
+    """Put this interpreter's ``bin`` on PATH (where pip installs dcmqi's ``itkimage2segimage``); True if found."""
+    bin_dir = os.path.dirname(sys.executable)
+    if bin_dir not in os.environ.get("PATH", "").split(os.pathsep):
+        os.environ["PATH"] = os.pathsep.join([bin_dir, os.environ.get("PATH", "")])
+    return shutil.which("itkimage2segimage") is not None
+
+
+class _TTL:
+    """A value recomputed at most every ``ttl_s`` seconds (thread-safe), and on :meth:`clear`."""
+
+    def __init__(self, ttl_s: float, compute: Callable[[], T]):
+        self.ttl_s, self.compute = ttl_s, compute
+        self._value, self._at, self._lock = None, -np.inf, threading.Lock()
+
+    def get(self):
+        with self._lock:
+            if time.monotonic() - self._at > self.ttl_s:
+                self._value, self._at = self.compute(), time.monotonic()
+            return self._value
+
+    def clear(self) -> None:
+        with self._lock:
+            self._at = -np.inf
+
+
+class OneShotDICOMwebDatastore(DICOMWebDatastore, AtomicLocalDatastore):
+    """DICOMweb datastore (see the module's docstring). ``url``: the server's DICOMweb root."""
+
+    def __init__(self, url: str, cache_path: Optional[str] = None, listing_ttl_s: float = 10.0,
+                 search_filter: Optional[Dict[str, Any]] = None, client: Optional[DICOMwebClient] = None):
+        if not dcmqi_available():
+            logger.warning("itkimage2segimage (pip install dcmqi) not found: saving 'final' labels will fail")
+        self._url = url.rstrip("/")
+        self._series_ok: Dict[str, bool] = {}
+        self._seg_refs: Dict[str, Optional[str]] = {}
+        self._series_cache = _TTL(listing_ttl_s, self._list_series)
+        self._seg_cache = _TTL(listing_ttl_s, self._seg_index)
+        super().__init__(client or DICOMwebClientX(url=self._url), search_filter or {"Modality": "CT"}, cache_path)
+
+    # --- talking to the PACS -------------------------------------------------------------------
+    def _call(self, fn: Callable[..., T], *args, **kwargs) -> T:
+        try:
+            return fn(*args, **kwargs)
+        except (requests.ConnectionError, requests.Timeout) as e:
+            logger.error(f"DICOMweb server {self._url} unreachable: {e}")
+            raise PACSUnavailable(self._url, e) from None
+
+    def _list_series(self) -> List[str]:
+        found = self._call(self._client.search_for_series, search_filters=self._search_filter)
+        out = []
+        for ds in found:
+            meta = Dataset.from_json(ds)
+            uid = str(meta.SeriesInstanceUID)
+            if uid not in self._series_ok:
+                self._series_ok[uid] = self._usable(meta)
+            if self._series_ok[uid]:
+                out.append(uid)
+        return sorted(out)
+
+    def _usable(self, series: Dataset) -> bool:
+        uid, study = str(series.SeriesInstanceUID), str(series.StudyInstanceUID)
+        what = f"series {uid} ({series.get('SeriesDescription', '')!s})"
+        count = int(series.get("NumberOfSeriesRelatedInstances", 0) or 0)
+        first = self._call(self._client.search_for_instances, study, uid, fields=[_NUMBER_OF_FRAMES], limit=1)
+        frames = int(Dataset.from_json(first[0]).get("NumberOfFrames", 1) or 1) if first else 0
+        if frames > 1:
+            logger.warning(f"{what} skipped: multi-frame image ({frames} frames); the app reads single-frame CT series")
+            return False
+        if count == 1 or not first:
+            logger.warning(f"{what} skipped: a single image, not a 3D volume")
+            return False
+        return True
+
+    def _seg_index(self) -> Dict[str, str]:
+        """``{image series: newest SEG series}`` over the SEG series on the server."""
+        segs = [Dataset.from_json(d) for d in self._call(self._client.search_for_series, search_filters={"Modality": "SEG"})]
+        segs.sort(key=lambda s: (str(s.get("SeriesDate", "")), str(s.get("SeriesTime", ""))))
+        index = {}
+        for seg in segs:
+            uid = str(seg.SeriesInstanceUID)
+            if uid not in self._seg_refs:
+                meta = Dataset.from_json(self._call(self._client.retrieve_series_metadata, str(seg.StudyInstanceUID), uid)[0])
+                ref = meta.get("ReferencedSeriesSequence")
+                self._seg_refs[uid] = str(ref[0].SeriesInstanceUID) if ref else None
+            if self._seg_refs[uid]:
+                index[self._seg_refs[uid]] = uid
+        return index
+
+    # --- listing -----------------------------------------------------------------------------
+    def list_images(self) -> List[str]:
+        return list(self._series_cache.get())
+
+    def get_labeled_images(self, label_tag: Optional[str] = None, labels: Optional[List[str]] = None) -> List[str]:
+        images = self.list_images()
+        if label_tag in (None, FINAL):
+            segs = self._seg_cache.get()
+            return [i for i in images if i in segs]
+        return [i for i in images if LocalDatastore.get_label_uri(self, i, label_tag)]
+
+    def get_unlabeled_images(self, label_tag: Optional[str] = None, labels: Optional[List[str]] = None) -> List[str]:
+        labeled = set(self.get_labeled_images())
+        return [i for i in self.list_images() if i not in labeled]
+
+    def refresh(self):
+        self._series_cache.clear()
+        self._seg_cache.clear()
+        super().refresh()
+
+    # --- images and labels -------------------------------------------------------------------
+    def get_image_uri(self, image_id: str) -> str:
+        return self._call(super().get_image_uri, image_id)
+
+    def get_label_uri(self, label_id: str, label_tag: str, image_id: str = "") -> str:
+        """The label of image ``label_id`` under ``label_tag`` (a local path; ``""`` when none)."""
+        if label_tag != FINAL:
+            return LocalDatastore.get_label_uri(self, label_id, label_tag)
+        seg = self._seg_cache.get().get(label_id)
+        if not seg:
+            return ""
+        local = LocalDatastore.get_label_uri(self, label_id, FINAL)
+        if local and self.get_label_info(label_id, FINAL).get("SeriesInstanceUID") == seg:
+            return local
+        return self._fetch_seg(label_id, seg)
+
+    def _fetch_seg(self, image_id: str, seg_uid: str) -> str:
+        image = self.get_image_uri(image_id)
+        seg_dir = os.path.join(self._datastore.label_path(FINAL), seg_uid)
+        shutil.rmtree(seg_dir, ignore_errors=True)
+        self._call(dicom_web_download_series, None, seg_uid, seg_dir, self._client)
+        files = sorted(os.listdir(seg_dir))
+        label, names = seg_to_label(os.path.join(seg_dir, files[0]), image)
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, f"{image_id}.nii.gz")
+            sitk.WriteImage(label, path, True)
+            AtomicLocalDatastore.save_label(self, image_id, path, FINAL, {"SeriesInstanceUID": seg_uid, "label_names": names})
+        shutil.rmtree(seg_dir, ignore_errors=True)
+        return LocalDatastore.get_label_uri(self, image_id, FINAL)
+
+    def save_label(self, image_id: str, label_filename: str, label_tag: str, label_info: Dict[str, Any],
+                   label_id: str = "") -> str:
+        image = self.get_image_uri(image_id)  # fetches the series into the cache (and registers it)
+        label_info = dict(label_info or {})
+        converted = ""
+        if label_filename.endswith(".bin"):
+            converted = label_filename = binary_to_image(image, label_filename)
+        try:
+            if label_tag == FINAL:
+                series_dir = os.path.join(self._datastore.image_path(), image_id)
+                seg_file = label_to_seg(label_filename, series_dir, label_names_from_info(label_info))
+                try:
+                    label_info["SeriesInstanceUID"] = self._call(dicom_web_upload_dcm, seg_file, self._client)
+                finally:
+                    os.unlink(seg_file)
+                self._seg_cache.clear()
+            return AtomicLocalDatastore.save_label(self, image_id, label_filename, label_tag, label_info)
+        finally:
+            if converted:
+                os.unlink(converted)
+
+    def datalist(self, full_path=True) -> List[Dict[str, Any]]:
+        for image_id in self.get_labeled_images():
+            self.get_label_uri(image_id, FINAL)
+        return LocalDatastore.datalist(self, full_path)
+
+
+def label_to_seg(label_path: str, series_dir: str, names: Dict[str, int]) -> str:
+    """Write the label volume as a DICOM-SEG of the CT series in ``series_dir``; returns the file's path.
+
+    One segment per label id present (ascending), named from ``names`` (``{name: id}``); the id is kept
+    in the segment's description. ClientError when the label is empty.
+    """
+    arr = sitk.GetArrayFromImage(sitk.ReadImage(label_path))
+    ids = [int(v) for v in np.unique(arr) if v != 0]
+    if not ids:
+        raise ClientError("the label is empty: nothing to store as DICOM-SEG; paint at least one structure")
+    by_id = {v: k for k, v in names.items()}
+    segments = [{
+        "labelID": i,
+        "SegmentLabel": by_id.get(i, f"label {i}"),
+        "SegmentDescription": f"{by_id.get(i, 'label')} (label value {i})",
+        "SegmentAlgorithmType": "SEMIAUTOMATIC",
+        "SegmentAlgorithmName": "MONAI Label one-shot",
+        "SegmentedPropertyCategoryCodeSequence": {"CodeValue": "123037004", "CodingSchemeDesignator": "SCT",
+                                                  "CodeMeaning": "Anatomical Structure"},
+        "SegmentedPropertyTypeCodeSequence": {"CodeValue": "85756007", "CodingSchemeDesignator": "SCT",
+                                              "CodeMeaning": "Tissue"},
+    } for i in ids]
+    template = {
+        "ContentCreatorName": "MONAILabel", "ClinicalTrialSeriesID": "Session1", "ClinicalTrialTimePointID": "1",
+        "SeriesDescription": "Segmentation (MONAI Label)", "SeriesNumber": "300", "InstanceNumber": "1",
+        "segmentAttributes": [segments], "ContentLabel": "SEGMENTATION",
+        "ContentDescription": "MONAI Label one-shot segmentation", "ClinicalTrialCoordinatingCenterName": "MONAI",
+        "BodyPartExamined": "",
+    }
+    return itk_image_to_dicom_seg(label_path, series_dir, template)
+
+
+def seg_to_label(seg_file: str, reference_image: str) -> tuple[sitk.Image, Dict[str, int]]:
+    """A DICOM-SEG as a label image on the voxel grid of ``reference_image``, and its ``{name: id}``.
+
+    Ids come from the segments' descriptions (``label value <id>``, as :func:`label_to_seg` writes);
+    a SEG from elsewhere keeps its segment numbers.
+    """
+    import pydicom_seg
+
+    ds = pydicom.dcmread(seg_file)
+    number_to_id, names = {}, {}
+    for seg in ds.SegmentSequence:
+        match = _VALUE_RE.search(str(seg.get("SegmentDescription", "")))
+        value = int(match.group(1)) if match else int(seg.SegmentNumber)
+        number_to_id[int(seg.SegmentNumber)] = value
+        names[str(seg.SegmentLabel)] = value
+    result = pydicom_seg.MultiClassReader().read(ds)
+    arr = sitk.GetArrayFromImage(result.image)
+    lut = np.zeros(max([*number_to_id, 0]) + 1, dtype=np.uint16)
+    for number, value in number_to_id.items():
+        lut[number] = value
+    seg_img = sitk.GetImageFromArray(lut[arr])
+    seg_img.CopyInformation(result.image)
+    ref = sitk.ReadImage(reference_image)
+    out = sitk.Resample(seg_img, ref, sitk.Transform(), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt16)
+    return out, names

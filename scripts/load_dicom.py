@@ -1,0 +1,65 @@
+#!/usr/bin/env python
+"""Load the sample cohort into a DICOMweb server (Orthanc) as CT series, and optionally its support scribbles.
+
+    python scripts/load_dicom.py [--dicomweb http://127.0.0.1:8042/dicom-web] [--studies sample-data/cohort/studies]
+    python scripts/load_dicom.py --support-to http://127.0.0.1:8000    # once the app runs on DICOMweb
+
+Each NIfTI study becomes one CT series (``lib/dicomweb/convert.py``); a series already on the server
+is skipped. ``--support-to`` saves the sample's support scribbles (``sample-data/cohort/scribbles``)
+under label tag ``scribbles`` on the running app, for the study's series, through the MONAI Label
+REST API, as Slicer would. Writes ``<studies>/../dicom_series.json`` (study id → SeriesInstanceUID).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from dicomweb_client import DICOMwebClient  # noqa: E402
+
+from lib.dicomweb.upload import upload_study  # noqa: E402
+
+
+def save_support(server: str, series_uid: str, scribbles: Path, label_info: list, tag: str = "scribbles") -> None:
+    from monailabel.client import MONAILabelClient
+
+    with tempfile.TemporaryDirectory() as tmp:
+        client = MONAILabelClient(server, tmpdir=tmp)
+        client.save_label(series_uid, str(scribbles), tag=tag, params={"label_info": label_info})
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--dicomweb", default="http://127.0.0.1:8042/dicom-web")
+    ap.add_argument("--studies", type=Path, default=ROOT / "sample-data" / "cohort" / "studies")
+    ap.add_argument("--scribbles", type=Path, default=ROOT / "sample-data" / "cohort" / "scribbles")
+    ap.add_argument("--support-to", default="", help="MONAI Label server to save the support scribbles on")
+    args = ap.parse_args(argv)
+
+    client = DICOMwebClient(url=args.dicomweb)
+    mapping = {}
+    for nifti in sorted(args.studies.glob("*.nii.gz")):
+        uid, uploaded = upload_study(client, nifti)
+        mapping[nifti.name.split(".")[0]] = uid
+        print(f"{nifti.name}: series {uid} ({'uploaded' if uploaded else 'already on the server'})")
+    out = args.studies.parent / "dicom_series.json"
+    out.write_text(json.dumps(mapping, indent=2))
+    print(f"wrote {out}")
+
+    if args.support_to:
+        info = json.loads((args.scribbles / "label_info.json").read_text())
+        for label in sorted(args.scribbles.glob("*.nii.gz")):
+            study = label.name.split(".")[0]
+            save_support(args.support_to, mapping[study], label, info["label_info"] if isinstance(info, dict) else info)
+            print(f"support scribbles of {study} saved on {args.support_to} (series {mapping[study]}, tag scribbles)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
