@@ -23,15 +23,23 @@ sys.path.insert(0, str(ROOT))
 
 from dicomweb_client import DICOMwebClient  # noqa: E402
 
+from lib.dicomweb.convert import voxel_order_as_read_back  # noqa: E402
 from lib.dicomweb.upload import upload_study  # noqa: E402
 
 
 def save_support(server: str, series_uid: str, scribbles: Path, label_info: list, tag: str = "scribbles") -> None:
+    """Save ``scribbles`` (on its study's NIfTI grid) for the study's series, in the series' voxel order."""
+    import nibabel as nib
+    import numpy as np
     from monailabel.client import MONAILabelClient
 
+    img = nib.load(str(scribbles))
+    arr = voxel_order_as_read_back(np.asarray(img.dataobj), img.affine)
     with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "scribbles.nii.gz"
+        nib.save(nib.Nifti1Image(np.ascontiguousarray(arr), img.affine), str(path))
         client = MONAILabelClient(server, tmpdir=tmp)
-        client.save_label(series_uid, str(scribbles), tag=tag, params={"label_info": label_info})
+        client.save_label(series_uid, str(path), tag=tag, params={"label_info": label_info})
 
 
 def main(argv: list[str] | None = None) -> int:

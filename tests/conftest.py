@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Callable, Iterator
@@ -62,3 +63,45 @@ def server_factory(tmp_path: Path) -> Iterator[Callable[..., Server]]:
     yield make
     for s in servers:
         stop_server(s)
+
+
+@pytest.fixture(scope="session")
+def real_cohort(tmp_path_factory) -> Path:
+    """The sample cohort on the real CT (subject A + one deformed copy), built once per session."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("build_cohort", REPO_ROOT / "sample-data" / "build_cohort.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out = tmp_path_factory.mktemp("real-cohort") / "cohort"
+    assert module.main(["--out", str(out), "--n-pseudo", "1"]) == 0
+    return out
+
+
+def require_system_tool(available: bool, what: str) -> None:
+    """Skip when a system package is missing on a developer machine; fail in CI (CI=true), which installs it."""
+    if available:
+        return
+    message = f"{what} is not installed (scripts/system-deps.sh installs it)"
+    if os.environ.get("CI"):
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="module")
+def orthanc(tmp_path_factory):
+    """A real Orthanc (Debian packages) on a free loopback port with its own storage (``.url``: DICOMweb root)."""
+    from lib.dicomweb import orthanc as orthanc_ctl
+    from lib.server import free_port
+
+    try:
+        orthanc_ctl.orthanc_binary()
+        installed = True
+    except RuntimeError:
+        installed = False
+    require_system_tool(installed, "Orthanc with its DICOMweb plugin (apt-get install orthanc orthanc-dicomweb)")
+    instance = orthanc_ctl.Orthanc(tmp_path_factory.mktemp("orthanc"), free_port()).start()
+    try:
+        yield instance
+    finally:
+        instance.stop()

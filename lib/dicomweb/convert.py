@@ -5,7 +5,9 @@ x and y change sign. Slice ``k`` becomes one CT image whose columns run along ``
 ``ImageOrientationPatient`` is the LPS direction of ``i`` then of ``j``, ``ImagePositionPatient`` the LPS
 position of voxel ``(0, 0, k)``, ``PixelSpacing`` ``[spacing j, spacing i]`` (row spacing first, mm).
 Reading the series back with ITK/GDCM (as MONAI Label does) gives the same voxels at the same
-physical positions.
+physical positions. ITK orders the slices along the normal ``row × column``; for a left-handed voxel grid
+(``det(affine) < 0``, e.g. LAS) that reverses ``k``: :func:`voxel_order_as_read_back` does the same to a
+label drawn on the NIfTI grid, so it matches the image the app reads from the PACS.
 
 Pixels: signed 16-bit, stored value = HU (``RescaleSlope`` 1, ``RescaleIntercept`` 0).
 UIDs are derived from the study id, so converting the same study twice gives the same series
@@ -49,6 +51,16 @@ def _geometry(affine: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     spacing = np.linalg.norm(lin, axis=0)
     dirs = lin / spacing
     return np.concatenate([dirs[:, 0], dirs[:, 1]]), _LPS @ affine[:3, 3], spacing
+
+
+def left_handed(affine: np.ndarray) -> bool:
+    """True when the voxel axes (i, j, k) form a left-handed frame: ITK reads such a series with ``k`` reversed."""
+    return bool(np.linalg.det(affine[:3, :3]) < 0)
+
+
+def voxel_order_as_read_back(array: np.ndarray, affine: np.ndarray) -> np.ndarray:
+    """``array`` (I, J, K) on the NIfTI grid of ``affine``, in the voxel order of the series read back by ITK."""
+    return array[:, :, ::-1] if left_handed(affine) else array
 
 
 def nifti_to_ct_series(nifti: str | Path, out_dir: str | Path, study_id: str | None = None,

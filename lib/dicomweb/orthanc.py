@@ -24,6 +24,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
 DICOMWEB_PLUGIN = "/usr/share/orthanc/plugins/libOrthancDicomWeb.so"
@@ -114,6 +115,26 @@ def stop(storage: Path, wait_s: float = 15.0) -> bool:
         os.kill(pid, signal.SIGKILL)
     pid_file.unlink(missing_ok=True)
     return True
+
+
+@dataclass
+class Orthanc:
+    """One local instance: ``storage`` folder and HTTP ``port``."""
+
+    storage: Path
+    port: int = 8042
+
+    @property
+    def url(self) -> str:
+        """The DICOMweb root."""
+        return dicomweb_url(self.port)
+
+    def start(self) -> "Orthanc":
+        start(self.storage, self.port)
+        return self
+
+    def stop(self) -> bool:
+        return stop(self.storage)
 
 
 def main(argv: list[str] | None = None) -> int:

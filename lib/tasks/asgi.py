@@ -16,12 +16,14 @@ Start the server with ``--uvicorn_app lib.tasks.asgi:app`` (``scripts/start.sh``
 
 from __future__ import annotations
 
+import logging
 import mimetypes
 import os
 from typing import Optional
 
-from fastapi import Depends
-from fastapi.responses import FileResponse, HTMLResponse
+import requests
+from fastapi import Depends, Request
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from monailabel.app import app
 from monailabel.config import RBAC_ADMIN, settings
 from monailabel.endpoints import ohif as ml_ohif
@@ -30,6 +32,8 @@ from monailabel.endpoints.user.auth import RBAC, User
 from monailabel.interfaces.utils.app import app_instance
 
 __all__ = ["app"]
+
+logger = logging.getLogger(__name__)
 
 
 async def train_model(
@@ -83,7 +87,18 @@ async def get_ohif(path: str, user: User = Depends(RBAC(settings.MONAI_LABEL_AUT
     return FileResponse(file, media_type=_MEDIA_TYPES.get(ext) or mimetypes.guess_type(file)[0] or "application/octet-stream")
 
 
+async def upstream_unreachable(request: Request, exc: Exception) -> JSONResponse:
+    """A server we depend on (the DICOMweb PACS, also behind OHIF's ``/proxy/dicom``) did not answer: 503."""
+    logger.error(f"{request.method} {request.url.path}: upstream unreachable: {exc}")
+    studies = settings.MONAI_LABEL_STUDIES
+    return JSONResponse(status_code=503, content={"detail": (
+        f"the DICOMweb server {studies} is unreachable ({type(exc).__name__}); check that it is running "
+        "(python -m lib.dicomweb.orthanc start) and that --studies points at its /dicom-web root")})
+
+
 def _install() -> None:
+    for exc in (requests.exceptions.ConnectionError, requests.exceptions.Timeout):
+        app.add_exception_handler(exc, upstream_unreachable)
     path = f"{settings.MONAI_LABEL_API_STR}/train/{{model}}"
     app.add_api_route(path, train_model, methods=["POST"], summary=f"{RBAC_ADMIN} Run Training Task for specific model")
     app.add_api_route("/ohif/{path:path}", get_ohif, methods=["GET"], include_in_schema=False)

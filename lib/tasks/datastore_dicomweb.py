@@ -16,7 +16,8 @@ NIfTI, as MONAI Label does. What changes from MONAI Label 0.8.5's ``DICOMWebData
   (MONAI Label: 2 hours), and a ``final`` save refreshes them at once.
 - **Unusable series are skipped with a message**: multi-frame (enhanced) images and single-image
   series; the search filter keeps CT only.
-- **PACS unreachable**: a 503 that names the server and what to check, not a 500.
+- **PACS unreachable**: a 503 at once (one quick retry, not dicomweb-client's 30 s of back-off) that
+  names the server and what to check, not a 500; ``/info`` still answers, with the reason.
 - **Atomic local writes**, as :class:`~lib.tasks.datastore.AtomicLocalDatastore`.
 """
 
@@ -59,8 +60,8 @@ class PACSUnavailable(ClientError):
     """The DICOMweb server did not answer (503)."""
 
     def __init__(self, url: str, error: Exception):
-        super().__init__(f"the DICOMweb server {url} is unreachable ({type(error).__name__}: {error}); check that it is "
-                         "running (scripts/orthanc.sh start) and that --studies points at its /dicom-web root",
+        super().__init__(f"the DICOMweb server {url} is unreachable ({type(error).__name__}); check that it is running "
+                         "(python -m lib.dicomweb.orthanc start) and that --studies points at its /dicom-web root",
                          status_code=503)
 
 
@@ -102,7 +103,12 @@ class OneShotDICOMwebDatastore(DICOMWebDatastore, AtomicLocalDatastore):
         self._seg_refs: Dict[str, Optional[str]] = {}
         self._series_cache = _TTL(listing_ttl_s, self._list_series)
         self._seg_cache = _TTL(listing_ttl_s, self._seg_index)
-        super().__init__(client or DICOMwebClientX(url=self._url), search_filter or {"Modality": "CT"}, cache_path)
+        if client is None:
+            client = DICOMwebClientX(url=self._url)
+            # dicomweb-client retries every failure 5 times with 2-16 s back-off: 30 s per call when the PACS
+            # is down. One quick retry is enough on loopback; the user gets the 503 at once.
+            client.set_http_retry_params(max_attempts=2, wait_exponential_multiplier=250)
+        super().__init__(client, search_filter or {"Modality": "CT"}, cache_path)
 
     # --- talking to the PACS -------------------------------------------------------------------
     def _call(self, fn: Callable[..., T], *args, **kwargs) -> T:
@@ -167,6 +173,13 @@ class OneShotDICOMwebDatastore(DICOMWebDatastore, AtomicLocalDatastore):
     def get_unlabeled_images(self, label_tag: Optional[str] = None, labels: Optional[List[str]] = None) -> List[str]:
         labeled = set(self.get_labeled_images())
         return [i for i in self.list_images() if i not in labeled]
+
+    def status(self) -> Dict[str, Any]:
+        """Counts for ``/info``; with the PACS down, zeros and the reason (so viewers can still connect)."""
+        try:
+            return super().status()
+        except PACSUnavailable as e:
+            return {"total": 0, "completed": 0, "label_tags": {}, "error": str(e)}
 
     def refresh(self):
         self._series_cache.clear()
