@@ -51,6 +51,10 @@ class GeoSConfig:
     refine_iterations: int = 1
     histogram_bins: int = 48
     roi_border_background: bool = True
+    # > 0: the crop's shell is background only where the intensity differs from the foreground seeds'
+    # by more than this many of their standard deviations (a click deep in a large organ whose crop
+    # ends inside the organ); 0: the whole shell
+    border_similarity_sd: float = 0.0
     largest_component: bool = True
     fill_holes: bool = True
 
@@ -165,6 +169,8 @@ def geos_segment(
         shell[1:-1, 1:-1, 1:-1] = False
         for m in fg.values():
             shell &= ~m
+        if cfg.border_similarity_sd > 0:
+            shell &= ~_like_seeds(img, fg.values(), cfg.border_similarity_sd)
         bg |= shell
 
     classes = {0: bg, **fg}
@@ -195,6 +201,15 @@ def geos_segment(
     label[box] = crop_label
     stats = {"crop": [[s.start, s.stop] for s in box], "crop_voxels": int(np.prod(crop_label.shape))}
     return label, stats
+
+
+def _like_seeds(img: np.ndarray, seeds, n_sd: float) -> np.ndarray:
+    """Voxels within ``n_sd`` standard deviations of the intensity of any class's seeds."""
+    like = np.zeros(img.shape, bool)
+    for m in seeds:
+        values = img[m]
+        like |= np.abs(img - values.mean()) <= n_sd * max(float(values.std()), 1e-3)
+    return like
 
 
 def _components_touching(region: np.ndarray, seeds: np.ndarray) -> np.ndarray:

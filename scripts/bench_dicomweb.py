@@ -52,10 +52,12 @@ def one_run(work: Path, click: list[int], final: Path, label_info: list) -> dict
     try:
         (series, _), t["convert + STOW (112 slices)"] = timed(upload_study, DICOMwebClient(url=pacs.url),
                                                             COHORT / "studies" / "subject_a.nii.gz")
+        lister = OneShotDICOMwebDatastore(pacs.url, cache_path=str(work / "list"))
+        _, t["first listing (QIDO + series checks)"] = timed(lister.list_images)
+        lister.close()
         server = start_server(pacs.url, work / "app", {"dicomweb.cache_path": str(work / "cache")})  # type: ignore[arg-type]
         try:
             ml = server.client()
-            _, t["first listing (/info)"] = timed(ml.info)
             params = {"foreground": [click], "background": []}
             _, t["points_geos, first (fetch + convert + GeoS)"] = timed(ml.infer, "points_geos", series, params)
             _, t["points_geos, cached"] = timed(ml.infer, "points_geos", series, params)
@@ -66,6 +68,7 @@ def one_run(work: Path, click: list[int], final: Path, label_info: list) -> dict
         fresh = OneShotDICOMwebDatastore(pacs.url, cache_path=str(work / "fresh"))
         fresh.get_image_uri(series)
         _, t["read final back (QIDO + WADO + SEG → label)"] = timed(fresh.get_label_uri, series, "final")
+        fresh.close()
     finally:
         pacs.stop()
     return t

@@ -163,6 +163,7 @@ def test_round_trip_through_the_app(orthanc, pacs_cohort, real_cohort, server_fa
     timings["read back final"] = time.perf_counter() - t0
     np.testing.assert_array_equal(np.asarray(nib.load(uri).dataobj), final)
     assert fresh.get_label_info(series, "final")["label_names"] == {n: i for n, i in names.items() if n != "spleen"}
+    fresh.close()
     print("\n" + "\n".join(f"{k}: {v:.2f} s" for k, v in timings.items()))
 
 

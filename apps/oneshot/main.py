@@ -84,8 +84,11 @@ class OneShotApp(MONAILabelApp):
         p = self.cfg["prnet"]
         infers: Dict[str, InferTask] = {
             "scribbles_geos": ScribblesGeoS(geos),
-            "points_geos": PointsGeoS(replace(geos, margin_mm=float(points["margin_mm"])), point_radius_mm=float(points["radius_mm"]),
-                                      labels={str(k): int(v) for k, v in (points.get("labels") or {}).items()}),
+            "points_geos": PointsGeoS(
+                replace(geos, margin_mm=float(points["margin_mm"]), border_similarity_sd=float(points["border_similarity_sd"])),
+                point_radius_mm=float(points["radius_mm"]),
+                labels={str(k): int(v) for k, v in (points.get("labels") or {}).items()},
+            ),
             "prnet_prelabel": PRNetPrelabel(
                 self.datastore(), os.path.join(self.model_dir, "prnet.pt"), geos, PropagationConfig.from_dict(p),
                 support_tag=str(self.cfg["support_tag"]), stride=int(p["stride"]),

@@ -36,6 +36,13 @@ class AtomicLocalDatastore(LocalDatastore):
         if getattr(self, "_handler", None) is not None:
             self._handler.on_moved = self._on_moved_event
 
+    def close(self) -> None:
+        """Stop watching the folder (a datastore made outside the server, e.g. in a script or test)."""
+        observer = getattr(self, "_observer", None)
+        if observer is not None:
+            observer.stop()
+            observer.join(timeout=5)
+
     def _on_moved_event(self, event) -> None:
         dest = os.fsdecode(getattr(event, "dest_path", "") or "")
         if dest == self._datastore_config_path:
