@@ -61,8 +61,8 @@ def test_ct_series_keeps_voxels_geometry_and_hounsfield_units(tmp_path):
     assert nifti_to_ct_series(src, tmp_path / "again").series == uids.series
 
 
-def _extra_series(client: DICOMwebClient, study_uid: str, frames: int, count: int) -> str:
-    """Store a small CT-modality series of ``count`` images with ``frames`` frames each; returns its UID."""
+def _extra_series(client: DICOMwebClient, study_uid: str, frames: int, count: int, modality: str = "CT") -> str:
+    """Store a small series of ``count`` images with ``frames`` frames each; returns its UID."""
     series = generate_uid()
     datasets = []
     for n in range(count):
@@ -73,7 +73,7 @@ def _extra_series(client: DICOMwebClient, study_uid: str, frames: int, count: in
         ds.file_meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
         ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID
         ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
-        ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.Modality = study_uid, series, "CT"
+        ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.Modality = study_uid, series, modality
         ds.PatientID, ds.SeriesDescription, ds.InstanceNumber = "extra", f"{frames} frames x {count}", n + 1
         ds.Rows = ds.Columns = 8
         ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
@@ -103,12 +103,13 @@ def test_round_trip_through_the_app(orthanc, pacs_cohort, real_cohort, server_fa
     study_uid = client.search_for_series(search_filters={"SeriesInstanceUID": pacs_cohort["subject_a"]})[0]["0020000D"]["Value"][0]
     multi = _extra_series(client, study_uid, frames=4, count=1)
     single = _extra_series(client, study_uid, frames=1, count=1)
+    mr = _extra_series(client, study_uid, frames=1, count=3, modality="MR")
 
     server = server_factory(orthanc.url, {"dicomweb.cache_path": str(tmp_path / "cache"), "dicomweb.listing_ttl_s": "1"})
     ml = server.client()
     timings = {}
 
-    # list: the two CT volumes; the multi-frame and the single-image series are skipped with a message
+    # list: the two CT volumes; the multi-frame, single-image and MR series are skipped with a message
     t0 = time.perf_counter()
     stats = ml.info()["datastore"]
     timings["list"] = time.perf_counter() - t0
@@ -116,6 +117,7 @@ def test_round_trip_through_the_app(orthanc, pacs_cohort, real_cohort, server_fa
     log = server.log.read_text()
     assert f"series {multi}" in log and "multi-frame image (4 frames)" in log
     assert f"series {single}" in log and "a single image, not a 3D volume" in log
+    assert f"series {mr}" in log and "modality MR" in log
 
     # infer: points_geos on subject A's series (fetched from Orthanc on first use), a click in the liver
     series = pacs_cohort["subject_a"]

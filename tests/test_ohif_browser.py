@@ -75,10 +75,16 @@ def test_points_geos_in_ohif(orthanc, real_cohort, server_factory, tmp_path):
             page.goto(f"{server.url}/ohif/monai-label?StudyInstanceUIDs={study_uid}", wait_until="networkidle",
                       timeout=120_000)
             page.get_by_text("Confirm and Hide").click()
+            _wait_console(page, console, "displaySetsToAllImages")  # the volume is loaded
             # the panel defaults to the server that served the viewer; connect and list our models
             assert page.locator("#monailabelServerURL").input_value() == server.url + "/"
             page.locator(".monaiLabelPanel button.actionButton").first.click()
             page.get_by_text("Point Prompts").click()
+            # the panel has made its segmentation (the organs get their colours) before we click
+            page.wait_for_function(
+                """() => [...document.querySelectorAll('.optionsTable tr')].some(r => r.innerText.trim() === 'liver'
+                    && getComputedStyle(r.querySelector('.segColor')).backgroundColor !== 'rgb(0, 0, 0)')""",
+                timeout=60_000)
             options = page.locator(".monaiLabelPanel select.selectBox option").all_inner_texts()
             assert "points_geos" in [o.strip() for o in options]
             assert {"prnet_prelabel", "segmentation"} <= {o.strip() for o in options}
@@ -101,9 +107,7 @@ def test_points_geos_in_ohif(orthanc, real_cohort, server_factory, tmp_path):
             with page.expect_response(lambda r: "/infer/points_geos" in r.url, timeout=180_000) as response:
                 page.locator("button[title='Run PointPrompts']").click()
             assert response.value.status == 200
-            deadline = time.monotonic() + 60
-            while not any("updated the segmentation" in c for c in console) and time.monotonic() < deadline:
-                page.wait_for_timeout(250)
+            _wait_console(page, console, "updated the segmentation")
             page.wait_for_timeout(1500)
             after = np.asarray(Image.open(_shot(page, ARTIFACTS / "points_geos_liver.png")).convert("RGB"))
         finally:
@@ -123,6 +127,13 @@ def test_points_geos_in_ohif(orthanc, real_cohort, server_factory, tmp_path):
     assert ((_tint(after) > 30) & away).sum() == 0
     print(f"\nnewly painted pixels within 12 px of the click: {painted.sum()} / {near.sum()}; "
           f"screenshot {ARTIFACTS / 'points_geos_liver.png'}")
+
+
+def _wait_console(page, console: list, text: str, timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not any(text in c for c in console):
+        assert time.monotonic() < deadline, f"no '{text}' in the browser console within {timeout_s} s"
+        page.wait_for_timeout(250)
 
 
 def _shot(page, path: Path) -> Path:

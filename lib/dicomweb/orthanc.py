@@ -105,13 +105,9 @@ def stop(storage: Path, wait_s: float = 15.0) -> bool:
         pid_file.unlink(missing_ok=True)
         return False
     deadline = time.monotonic() + wait_s
-    while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            break
-        time.sleep(0.2)
-    else:
+    while time.monotonic() < deadline and _alive(pid):
+        time.sleep(0.1)
+    if _alive(pid):
         os.kill(pid, signal.SIGKILL)
     pid_file.unlink(missing_ok=True)
     return True
@@ -135,6 +131,19 @@ class Orthanc:
 
     def stop(self) -> bool:
         return stop(self.storage)
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` still runs (reaping it when it is our own child, so it does not linger as a zombie)."""
+    try:
+        done, _ = os.waitpid(pid, os.WNOHANG)
+        return done == 0
+    except ChildProcessError:  # not our child
+        try:
+            os.kill(pid, 0)
+            return True
+        except ProcessLookupError:
+            return False
 
 
 def main(argv: list[str] | None = None) -> int:

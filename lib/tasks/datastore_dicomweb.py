@@ -14,8 +14,8 @@ NIfTI, as MONAI Label does. What changes from MONAI Label 0.8.5's ``DICOMWebData
   MONAI Label names segments by position in ``label_info``, not by id.
 - **Fresh listings.** The series list and the SEG index are cached for ``listing_ttl_s`` seconds
   (MONAI Label: 2 hours), and a ``final`` save refreshes them at once.
-- **Unusable series are skipped with a message**: multi-frame (enhanced) images and single-image
-  series; the search filter keeps CT only.
+- **Unusable series are skipped with a message** in the log: other modalities than CT (MR, US, ...),
+  multi-frame (enhanced) images and single-image series.
 - **PACS unreachable**: a 503 at once (one quick retry, not dicomweb-client's 30 s of back-off) that
   names the server and what to check, not a 500; ``/info`` still answers, with the reason.
 - **Atomic local writes**, as :class:`~lib.tasks.datastore.AtomicLocalDatastore`.
@@ -99,6 +99,9 @@ class OneShotDICOMwebDatastore(DICOMWebDatastore, AtomicLocalDatastore):
         if not dcmqi_available():
             logger.warning("itkimage2segimage (pip install dcmqi) not found: saving 'final' labels will fail")
         self._url = url.rstrip("/")
+        search_filter = dict(search_filter or {"Modality": "CT"})
+        wanted = search_filter.get("Modality", "CT")
+        self._modalities = {str(m) for m in (wanted if isinstance(wanted, (list, tuple)) else [wanted])}
         self._series_ok: Dict[str, bool] = {}
         self._seg_refs: Dict[str, Optional[str]] = {}
         self._series_cache = _TTL(listing_ttl_s, self._list_series)
@@ -108,7 +111,7 @@ class OneShotDICOMwebDatastore(DICOMWebDatastore, AtomicLocalDatastore):
             # dicomweb-client retries every failure 5 times with 2-16 s back-off: 30 s per call when the PACS
             # is down. One quick retry is enough on loopback; the user gets the 503 at once.
             client.set_http_retry_params(max_attempts=2, wait_exponential_multiplier=250)
-        super().__init__(client, search_filter or {"Modality": "CT"}, cache_path)
+        super().__init__(client, search_filter, cache_path)
 
     # --- talking to the PACS -------------------------------------------------------------------
     def _call(self, fn: Callable[..., T], *args, **kwargs) -> T:
@@ -119,7 +122,8 @@ class OneShotDICOMwebDatastore(DICOMWebDatastore, AtomicLocalDatastore):
             raise PACSUnavailable(self._url, e) from None
 
     def _list_series(self) -> List[str]:
-        found = self._call(self._client.search_for_series, search_filters=self._search_filter)
+        query = {k: v for k, v in self._search_filter.items() if k != "Modality"}
+        found = self._call(self._client.search_for_series, search_filters=query or None)
         out = []
         for ds in found:
             meta = Dataset.from_json(ds)
@@ -133,6 +137,12 @@ class OneShotDICOMwebDatastore(DICOMWebDatastore, AtomicLocalDatastore):
     def _usable(self, series: Dataset) -> bool:
         uid, study = str(series.SeriesInstanceUID), str(series.StudyInstanceUID)
         what = f"series {uid} ({series.get('SeriesDescription', '')!s})"
+        modality = str(series.get("Modality", ""))
+        if modality == "SEG":
+            return False  # a label (final), not an image
+        if modality not in self._modalities:
+            logger.warning(f"{what} skipped: modality {modality or 'unknown'}, the app segments {'/'.join(sorted(self._modalities))}")
+            return False
         count = int(series.get("NumberOfSeriesRelatedInstances", 0) or 0)
         first = self._call(self._client.search_for_instances, study, uid, fields=[_NUMBER_OF_FRAMES], limit=1)
         frames = int(Dataset.from_json(first[0]).get("NumberOfFrames", 1) or 1) if first else 0
