@@ -191,3 +191,36 @@ def test_pacs_down_answers_503_and_recovers(orthanc, pacs_cohort, server_factory
     finally:
         orthanc.start()
     assert ml.info()["datastore"]["total"] >= 2
+
+
+def test_hung_pacs_times_out_with_503_and_the_server_stays_responsive(orthanc, pacs_cohort, server_factory, tmp_path):
+    """Orthanc frozen (SIGSTOP): DICOMweb calls give up after ``dicomweb.timeout_s``; other requests are served."""
+    import os
+    import signal
+    import threading
+
+    server = server_factory(orthanc.url, {"dicomweb.cache_path": str(tmp_path / "cache"), "dicomweb.listing_ttl_s": "0",
+                                          "dicomweb.timeout_s": "3"})
+    pid = int((orthanc.storage / "orthanc.pid").read_text())
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        results = {}
+
+        def study_list():  # OHIF's study list, through our proxy
+            results["proxy"] = requests.get(server.url + "/proxy/dicom/qido/studies", timeout=60)
+
+        t = threading.Thread(target=study_list)
+        t0 = time.perf_counter()
+        t.start()
+        time.sleep(0.5)
+        # meanwhile the server answers what does not need the PACS (MONAI Label's proxy froze it)
+        r = requests.get(server.url + "/ohif/app-config.js", timeout=5)
+        assert r.status_code == 200
+        t.join()
+        assert results["proxy"].status_code == 503 and "unreachable" in results["proxy"].json()["detail"]
+        assert time.perf_counter() - t0 < 20
+        r = requests.post(server.url + "/activelearning/first", json={}, timeout=60)
+        assert r.status_code == 503
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert server.proc.poll() is None

@@ -70,6 +70,7 @@ class OneShotApp(MONAILabelApp):
                 self.studies,
                 cache_path=str(dw.get("cache_path") or settings.MONAI_LABEL_DATASTORE_CACHE_PATH or "") or None,
                 listing_ttl_s=float(dw["listing_ttl_s"]),
+                timeout_s=float(dw["timeout_s"]),
             )
         return AtomicLocalDatastore(
             self.studies,

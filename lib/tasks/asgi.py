@@ -5,7 +5,8 @@ request (unknown ``noise_strategy``, nothing to train on) would only surface as 
 log. Here a trainer that has a ``validate(params, datastore)`` method checks the request first and
 answers 4xx with what to fix; a valid request goes on to MONAI Label's own handler.
 
-It also serves MONAI Label's bundled OHIF viewer correctly: monailabel 0.8.5 maps ``/ohif/a/b.js`` to
+It replaces MONAI Label's DICOMweb proxy for OHIF (see :func:`proxy_dicom`), and it serves MONAI
+Label's bundled OHIF viewer correctly: monailabel 0.8.5 maps ``/ohif/a/b.js`` to
 the file ``a:b.js`` (``os.pathsep`` in place of ``os.sep``), so every nested asset (``/ohif/assets/...``,
 the DICOM image decoders' WebAssembly) was answered with ``index.html`` and the viewer never started.
 The viewer's MONAI Label panel also defaults to the server ``<host>:8000``; served from here, it
@@ -23,7 +24,8 @@ from typing import Optional
 
 import requests
 from fastapi import Depends, Request
-from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from monailabel.app import app
 from monailabel.config import RBAC_ADMIN, settings
 from monailabel.endpoints import ohif as ml_ohif
@@ -96,14 +98,50 @@ async def upstream_unreachable(request: Request, exc: Exception) -> JSONResponse
         "(python -m lib.dicomweb.orthanc start) and that --studies points at its /dicom-web root")})
 
 
+_HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "content-encoding", "content-length", "te",
+               "trailer", "upgrade", "proxy-authenticate", "proxy-authorization"}
+_PREFIXES = {"wado": "MONAI_LABEL_WADO_PREFIX", "qido": "MONAI_LABEL_QIDO_PREFIX", "stow": "MONAI_LABEL_STOW_PREFIX"}
+
+
+async def proxy_dicom(request: Request, path: str, user: User = Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_USER))):
+    """OHIF's DICOMweb requests (``/proxy/dicom/{qido|wado|stow}/...``) forwarded to ``--studies``.
+
+    MONAI Label's own proxy calls ``requests`` inside an ``async`` endpoint with no timeout: each
+    fetch blocks the event loop, and a PACS that hangs freezes the whole server. Here the upstream
+    call runs in the thread pool, with a timeout (``dicomweb.timeout_s``), and no hop-by-hop headers
+    are forwarded.
+    """
+    op, _, rest = path.partition("/")
+    prefix = getattr(settings, _PREFIXES[op], None) if op in _PREFIXES else None
+    if op == "qido" and rest.endswith("metadata"):  # some OHIF versions ask QIDO for metadata
+        prefix = settings.MONAI_LABEL_WADO_PREFIX
+    target = "/".join(p for p in (settings.MONAI_LABEL_STUDIES.rstrip("/"), prefix, rest if op in _PREFIXES else path) if p)
+    if request.url.query:
+        target += "?" + request.url.query
+    headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP | {"host"}}
+    body = await request.body() if request.method == "POST" else None
+    upstream = await run_in_threadpool(requests.request, request.method, target, headers=headers, data=body,
+                                       timeout=_proxy_timeout())
+    out = {k: v for k, v in upstream.headers.items() if k.lower() not in _HOP_BY_HOP}
+    return Response(content=upstream.content, status_code=upstream.status_code, headers=out)
+
+
+def _proxy_timeout() -> float:
+    try:
+        return float(app_instance().cfg["dicomweb"]["timeout_s"])
+    except Exception:  # noqa: BLE001 - an app without that setting
+        return float(settings.MONAI_LABEL_DICOMWEB_PROXY_TIMEOUT)
+
+
 def _install() -> None:
     for exc in (requests.exceptions.ConnectionError, requests.exceptions.Timeout):
         app.add_exception_handler(exc, upstream_unreachable)
     path = f"{settings.MONAI_LABEL_API_STR}/train/{{model}}"
     app.add_api_route(path, train_model, methods=["POST"], summary=f"{RBAC_ADMIN} Run Training Task for specific model")
     app.add_api_route("/ohif/{path:path}", get_ohif, methods=["GET"], include_in_schema=False)
+    app.add_api_route("/proxy/dicom/{path:path}", proxy_dicom, methods=["GET", "POST"], include_in_schema=False)
     # ahead of MONAI Label's routers (routes match in registration order)
-    for _ in range(2):
+    for _ in range(3):
         app.router.routes.insert(0, app.router.routes.pop())
 
 

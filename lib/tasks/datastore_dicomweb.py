@@ -16,7 +16,7 @@ NIfTI, as MONAI Label does. What changes from MONAI Label 0.8.5's ``DICOMWebData
   (MONAI Label: 2 hours), and a ``final`` save refreshes them at once.
 - **Unusable series are skipped with a message** in the log: other modalities than CT (MR, US, ...),
   multi-frame (enhanced) images and single-image series.
-- **PACS unreachable**: a 503 at once (one quick retry, not dicomweb-client's 30 s of back-off) that
+- **PACS unreachable or hung**: a 503 at once (a hung PACS after ``timeout_s``) (one quick retry, not dicomweb-client's 30 s of back-off) that
   names the server and what to check, not a 500; ``/info`` still answers, with the reason.
 - **Atomic local writes**, as :class:`~lib.tasks.datastore.AtomicLocalDatastore`.
 """
@@ -73,6 +73,26 @@ def dcmqi_available() -> bool:
     return shutil.which("itkimage2segimage") is not None
 
 
+class _TimeoutAdapter(requests.adapters.HTTPAdapter):
+    def __init__(self, timeout_s: float):
+        super().__init__()
+        self.timeout_s = timeout_s
+
+    def send(self, request, **kwargs):
+        if kwargs.get("timeout") is None:
+            kwargs["timeout"] = self.timeout_s
+        return super().send(request, **kwargs)
+
+
+def timeout_session(timeout_s: float) -> requests.Session:
+    """A session whose requests give up after ``timeout_s`` seconds without an answer (a PACS that hangs)."""
+    session = requests.Session()
+    adapter = _TimeoutAdapter(timeout_s)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session
+
+
 class _TTL:
     """A value recomputed at most every ``ttl_s`` seconds (thread-safe), and on :meth:`clear`."""
 
@@ -95,7 +115,8 @@ class OneShotDICOMwebDatastore(DICOMWebDatastore, AtomicLocalDatastore):
     """DICOMweb datastore (see the module's docstring). ``url``: the server's DICOMweb root."""
 
     def __init__(self, url: str, cache_path: Optional[str] = None, listing_ttl_s: float = 10.0,
-                 search_filter: Optional[Dict[str, Any]] = None, client: Optional[DICOMwebClient] = None):
+                 search_filter: Optional[Dict[str, Any]] = None, client: Optional[DICOMwebClient] = None,
+                 timeout_s: float = 30.0):
         if not dcmqi_available():
             logger.warning("itkimage2segimage (pip install dcmqi) not found: saving 'final' labels will fail")
         self._url = url.rstrip("/")
@@ -107,7 +128,7 @@ class OneShotDICOMwebDatastore(DICOMWebDatastore, AtomicLocalDatastore):
         self._series_cache = _TTL(listing_ttl_s, self._list_series)
         self._seg_cache = _TTL(listing_ttl_s, self._seg_index)
         if client is None:
-            client = DICOMwebClientX(url=self._url)
+            client = DICOMwebClientX(url=self._url, session=timeout_session(timeout_s))
             # dicomweb-client retries every failure 5 times with 2-16 s back-off: 30 s per call when the PACS
             # is down. One quick retry is enough on loopback; the user gets the 503 at once.
             client.set_http_retry_params(max_attempts=2, wait_exponential_multiplier=250)
