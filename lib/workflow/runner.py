@@ -30,6 +30,7 @@ from typing import Callable
 
 import nibabel as nib
 import numpy as np
+from tqdm import tqdm
 
 from lib.atomic import atomic_write_json
 from lib.server import Server, start_server, stop_server
@@ -77,6 +78,7 @@ class Workflow:
     split: Split | None = None
 
     def __post_init__(self):
+        self.cohort, self.out = Path(self.cohort).resolve(), Path(self.out).resolve()  # servers run in other folders
         self.out.mkdir(parents=True, exist_ok=True)
         self.state_path = self.out / "state.json"
         self.state = json.loads(self.state_path.read_text()) if self.state_path.exists() else {"stages": {}}
@@ -139,7 +141,7 @@ class Workflow:
         from monailabel.client.client import MONAILabelClientException
 
         client, rows, extra = self.client(kind), {}, {}
-        for s in studies:
+        for s in tqdm(studies, desc=f"{model} {json.dumps(params) if params else ''}".strip(), unit="study"):
             try:
                 path, info = client.infer(model, s, params)
             except MONAILabelClientException as e:
