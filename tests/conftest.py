@@ -38,6 +38,19 @@ def sphere_volume(shape=(40, 40, 24), centre=None, radius=7.0, seed=0, spacing=(
     return image.astype(np.int16), mask
 
 
+def two_organ_phantom(shift: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """A 44×40×36 body with a bright 'organ' (1) and a darker one (2), shifted by ``shift`` voxels along i;
+    ``(image HU int16, label uint8)``."""
+    rng = np.random.default_rng(seed)
+    shape = (44, 40, 36)
+    grid = np.stack(np.meshgrid(*[np.arange(s) for s in shape], indexing="ij"), -1)
+    label = np.zeros(shape, np.uint8)
+    label[np.linalg.norm(grid - [14 + shift, 20, 18], axis=-1) < 6] = 1
+    label[np.linalg.norm(grid - [30 + shift, 20, 18], axis=-1) < 5] = 2
+    image = np.where(label == 1, 200.0, np.where(label == 2, 60.0, -20.0)) + rng.normal(0, 10, shape)
+    return image.astype(np.int16), label
+
+
 @pytest.fixture
 def tiny_studies(tmp_path: Path) -> Path:
     """A studies folder with three small synthetic CT volumes (``case_0..2``)."""

@@ -10,24 +10,12 @@ import numpy as np
 import pytest
 from monailabel.client.client import MONAILabelClientException
 
-from conftest import save_nifti
+from conftest import save_nifti, two_organ_phantom as phantom
 from lib.io import read_volume
 
 SPACING = (3.0, 3.0, 3.0)
 TINY = {"prnet.base_channels": "4", "prnet.fc_hidden": "16", "prnet.batch_pairs": "2", "prnet.n_starts": "2",
         "prnet.refine_steps": "1", "prnet.stride": "3", "prnet.batch_size": "16"}
-
-
-def phantom(shift: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Body with a bright 'organ' (1) and a darker one (2), shifted by ``shift`` voxels; (image HU, label)."""
-    rng = np.random.default_rng(seed)
-    shape = (44, 40, 36)
-    grid = np.stack(np.meshgrid(*[np.arange(s) for s in shape], indexing="ij"), -1)
-    label = np.zeros(shape, np.uint8)
-    label[np.linalg.norm(grid - [14 + shift, 20, 18], axis=-1) < 6] = 1
-    label[np.linalg.norm(grid - [30 + shift, 20, 18], axis=-1) < 5] = 2
-    image = np.where(label == 1, 200.0, np.where(label == 2, 60.0, -20.0)) + rng.normal(0, 10, shape)
-    return image.astype(np.int16), label
 
 
 def post_json(url: str, body: dict, timeout: float = 300) -> dict:

@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 
-from conftest import save_nifti
+from conftest import save_nifti, two_organ_phantom as phantom
 from lib.data.scribbles import simulate_scribbles
 from lib.workflow.report import write_report
 from lib.workflow.runner import Budget, Split, Workflow
@@ -18,18 +18,6 @@ TINY = {"prnet.base_channels": "4", "prnet.fc_hidden": "16", "prnet.batch_pairs"
         "segmentation.channels": "[4, 8]", "segmentation.strides": "[2]", "segmentation.num_res_units": "0",
         "segmentation.patch_size": "[16, 16, 16]", "segmentation.batch_size": "2", "segmentation.plc.warmup_epochs": "0",
         "segmentation.mcpm.meta_batch": "1"}
-
-
-def phantom(shift: int, seed: int):
-    """A body with a bright organ (1) and a darker one (2), shifted by ``shift`` voxels; (image HU, label)."""
-    rng = np.random.default_rng(seed)
-    shape = (44, 40, 36)
-    grid = np.stack(np.meshgrid(*[np.arange(s) for s in shape], indexing="ij"), -1)
-    label = np.zeros(shape, np.uint8)
-    label[np.linalg.norm(grid - [14 + shift, 20, 18], axis=-1) < 6] = 1
-    label[np.linalg.norm(grid - [30 + shift, 20, 18], axis=-1) < 5] = 2
-    image = np.where(label == 1, 200.0, np.where(label == 2, 60.0, -20.0)) + rng.normal(0, 10, shape)
-    return image.astype(np.int16), label
 
 
 def tiny_cohort(root):
