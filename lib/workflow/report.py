@@ -150,7 +150,8 @@ def write_report(wf) -> Path:
         for f in figures(wf, best or "none"):
             lines += [f"![overlays]({f})", ""]
         lines += ["Left to right: the support scribbles; a train study's pseudo mask; on a test study, the GeoS "
-                  "pseudo mask, the final prediction and the ground truth (one colour per organ).", ""]
+                  "pseudo mask, the final prediction and the ground truth (one colour per organ; axial slices shown with the "
+                  "voxel axes as stored, i to the right and j up).", ""]
     except Exception as e:  # noqa: BLE001 - a figure must not cost the tables
         lines += [f"(figures failed: {e})", ""]
     lines += [CAVEATS]
