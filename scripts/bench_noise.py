@@ -42,7 +42,7 @@ from lib.config import app_config  # noqa: E402
 from lib.data.corrupt import corrupt_labels  # noqa: E402
 from lib.geos import GeoSConfig, normalize_intensity  # noqa: E402
 from lib.io import read_volume  # noqa: E402
-from lib.segmentation.config import STRATEGIES, MCPMConfig, SegConfig  # noqa: E402
+from lib.segmentation.config import STRATEGIES, SegConfig  # noqa: E402
 from lib.segmentation.data import Study  # noqa: E402
 from lib.segmentation.train import SegTrainer  # noqa: E402
 

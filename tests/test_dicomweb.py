@@ -14,7 +14,6 @@ import numpy as np
 import pydicom
 import pytest
 import requests
-import SimpleITK as sitk
 from dicomweb_client import DICOMwebClient
 from pydicom.uid import generate_uid
 

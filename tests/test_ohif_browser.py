@@ -15,7 +15,6 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-import pytest
 from dicomweb_client import DICOMwebClient
 from scipy import ndimage
 

@@ -30,13 +30,13 @@ import shutil
 import sys
 import tempfile
 import threading
-import time
 from typing import Any, Callable, Dict, List, Optional, TypeVar
 
 import numpy as np
 import pydicom
 import requests
 import SimpleITK as sitk
+from cachetools import TTLCache
 from dicomweb_client import DICOMwebClient
 from monailabel.datastore.dicom import DICOMwebClientX, DICOMWebDatastore
 from monailabel.datastore.local import LocalDatastore
@@ -93,24 +93,6 @@ def timeout_session(timeout_s: float) -> requests.Session:
     return session
 
 
-class _TTL:
-    """A value recomputed at most every ``ttl_s`` seconds (thread-safe), and on :meth:`clear`."""
-
-    def __init__(self, ttl_s: float, compute: Callable[[], T]):
-        self.ttl_s, self.compute = ttl_s, compute
-        self._value, self._at, self._lock = None, -np.inf, threading.Lock()
-
-    def get(self):
-        with self._lock:
-            if time.monotonic() - self._at > self.ttl_s:
-                self._value, self._at = self.compute(), time.monotonic()
-            return self._value
-
-    def clear(self) -> None:
-        with self._lock:
-            self._at = -np.inf
-
-
 class OneShotDICOMwebDatastore(DICOMWebDatastore, AtomicLocalDatastore):
     """DICOMweb datastore (see the module's docstring). ``url``: the server's DICOMweb root."""
 
@@ -125,8 +107,9 @@ class OneShotDICOMwebDatastore(DICOMWebDatastore, AtomicLocalDatastore):
         self._modalities = {str(m) for m in (wanted if isinstance(wanted, (list, tuple)) else [wanted])}
         self._series_ok: Dict[str, bool] = {}
         self._seg_refs: Dict[str, Optional[str]] = {}
-        self._series_cache = _TTL(listing_ttl_s, self._list_series)
-        self._seg_cache = _TTL(listing_ttl_s, self._seg_index)
+        # the series list and the SEG index, recomputed at most every listing_ttl_s (cleared on a `final` save)
+        self._listings: TTLCache = TTLCache(maxsize=2, ttl=listing_ttl_s)
+        self._listings_lock = threading.Lock()
         if client is None:
             client = DICOMwebClientX(url=self._url, session=timeout_session(timeout_s))
             # dicomweb-client retries every failure 5 times with 2-16 s back-off: 30 s per call when the PACS
@@ -190,14 +173,21 @@ class OneShotDICOMwebDatastore(DICOMWebDatastore, AtomicLocalDatastore):
                 index[self._seg_refs[uid]] = uid
         return index
 
+    def _cached_listing(self, key: str, compute: Callable[[], T]) -> T:
+        with self._listings_lock:
+            value = self._listings.get(key)
+            if value is None:
+                value = self._listings[key] = compute()
+            return value
+
     # --- listing -----------------------------------------------------------------------------
     def list_images(self) -> List[str]:
-        return list(self._series_cache.get())
+        return list(self._cached_listing("series", self._list_series))
 
     def get_labeled_images(self, label_tag: Optional[str] = None, labels: Optional[List[str]] = None) -> List[str]:
         images = self.list_images()
         if label_tag in (None, FINAL):
-            segs = self._seg_cache.get()
+            segs = self._cached_listing("segs", self._seg_index)
             return [i for i in images if i in segs]
         return [i for i in images if LocalDatastore.get_label_uri(self, i, label_tag)]
 
@@ -213,8 +203,7 @@ class OneShotDICOMwebDatastore(DICOMWebDatastore, AtomicLocalDatastore):
             return {"total": 0, "completed": 0, "label_tags": {}, "error": str(e)}
 
     def refresh(self):
-        self._series_cache.clear()
-        self._seg_cache.clear()
+        self._listings.clear()
         super().refresh()
 
     # --- images and labels -------------------------------------------------------------------
@@ -225,7 +214,7 @@ class OneShotDICOMwebDatastore(DICOMWebDatastore, AtomicLocalDatastore):
         """The label of image ``label_id`` under ``label_tag`` (a local path; ``""`` when none)."""
         if label_tag != FINAL:
             return LocalDatastore.get_label_uri(self, label_id, label_tag)
-        seg = self._seg_cache.get().get(label_id)
+        seg = self._cached_listing("segs", self._seg_index).get(label_id)
         if not seg:
             return ""
         local = LocalDatastore.get_label_uri(self, label_id, FINAL)
@@ -262,7 +251,7 @@ class OneShotDICOMwebDatastore(DICOMWebDatastore, AtomicLocalDatastore):
                     label_info["SeriesInstanceUID"] = self._call(dicom_web_upload_dcm, seg_file, self._client)
                 finally:
                     os.unlink(seg_file)
-                self._seg_cache.clear()
+                self._listings.pop("segs", None)
             return AtomicLocalDatastore.save_label(self, image_id, label_filename, label_tag, label_info)
         finally:
             if converted:

@@ -48,7 +48,7 @@ def _overlay(ax, image: np.ndarray, label: np.ndarray | None, title: str, k: int
     ax.axis("off")
 
 
-def figures(wf, best: str) -> list[str]:  # noqa: C901
+def figures(wf, best: str) -> list[str]:
     """Overlays on one axial slice: support scribbles; a train study's pseudo mask; a test study's GeoS
     pseudo mask, final prediction (strategy ``best``) and ground truth."""
     fig_dir = wf.out / "figures"
