@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from lib.prnet.network import PRNet
-from lib.prnet.propagate import PropagationConfig, propagate
-from lib.prnet.train import PRNetConfig, extract_patches, sample_pairs, train_prnet
+from lib.prnet.propagate import Localizer, PropagationConfig, propagate
+from lib.prnet.train import PRNetConfig, extract_patches, sample_pairs, sample_points, train_prnet
 
 
 def smooth_volume(shape=(48, 48, 40), seed=0) -> np.ndarray:
@@ -47,15 +47,39 @@ def test_pairs_offsets_follow_eq1():
     assert np.all(np.abs(d) <= 12 + 1e-6)
 
 
+def test_pairs_are_centred_inside_the_body():
+    vol = np.zeros((40, 40, 40), np.float32)
+    vol[10:20, 5:35, 20:30] = 0.5  # the "body": 7.5 % of the grid
+    rng = np.random.default_rng(0)
+    pts = sample_points(vol, 500, rng, body_min=0.0)
+    assert pts.shape == (500, 3) and np.all(vol[tuple(pts.T)] > 0)
+    c0, c1, _ = sample_pairs(vol, (1.0, 1.0, 1.0), 200, rng, None, body_min=0.0)
+    assert np.all(vol[tuple(c0.T)] > 0) and np.all(vol[tuple(c1.T)] > 0)
+    assert np.mean(vol[tuple(sample_points(vol, 500, rng, None).T)] > 0) < 0.2  # None: the whole grid
+
+
 def test_tiny_prnet_loss_falls():
+    from lib.prnet.train import prnet_loss
+
     torch.manual_seed(0)
     vol = smooth_volume()
-    cfg = PRNetConfig(patch_size=(32, 32, 32), base_channels=4, r_mm=(80.0, 80.0, 80.0), batch_pairs=4, lr=1e-3)
+    # a single model (no fine one): the coarse model trains on the whole of Eq. 3
+    cfg = PRNetConfig(patch_size=(32, 32, 32), base_channels=4, r_mm=(80.0, 80.0, 80.0), batch_pairs=4, lr=1e-3, fine_r_mm=None)
+    assert cfg.stage(fine=False) == ((80.0, 80.0, 80.0), None, True)
     net = PRNet(cfg.patch_size, cfg.base_channels, fc_hidden=32)
+    # Eq. 3 on a fixed held batch of 16 pairs, before and after 30 steps (single training batches are too noisy)
+    c0, c1, d = sample_pairs(vol, (1.5, 1.5, 1.5), 16, np.random.default_rng(99), None, cfg.body_min)
+
+    def held_loss() -> float:
+        x0, x1 = (torch.from_numpy(extract_patches(vol, c, cfg.patch_size))[:, None] for c in (c0, c1))
+        with torch.no_grad():
+            return float(prnet_loss(net.eval(), x0, x1, torch.from_numpy(d), torch.tensor(cfg.r_mm))["loss"])
+
+    before = held_loss()
     losses = []
-    train_prnet(net, [vol], [(1.5, 1.5, 1.5)], cfg, steps=30, seed=0, callback=lambda s, st: losses.append(st["loss"]))
-    assert len(losses) == 30
-    assert np.mean(losses[-5:]) < 0.5 * np.mean(losses[:5])
+    train_prnet(net, [vol], [(1.5, 1.5, 1.5)], cfg, steps=30, seed=0, callback=lambda s, st: losses.append(st))
+    assert len(losses) == 30 and all(st["rec"] > 0 for st in losses)  # the reconstruction term is on
+    assert held_loss() < 0.7 * before
 
 
 def test_propagation_is_batched_and_dfd_threshold_filters():
@@ -63,11 +87,13 @@ def test_propagation_is_batched_and_dfd_threshold_filters():
     vol = smooth_volume()
     net = PRNet((32, 32, 32), base_channels=4, fc_hidden=16)
     pts = np.array([[10, 10, 10], [30, 30, 20], [40, 12, 30]])
-    keep_all = propagate(net, vol, pts, vol, (1.5, 1.5, 1.5), (60, 60, 60), PropagationConfig(tau=0.0, batch_size=2))
+    fine = PRNet((32, 32, 32), base_channels=4, fc_hidden=16)
+    models = Localizer(net, (60, 60, 60), fine, (20, 20, 20))
+    keep_all = propagate(models, vol, pts, vol, (1.5, 1.5, 1.5), PropagationConfig(tau=0.0, batch_size=2))
     assert keep_all.located.shape == (3, 3) and keep_all.sim.shape == (3,)
     assert np.all((keep_all.located >= 0) & (keep_all.located < vol.shape))
     assert np.all(keep_all.sim <= 1.0 + 1e-6)
-    strict = propagate(net, vol, pts, vol, (1.5, 1.5, 1.5), (60, 60, 60), PropagationConfig(tau=0.999, batch_size=2))
+    strict = propagate(models, vol, pts, vol, (1.5, 1.5, 1.5), PropagationConfig(tau=0.999, batch_size=2))
     # same seed, same located points: only the threshold differs
     np.testing.assert_array_equal(strict.located, keep_all.located)
     assert strict.keep.sum() <= keep_all.keep.sum()
@@ -91,15 +117,19 @@ def test_prnet_trainer_resumes_from_its_checkpoint(tmp_path):
 
     first = trainer({}, ds)
     assert first["step"] == 2 and [h["step"] for h in first["history"]] == [1, 2]
-    weights_after_2 = load_prnet(trainer.published)[0].state_dict()
+    assert {"err_mm", "fine_err_mm", "fine_rec"} <= set(first["history"][-1])  # both models train
+    models, published_cfg = load_prnet(trainer.published)
+    weights_after_2 = {**models.coarse.state_dict(), **{"fine." + k: v for k, v in models.fine.state_dict().items()}}
     # r covers the largest offset: the studies' extent in mm (48, 48, 40 voxels at 3 mm)
-    assert load_prnet(trainer.published)[1].r_mm == (144.0, 144.0, 120.0)
+    assert published_cfg.r_mm == (144.0, 144.0, 120.0) and models.r_mm == (144.0, 144.0, 120.0)
+    assert models.fine_r_mm == cfg.fine_r_mm and models.features is models.fine
 
     # "interrupted" after step 2: a new run with a larger budget continues from the checkpoint
     second = trainer({"max_steps": 4}, ds)
     assert [h["step"] for h in second["history"]] == [1, 2, 3, 4]
-    changed = any(not torch.equal(weights_after_2[k], v) for k, v in load_prnet(trainer.published)[0].state_dict().items())
-    assert changed
+    again = load_prnet(trainer.published)[0]
+    assert any(not torch.equal(weights_after_2[k], v) for k, v in again.coarse.state_dict().items())
+    assert any(not torch.equal(weights_after_2["fine." + k], v) for k, v in again.fine.state_dict().items())
     # restart=true starts over
     third = trainer({"max_steps": 1, "restart": True}, ds)
     assert [h["step"] for h in third["history"]] == [1]
@@ -107,7 +137,8 @@ def test_prnet_trainer_resumes_from_its_checkpoint(tmp_path):
 
 @pytest.fixture(scope="module")
 def trained_on_phantoms():
-    """A tiny PRNet trained 60 steps (~20 s) on three shifted two-organ phantoms; ``(net, cfg, vols, labels)``."""
+    """Tiny coarse + fine PRNets trained 60 steps each (~30 s) on three shifted two-organ phantoms;
+    ``(models, cfg, vols, labels)``."""
     from lib.geos import normalize_intensity
     from test_prnet_server import phantom
 
@@ -117,16 +148,18 @@ def trained_on_phantoms():
         image, label = phantom(shift, seed=i)
         vols.append(normalize_intensity(image.astype(np.float32), (-500, -100, 200, 1500), (0.0, 0.2, 0.8, 1.0)))
         labels.append(label)
-    cfg = PRNetConfig(patch_size=(32, 32, 32), base_channels=4, r_mm=(132.0, 120.0, 108.0), batch_pairs=4, lr=1e-3)
-    net = PRNet(cfg.patch_size, cfg.base_channels, fc_hidden=32)
-    train_prnet(net, vols, [(3.0, 3.0, 3.0)] * 3, cfg, steps=60, seed=0)
-    return net.eval(), cfg, vols, labels
+    cfg = PRNetConfig(patch_size=(32, 32, 32), base_channels=4, r_mm=(132.0, 120.0, 108.0), batch_pairs=4, lr=1e-3,
+                      fine_r_mm=(30.0, 30.0, 30.0), fine_max_offset_mm=15.0)
+    coarse, fine = (PRNet(cfg.patch_size, cfg.base_channels, fc_hidden=32) for _ in range(2))
+    train_prnet(coarse, vols, [(3.0, 3.0, 3.0)] * 3, cfg, steps=60, seed=0)
+    train_prnet(fine, vols, [(3.0, 3.0, 3.0)] * 3, cfg, steps=60, seed=1, fine=True)
+    return Localizer(coarse.eval(), cfg.r_mm, fine.eval(), cfg.fine_r_mm), cfg, vols, labels
 
 
 def test_propagation_onto_an_identical_copy_lands_within_a_few_voxels(trained_on_phantoms):
-    net, cfg, vols, labels = trained_on_phantoms
+    models, cfg, vols, labels = trained_on_phantoms
     pts = np.concatenate([np.argwhere(labels[0] == 1)[::20], np.argwhere(labels[0] == 2)[::20]])
-    pr = propagate(net, vols[0], pts, vols[0].copy(), (3.0, 3.0, 3.0), cfg.r_mm, PropagationConfig(tau=0.5, batch_size=16))
+    pr = propagate(models, vols[0], pts, vols[0].copy(), (3.0, 3.0, 3.0), PropagationConfig(tau=0.5, batch_size=16))
     err = np.abs(pr.located - pts).max(axis=1)  # Chebyshev distance, voxels
     assert np.median(err) <= 4 and np.percentile(err, 90) <= 8, (np.median(err), np.percentile(err, 90))
 
@@ -134,7 +167,8 @@ def test_propagation_onto_an_identical_copy_lands_within_a_few_voxels(trained_on
 def test_dfd_keeps_the_right_point_and_rejects_one_planted_in_the_wrong_organ(trained_on_phantoms):
     from lib.prnet.propagate import dfd_similarity, encode
 
-    net, _, vols, labels = trained_on_phantoms
+    models, _, vols, labels = trained_on_phantoms
+    net = models.features  # the fine model's decoder
     a = np.argwhere(labels[0] == 1)
     b = np.argwhere(labels[0] == 2)
     support = a[len(a) // 2][None]
@@ -149,14 +183,14 @@ def test_dfd_keeps_the_right_point_and_rejects_one_planted_in_the_wrong_organ(tr
 def test_support_encodings_are_reused_across_queries(trained_on_phantoms):
     from lib.prnet.prelabel import propagate_support
 
-    net, cfg, vols, labels = trained_on_phantoms
+    models, cfg, vols, labels = trained_on_phantoms
     s = np.zeros(labels[0].shape, np.int64)
     s[labels[0] == 1] = 1
     s[(labels[0] == 0) & (np.indices(s.shape)[2] == 18)] = 3
     names = {"bright": 1, "background": 3}
     window = ((-1.0, 2.0), (-1.0, 2.0))  # the phantom volumes are already in [0, 1]
     encodings: dict = {}
-    kw = dict(net=net, r_mm=cfg.r_mm, support_hu=vols[0], scribbles=s, names=names, query_spacing=(3.0, 3.0, 3.0),
+    kw = dict(models=models, support_hu=vols[0], scribbles=s, names=names, query_spacing=(3.0, 3.0, 3.0),
               window=window, propagation=PropagationConfig(batch_size=16), stride=25)
     first = propagate_support(query_hu=vols[1], encodings=encodings, **kw)
     assert set(encodings) == {1, 3}

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
-from lib.data.deform import DeformConfig, deform_pair
+from lib.data.deform import DeformConfig, deform_pair, locate_in_pseudo, source_coordinates
 from lib.data.labels import label_info, names_from_info, reduce_labels
 from lib.data.scribbles import ScribbleConfig, organ_slices, simulate_scribbles, stroke_in_slice
 
@@ -39,6 +39,20 @@ def test_image_and_labels_warped_by_the_same_field_stay_aligned():
         moved = dice(w_label == organ_id, label == organ_id)
         assert moved < 0.9, f"the warp must move organ {organ_id} for this test to mean anything ({moved:.2f})"
         assert dice(w_image > 500, w_label == organ_id) > 0.95
+
+
+def test_true_correspondence_maps_organ_points_into_the_warped_organ():
+    image, label = phantom()
+    cfg = DeformConfig()
+    _, w_label = deform_pair(image, label, cfg, seed=7)
+    src = source_coordinates(label.shape, cfg, seed=7)
+    assert src.shape == (3, *label.shape)
+    for organ_id in (1, 2, 3):
+        core = ndi.binary_erosion(label == organ_id, iterations=2)  # nearest-neighbour label edges aside
+        pts = np.argwhere(core)
+        located = locate_in_pseudo(pts, src)
+        assert np.mean(w_label[tuple(located.T)] == organ_id) > 0.97
+        assert np.mean(w_label[tuple(pts.T)] == organ_id) < 0.9  # the same index is not enough: the warp moved it
 
 
 def test_deformation_is_seeded_and_reproducible():

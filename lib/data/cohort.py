@@ -38,6 +38,11 @@ def pseudo_ids(n: int) -> list[str]:
     return [f"pseudo_{i:02d}" for i in range(1, n + 1)]
 
 
+def pseudo_seed(spec_seed: int, n: int) -> int:
+    """The warp seed of the ``n``-th pseudo-subject (0-based) of a cohort built with ``spec_seed``."""
+    return spec_seed + 1000 * (n + 1)
+
+
 def _save(array: np.ndarray, like: nib.Nifti1Image, path: Path, dtype) -> None:
     header = like.header.copy()
     header.set_data_dtype(dtype)
@@ -72,7 +77,7 @@ def build_cohort(
     cases = [(spec.subject_id, image, labels)]
     for n, case_id in enumerate(pseudo_ids(spec.n_pseudo)):
         progress(f"deforming {case_id}")
-        img_n, lab_n = deform_pair(image, labels, spec.deform, seed=spec.seed + 1000 * (n + 1))
+        img_n, lab_n = deform_pair(image, labels, spec.deform, seed=pseudo_seed(spec.seed, n))
         cases.append((case_id, img_n, lab_n))
     for case_id, img_c, lab_c in cases:
         _save(np.clip(np.rint(img_c), -32768, 32767), src_img, studies / f"{case_id}.nii.gz", np.int16)

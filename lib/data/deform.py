@@ -98,3 +98,23 @@ def deform_pair(
     out_image = np.asarray(data["image"][0], dtype=np.float32)
     out_label = np.rint(np.asarray(data["label"][0])).astype(np.uint8)
     return out_image, out_label
+
+
+def source_coordinates(shape: Sequence[int], cfg: DeformConfig, seed: int) -> np.ndarray:
+    """Where each voxel of the pseudo-subject made by :func:`deform_pair` (same ``cfg``, ``seed``, ``shape``)
+    comes from in the source volume: ``(3, I, J, K)`` float voxel indices (the true correspondence, for
+    evaluating propagation; the identity grid warped by the same random field)."""
+    grid = np.stack(np.meshgrid(*[np.arange(s, dtype=np.float32) for s in shape], indexing="ij"))
+    warp = _warp(cfg)
+    warp.set_random_state(seed=seed)
+    return np.asarray(warp({"image": grid, "label": np.zeros((1, *shape), np.float32)})["image"], dtype=np.float32)
+
+
+def locate_in_pseudo(points: np.ndarray, source_coords: np.ndarray) -> np.ndarray:
+    """The pseudo-subject voxels ``(N, 3)`` that came from the source ``points`` ``(N, 3)`` (nearest match
+    in :func:`source_coordinates`; voxel indices)."""
+    from scipy.spatial import cKDTree
+
+    flat = source_coords.reshape(3, -1).T
+    _, idx = cKDTree(flat).query(np.asarray(points, float))
+    return np.stack(np.unravel_index(idx, source_coords.shape[1:]), axis=1)

@@ -12,8 +12,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from lib.geos import GeoSConfig, geos_segment, normalize_intensity
-from lib.prnet.network import PRNet
-from lib.prnet.propagate import Propagation, PropagationConfig, encode, propagate
+from lib.prnet.propagate import Localizer, Propagation, PropagationConfig, encode_support, propagate
 
 
 @dataclass
@@ -41,8 +40,7 @@ def support_points(scribbles: np.ndarray, class_ids: Sequence[int], stride: int)
 
 
 def propagate_support(
-    net: PRNet | None,
-    r_mm: Sequence[float],
+    models: Localizer | None,
     support_hu: np.ndarray,
     scribbles: np.ndarray,
     names: Mapping[str, int],
@@ -55,7 +53,7 @@ def propagate_support(
     identity: bool = False,
     encodings: dict | None = None,
 ) -> Prelabel:
-    """Propagate every class's support points (``stride``-subsampled) to the query; no mask yet.
+    """Propagate every class's support points (``stride``-subsampled) to the query with ``models``; no mask yet.
 
     ``identity``: the query *is* the support study — its own scribbles are kept as they are.
     ``encodings``: a dict kept by the caller across queries of the same support, network and stride;
@@ -77,9 +75,9 @@ def propagate_support(
             enc = None
             if encodings is not None:
                 if cid not in encodings:
-                    encodings[cid] = encode(net, s01, pts[cid], propagation.batch_size, decode=True, device=device)
+                    encodings[cid] = encode_support(models, s01, pts[cid], propagation.batch_size, device)
                 enc = encodings[cid]
-            pr = propagate(net, s01, pts[cid], q01, query_spacing, r_mm, propagation, device=device, encoded_support=enc)
+            pr = propagate(models, s01, pts[cid], q01, query_spacing, propagation, device=device, encoded_support=enc)
         out.points[cid], out.propagation[cid] = pts[cid], pr
     return out
 

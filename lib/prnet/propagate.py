@@ -5,9 +5,10 @@ For every support point ``c0`` (its patch encoded once: ``p(c0)``, ``f2(c0)``, `
 1. *coarse jump* (Eq. 4): from ``K`` start points ``c1`` near the query's centre (encoded once, shared by
    all support points), ``c0' = c1 + r · tanh(p(c1) − p(c0)) / e``, averaged over the starts —
    closed-form per point, no forward pass per point;
-2. *refinement*: ``c0' ← c0' + r · tanh(p(c0') − p(c0)) / e``, ``refine_steps`` times (encoder only);
-3. *DFD* (Eq. 5): ``sim = cos(f2(c0), f2(c0')) · cos(f4(c0), f4(c0'))``; the point is kept when
-   ``sim > τ``.
+2. *refinement*: ``c0' ← c0' + r · tanh(p(c0') − p(c0)) / e``, ``refine_steps`` times with the coarse
+   model, then ``fine_steps`` times with the fine model and its own ``r`` (encoder only);
+3. *DFD* (Eq. 5): ``sim = cos(f2(c0), f2(c0')) · cos(f4(c0), f4(c0'))``, decoder features of the fine
+   model (of the coarse one when there is no fine model); the point is kept when ``sim > τ``.
 
 All forward passes run in batches of ``batch_size`` patches. Points are integer ``(I, J, K)`` voxel
 indices; ``r`` is in mm, spacings in mm per axis.
@@ -31,6 +32,7 @@ class PropagationConfig:
     n_starts: int = 8
     start_spread: float = 0.1  # starts within ±10 % of the extent around the centre
     refine_steps: int = 2
+    fine_steps: int = 2
     tau: float = 0.5
     batch_size: int = 32
 
@@ -39,6 +41,21 @@ class PropagationConfig:
         """The fields of this class found in ``d`` (a configuration section; other keys are ignored)."""
         known = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items() if k in cls.__dataclass_fields__}
         return cls(**known)
+
+
+@dataclass
+class Localizer:
+    """The trained PRNet(s): the coarse model and its ``r`` (mm per axis), optionally the fine one."""
+
+    coarse: PRNet
+    r_mm: tuple[float, float, float]
+    fine: PRNet | None = None
+    fine_r_mm: tuple[float, float, float] | None = None
+
+    @property
+    def features(self) -> PRNet:
+        """The model whose decoder features DFD compares."""
+        return self.fine if self.fine is not None else self.coarse
 
 
 @dataclass
@@ -63,18 +80,31 @@ def encode(
     return {k: torch.cat(v) for k, v in outs.items()}
 
 
+@torch.no_grad()
+def encode_support(models: Localizer, volume: np.ndarray, points: np.ndarray, batch_size: int, device="cpu") -> dict[str, torch.Tensor]:
+    """What propagation needs of the support points ``(N, 3)``: coarse ``p``, fine ``p_fine`` (with a fine
+    model), and the DFD features ``f2`` / ``f4``. Depends on the support and the models only."""
+    feats = encode(models.features, volume, points, batch_size, decode=True, device=device)
+    out = {"f2": feats["f2"], "f4": feats["f4"]}
+    if models.fine is None:
+        out["p"] = feats["p"]
+    else:
+        out["p_fine"] = feats["p"]
+        out["p"] = encode(models.coarse, volume, points, batch_size, decode=False, device=device)["p"]
+    return out
+
+
 def dfd_similarity(src: dict[str, torch.Tensor], dst: dict[str, torch.Tensor]) -> np.ndarray:
     """Eq. 5: ``sim = cos(f2(c0), f2(c0')) · cos(f4(c0), f4(c0'))`` for encoded support / located points."""
     return (F.cosine_similarity(src["f2"], dst["f2"], dim=1) * F.cosine_similarity(src["f4"], dst["f4"], dim=1)).numpy()
 
 
 def propagate(
-    net: PRNet,
+    models: Localizer,
     support: np.ndarray,
     support_points: np.ndarray,
     query: np.ndarray,
     query_spacing: Sequence[float],
-    r_mm: Sequence[float],
     cfg: PropagationConfig = PropagationConfig(),
     seed: int = 0,
     device="cpu",
@@ -82,16 +112,17 @@ def propagate(
 ) -> Propagation:
     """Locate ``support_points`` ``(N, 3)`` of ``support`` in ``query`` (both ``(I, J, K)`` in [0, 1]).
 
-    ``encoded_support``: :func:`encode` (with decode) of these support points, when already computed
-    (it depends on the support and the network only, not on the query).
+    ``encoded_support``: :func:`encode_support` of these support points, when already computed
+    (it depends on the support and the models only, not on the query).
     """
     pts = np.asarray(support_points, int)
     if len(pts) == 0:
         return Propagation(np.zeros((0, 3), int), np.zeros(0), np.zeros(0, bool))
     shape = np.asarray(query.shape)
     e = torch.tensor(query_spacing, dtype=torch.float32)
-    r = torch.tensor(r_mm, dtype=torch.float32)
-    src = encoded_support if encoded_support is not None else encode(net, support, pts, cfg.batch_size, decode=True, device=device)
+    r = torch.tensor(models.r_mm, dtype=torch.float32)
+    src = encoded_support if encoded_support is not None else encode_support(models, support, pts, cfg.batch_size, device)
+    net = models.coarse
 
     rng = np.random.default_rng(seed)
     spread = np.maximum(1, np.rint(shape * cfg.start_spread)).astype(int)
@@ -103,9 +134,12 @@ def propagate(
     def clip(x: torch.Tensor) -> np.ndarray:
         return np.clip(np.rint(x.numpy()), 0, shape - 1).astype(int)
 
-    for _ in range(cfg.refine_steps):
-        p_cur = encode(net, query, clip(located), cfg.batch_size, decode=False, device=device)["p"]
-        located = torch.from_numpy(clip(located)).float() + r * torch.tanh(p_cur - src["p"]) / e
+    stages = [(net, r, "p")] * cfg.refine_steps
+    if models.fine is not None:
+        stages += [(models.fine, torch.tensor(models.fine_r_mm, dtype=torch.float32), "p_fine")] * cfg.fine_steps
+    for model, r_stage, key in stages:
+        p_cur = encode(model, query, clip(located), cfg.batch_size, decode=False, device=device)["p"]
+        located = torch.from_numpy(clip(located)).float() + r_stage * torch.tanh(p_cur - src[key]) / e
     final = clip(located)
-    sim = dfd_similarity(src, encode(net, query, final, cfg.batch_size, decode=True, device=device))
+    sim = dfd_similarity(src, encode(models.features, query, final, cfg.batch_size, decode=True, device=device))
     return Propagation(final, sim, sim > cfg.tau)

@@ -150,7 +150,7 @@ class PRNetPrelabel(InferTask):
         if not isinstance(path, str) or not os.path.exists(path):
             raise ClientError(f"image '{request.get('image')}' is not in the datastore", status_code=404)
         device = "cuda" if torch.cuda.is_available() and str(request.get("device", "cuda")).startswith("cuda") else "cpu"
-        (net, cfg) = self._net(device)
+        models, _ = self._net(device)
         support = find_support(self.datastore, str(request.get("support_tag", self.support_tag)), self._support_cache)
         try:
             tau = float(request.get("tau", self.propagation.tau))
@@ -168,7 +168,7 @@ class PRNetPrelabel(InferTask):
             encodings = self._encodings[1]
         query_hu = query.array.astype(np.float32)
         result = propagate_support(
-            net, cfg.r_mm, support.image, support.scribbles, support.names, query_hu, query.spacing,
+            models, support.image, support.scribbles, support.names, query_hu, query.spacing,
             (self.geos.window_hu, self.geos.window_out), with_tau(self.propagation, tau), stride, device,
             identity=image_id == support.image_id, encodings=encodings,
         )

@@ -1,9 +1,11 @@
 """MONAI Label trainer ``prnet``: self-supervised PRNet training on every study of the datastore.
 
-Progress (loss, its two terms, offset error in mm, pairs/s) is in the trainer's ``train_stats``.
-A checkpoint (weights, optimizer, step) is written atomically every ``checkpoint_every`` steps and
-the weights are published to ``<model_dir>/prnet.pt`` (a plain state_dict, with its settings), so an
-interrupted run resumes where its last checkpoint left off.
+Coarse to fine (``lib.prnet.train``): every step trains the coarse model on one batch of pairs and,
+unless ``fine_r_mm`` is null, the fine model on one batch of short pairs.
+Progress (loss, its two terms, offset error in mm of each model, pairs/s) is in the trainer's
+``train_stats``. A checkpoint (weights, optimizers, step) is written atomically every ``checkpoint_every``
+steps and the weights are published to ``<model_dir>/prnet.pt`` (plain state_dicts, with their settings),
+so an interrupted run resumes where its last checkpoint left off.
 """
 
 from __future__ import annotations
@@ -24,19 +26,28 @@ from lib.atomic import atomic_torch_save, atomic_write_json
 from lib.geos import normalize_intensity
 from lib.io import read_volume
 from lib.prnet.network import PRNet
+from lib.prnet.propagate import Localizer
 from lib.prnet.train import PRNetConfig, train_prnet
 from lib.tasks.errors import ClientError
 
 logger = logging.getLogger(__name__)
 
 
-def load_prnet(path: str, device: str = "cpu") -> tuple[PRNet, PRNetConfig]:
-    """The published PRNet and its settings."""
+def load_prnet(path: str, device: str = "cpu") -> tuple[Localizer, PRNetConfig]:
+    """The published PRNet model(s) and their settings."""
     blob = torch.load(path, map_location=device, weights_only=False)
-    cfg = PRNetConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in blob["config"].items()})
-    net = PRNet(cfg.patch_size, cfg.base_channels, blob.get("fc_hidden", 256))
-    net.load_state_dict(blob["state_dict"])
-    return net.to(device).eval(), cfg
+    known = PRNetConfig.__dataclass_fields__
+    cfg = PRNetConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in blob["config"].items() if k in known})
+    if "fine_state_dict" not in blob:
+        cfg = PRNetConfig(**{**asdict(cfg), "fine_r_mm": None})
+
+    def build(state: dict) -> PRNet:
+        net = PRNet(cfg.patch_size, cfg.base_channels, blob.get("fc_hidden", 256))
+        net.load_state_dict(state)
+        return net.to(device).eval()
+
+    fine = build(blob["fine_state_dict"]) if cfg.fine_r_mm is not None else None
+    return Localizer(build(blob["state_dict"]), cfg.r_mm, fine, cfg.fine_r_mm), cfg
 
 
 class PRNetTrain(TrainTask):
@@ -97,34 +108,45 @@ class PRNetTrain(TrainTask):
         cfg = PRNetConfig(**{**asdict(self.cfg), "lr": lr, "r_mm": tuple(float(x) for x in extent)})
 
         torch.manual_seed(int(request.get("seed", 0)))  # reproducible initial weights
-        net = PRNet(cfg.patch_size, cfg.base_channels, self.fc_hidden).to(device)
-        optimizer = torch.optim.Adam(net.parameters(), lr=cfg.lr)
+        stages = ["coarse"] + (["fine"] if cfg.fine_r_mm is not None else [])
+        nets = {k: PRNet(cfg.patch_size, cfg.base_channels, self.fc_hidden).to(device) for k in stages}
+        optimizers = {k: torch.optim.Adam(n.parameters(), lr=cfg.lr) for k, n in nets.items()}
+        keys = {"coarse": ("state_dict", "optimizer"), "fine": ("fine_state_dict", "fine_optimizer")}
         step = 0
         restart = str(request.get("restart", False)).lower() in ("1", "true", "yes")
         if os.path.exists(self.checkpoint) and not restart:
             ck = torch.load(self.checkpoint, map_location=device, weights_only=False)
-            net.load_state_dict(ck["state_dict"])
-            optimizer.load_state_dict(ck["optimizer"])
-            step = int(ck["step"])
-            logger.info(f"PRNet: resuming at step {step}")
+            if all(keys[k][0] in ck for k in stages):
+                for k in stages:
+                    nets[k].load_state_dict(ck[keys[k][0]])
+                    optimizers[k].load_state_dict(ck[keys[k][1]])
+                step = int(ck["step"])
+                logger.info(f"PRNet: resuming at step {step}")
+            else:
+                logger.warning("PRNet: the checkpoint lacks a model of this configuration; starting over")
 
         history = self.stats().get("history", []) if step else []
         t_start = time.time()
         while step < max_steps:
             chunk = min(every, max_steps - step)
-            losses: list[dict] = []
+            mean: dict[str, float] = {}
             t0 = time.perf_counter()
-            train_prnet(net, volumes, spacings, cfg, chunk, optimizer, seed=step, device=device,
-                        callback=lambda s, st: losses.append(st))
+            for k in stages:
+                losses: list[dict] = []
+                train_prnet(nets[k], volumes, spacings, cfg, chunk, optimizers[k], seed=step + (k == "fine") * 7919,
+                            device=device, callback=lambda s, st: losses.append(st), fine=k == "fine")
+                prefix = "fine_" if k == "fine" else ""
+                mean.update({prefix + n: float(np.mean([l[n] for l in losses])) for n in losses[0]})
             step += chunk
-            rate = chunk * cfg.batch_pairs / (time.perf_counter() - t0)
-            mean = {k: float(np.mean([l[k] for l in losses])) for k in losses[0]}
+            rate = chunk * cfg.batch_pairs * len(stages) / (time.perf_counter() - t0)
             history.append({"step": step, **mean, "pairs_per_s": rate})
-            blob = {"state_dict": net.state_dict(), "config": asdict(cfg), "fc_hidden": self.fc_hidden, "step": step}
-            atomic_torch_save({**blob, "optimizer": optimizer.state_dict()}, self.checkpoint)
+            blob = {keys[k][0]: nets[k].state_dict() for k in stages}
+            blob.update({"config": asdict(cfg), "fc_hidden": self.fc_hidden, "step": step})
+            atomic_torch_save({**blob, **{keys[k][1]: optimizers[k].state_dict() for k in stages}}, self.checkpoint)
             atomic_torch_save(blob, self.published)
             atomic_write_json(self.stats_path, {"model": "prnet", "step": step, "max_steps": max_steps, "device": device,
                                "studies": len(images), **mean, "pairs_per_s": rate, "history": history[-200:],
                                "elapsed_s": time.time() - t_start, "published": self.published})
-            logger.info(f"PRNet step {step}/{max_steps}: loss {mean['loss']:.3f} err {mean['err_mm']:.1f} mm, {rate:.1f} pairs/s")
+            fine_err = f", fine err {mean['fine_err_mm']:.1f} mm" if "fine_err_mm" in mean else ""
+            logger.info(f"PRNet step {step}/{max_steps}: loss {mean['loss']:.3f} err {mean['err_mm']:.1f} mm{fine_err}, {rate:.1f} pairs/s")
         return self.stats()
