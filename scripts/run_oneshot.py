@@ -42,7 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     budget = Budget(prnet_steps=args.prnet_steps, seg_epochs=args.seg_epochs, seg_steps=args.seg_steps,
                     strategies=tuple(args.strategies))
-    wf = Workflow(args.cohort, args.out, budget, server_url=args.server, conf=dict(args.conf))
+    # --report-only reports the budget the run was made with (recorded in its state), not this command's flags
+    wf = Workflow(args.cohort, args.out, None if args.report_only else budget, server_url=args.server, conf=dict(args.conf))
     if not args.report_only:
         wf.run()
     print(f"report: {write_report(wf)}")

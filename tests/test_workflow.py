@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 
 from conftest import save_nifti, two_organ_phantom as phantom
 from lib.data.scribbles import simulate_scribbles
@@ -60,7 +61,11 @@ def test_workflow_runs_resumes_and_fills_every_table(tmp_path):
         assert set(stages[s]["result"]["per_study"]) == {"case_4", "case_5"}
         assert 0.0 <= stages[s]["result"]["mean"]["mean"] <= 1.0
 
-    report = write_report(Workflow(cohort, out, budget, conf=TINY))
+    # the report states the budget the run was made with; a resume with another budget is refused
+    report = write_report(Workflow(cohort, out, None, conf=TINY))
+    assert "Budget: PRNet 4 steps; each UNet 1 epochs × 2 steps." in report.read_text()
+    with pytest.raises(ValueError, match="Resume with the same flags"):
+        Workflow(cohort, out, Budget(prnet_steps=2000), conf=TINY)
     text = report.read_text()
     for heading in ("Table 1", "Table 2", "Table 3", "Wall time", "Caveats"):
         assert heading in text

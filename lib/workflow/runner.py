@@ -72,7 +72,7 @@ class Budget:
 class Workflow:
     cohort: Path
     out: Path
-    budget: Budget = field(default_factory=Budget)
+    budget: Budget | None = None  # None: the budget recorded in <out>/state.json, else the defaults
     server_url: str = ""  # a running server on a datastore holding exactly support + train; "" starts one
     conf: dict = field(default_factory=dict)  # --conf of the servers this workflow starts
     split: Split | None = None
@@ -84,6 +84,15 @@ class Workflow:
         self.state = json.loads(self.state_path.read_text()) if self.state_path.exists() else {"stages": {}}
         self.split = self.split or (Split(**self.state["split"]) if "split" in self.state else Split.from_cohort(self.cohort))
         self.state["split"] = asdict(self.split)
+        recorded = self.state.get("budget")
+        started = any(st.get("done") for st in self.state["stages"].values())
+        if self.budget is None:
+            self.budget = Budget(**recorded) if recorded else Budget()
+        elif started and recorded and json.loads(json.dumps(asdict(self.budget))) != recorded:
+            raise ValueError(
+                f"{self.out} holds a run made with the budget {recorded}; its finished stages were trained with it. "
+                "Resume with the same flags, rewrite the report with --report-only, or choose another --out."
+            )
         self.state["budget"] = asdict(self.budget)
         self.names = json.loads((self.cohort / "ground_truth" / "labels.json").read_text())
         self._servers: dict[str, Server] = {}
