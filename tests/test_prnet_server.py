@@ -72,8 +72,14 @@ def test_train_prelabel_and_strategy_through_the_server(tmp_path, server_factory
     label_info = [{"name": "bright", "id": 1}, {"name": "dark", "id": 2}, {"name": "ghost", "id": 3}, {"name": "background", "id": 4}]
     client.save_label("case_0", str(support), tag="scribbles", params={"label_info": label_info})
 
-    result, body = client.infer("prnet_prelabel", "case_1", {"tau": -1.0})
+    result, body = client.infer("prnet_prelabel", "case_1", {"tau": -1.0, "points": True})
     assert any("ghost" in w for w in body["warnings"])
+    # the propagated points, for a viewer: tau -1 keeps them all, each inside the volume
+    assert set(body["points"]) == {"bright", "dark", "background"}
+    assert len(body["points"]["bright"]["kept"]) == body["prnet"]["classes"]["bright"]["kept"] > 0
+    assert body["points"]["bright"]["rejected"] == []
+    located = np.array([p for c in body["points"].values() for p in c["kept"]])
+    assert (located >= 0).all() and (located < np.array(label0.shape)).all()
     assert body["label_names"] == {"bright": 1, "dark": 2, "ghost": 3}
     assert read_volume(result).array.shape == label0.shape
 

@@ -72,6 +72,11 @@ def test_workflow_runs_resumes_and_fills_every_table(tmp_path):
     assert "(not run yet)" not in text and "figures failed" not in text
     assert "of the upper bound" in text and "ours (PRNet drafts + UNet, plc)" in text and text.count("| τ = ") == 3 and "+ UNet + MCPM" in text
     assert (out / "figures" / "overlays.png").stat().st_size > 10_000
+    # the DFD panel's data: the propagated points of the first train study at the default tau, kept and rejected
+    if "error" not in stages["tau"]["result"]["0.5"]["info"]["case_1"]:
+        points = json.loads((out / "pred" / "pseudo" / "case_1.points.json").read_text())
+        assert set(points) == {"bright", "dark", "background"} and all({"kept", "rejected"} == set(v) for v in points.values())
+        assert "propagated points" in text
 
     # resumable: a second run redoes nothing
     t = {k: v["seconds"] for k, v in stages.items()}

@@ -33,6 +33,13 @@ class Prelabel:
         sims = [v["mean_sim"] for v in classes.values()]
         return {"confidence": float(np.mean(sims)) if sims else 0.0, "classes": classes}
 
+    def located(self, names: Mapping[str, int]) -> dict:
+        """Per class name: the propagated points in the query, ``kept`` and ``rejected`` by DFD, each a list
+        of ``[i, j, k]`` voxel indices (the query's axis order), e.g. for a viewer to show what DFD did."""
+        by_id = {i: n for n, i in names.items()}
+        return {by_id.get(c, str(c)): {"kept": p.located[p.keep].tolist(), "rejected": p.located[~p.keep].tolist()}
+                for c, p in self.propagation.items()}
+
 
 def support_points(scribbles: np.ndarray, class_ids: Sequence[int], stride: int) -> dict[int, np.ndarray]:
     """Every ``stride``-th scribble voxel ``(N, 3)`` of each class (empty classes included)."""

@@ -8,6 +8,8 @@ sampled from a ``final`` label (a full mask saved from Slicer, its ids in ``labe
 The result's ``label_names`` (``{name: id}``) is what Slicer's *Next Sample* reads from the draft
 (tag ``original``) saved by ``POST /batch/infer/prnet_prelabel?images=unlabeled``. Propagation statistics
 (points kept per class, mean DFD similarity) are returned and stored in the image's info under ``prnet``.
+With the request parameter ``points: true`` the result also lists the propagated points per class, kept
+and rejected by DFD (``{"points": {name: {"kept": [[i, j, k], ...], "rejected": [...]}}}``).
 """
 
 from __future__ import annotations
@@ -185,5 +187,8 @@ class PRNetPrelabel(InferTask):
             except Exception as e:  # the label is still returned; the strategy just lacks this study's score
                 warnings.append(f"could not store the propagation statistics in the image info: {e}")
         out = write_result(request, result.label, prefix="prnet_")
-        return out, {"label_names": label_names, "prnet": summary, "geos": result.geos, "warnings": warnings}
+        body = {"label_names": label_names, "prnet": summary, "geos": result.geos, "warnings": warnings}
+        if str(request.get("points", "")).lower() in ("1", "true", "yes"):
+            body["points"] = result.located(support.names)
+        return out, body
 

@@ -48,6 +48,28 @@ def _overlay(ax, image: np.ndarray, label: np.ndarray | None, title: str, k: int
     ax.axis("off")
 
 
+def _points_panel(ax, image: np.ndarray, points: dict, names: dict, title: str, n_classes: int, half: int = 3) -> None:
+    """The propagated points of one query on the axial slice holding most of them (±``half`` slices shown):
+    kept organ points in the organ's colour, kept background points white, points rejected by DFD yellow ×."""
+    every = [(n, np.asarray(c[w], dtype=int).reshape(-1, 3), w) for n, c in points.items() for w in ("kept", "rejected")]
+    ks = np.concatenate([p[:, 2] for _, p, _ in every]) if every else np.zeros(0, int)
+    k = int(np.argmax(np.convolve(np.bincount(ks, minlength=image.shape[2]), np.ones(2 * half + 1), "same"))) if len(ks) else image.shape[2] // 2
+    ax.imshow(np.clip(image[:, :, k].T, -200, 300), cmap="gray", origin="lower")
+    cmap = plt.get_cmap("tab10")
+    for name, p, which in every:
+        p = p[np.abs(p[:, 2] - k) <= half]
+        if not len(p):
+            continue
+        if which == "rejected":
+            ax.scatter(p[:, 0], p[:, 1], marker="x", s=10, c="yellow", linewidths=0.8)
+        elif name in names:
+            ax.scatter(p[:, 0], p[:, 1], s=6, color=cmap((names[name] - 1) / max(n_classes, 1)))
+        else:
+            ax.scatter(p[:, 0], p[:, 1], s=4, c="white")
+    ax.set_title(f"{title}, k={k}±{half}", fontsize=9)
+    ax.axis("off")
+
+
 def figures(wf, best: str) -> list[str]:
     """Overlays on one axial slice: support scribbles; a train study's pseudo mask; a test study's GeoS
     pseudo mask, final prediction (strategy ``best``) and ground truth."""
@@ -64,6 +86,9 @@ def figures(wf, best: str) -> list[str]:
     k_test = int(np.argmax((truth > 0).sum(axis=(0, 1))))
     panels = [(sup_img, sup, f"support scribbles ({wf.split.support})", k_sup)]
     pseudo = wf.out / "pred" / "pseudo" / f"{train}.nii.gz"
+    points = wf.out / "pred" / "pseudo" / f"{train}.points.json"
+    if points.exists():
+        panels.append((load(wf.image(train)), json.loads(points.read_text()), f"propagated points, DFD ({train})", None))
     if pseudo.exists():
         t_truth = wf.truth(train)
         panels.append((load(wf.image(train)), load(pseudo), f"pseudo mask, τ default ({train})",
@@ -76,7 +101,10 @@ def figures(wf, best: str) -> list[str]:
     panels.append((test_img, truth, f"ground truth ({test})", k_test))
     fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.6))
     for ax, (img, lab, title, k) in zip(np.atleast_1d(axes), panels):
-        _overlay(ax, img, lab, title, k, n)
+        if isinstance(lab, dict):
+            _points_panel(ax, img, lab, wf.names, title, n)
+        else:
+            _overlay(ax, img, lab, title, k, n)
     fig.tight_layout()
     path = fig_dir / "overlays.png"
     fig.savefig(path, dpi=110)
@@ -149,7 +177,8 @@ def write_report(wf) -> Path:
     try:
         for f in figures(wf, best or "none"):
             lines += [f"![overlays]({f})", ""]
-        lines += ["Left to right: the support scribbles; a train study's pseudo mask; on a test study, the GeoS "
+        lines += ["Left to right: the support scribbles; on a train study, the propagated points (kept by DFD: "
+                  "organ colour, background white; rejected: yellow ×) and the pseudo mask; on a test study, the GeoS "
                   "pseudo mask, the final prediction and the ground truth (one colour per organ; axial slices shown with the "
                   "voxel axes as stored, i to the right and j up).", ""]
     except Exception as e:  # noqa: BLE001 - a figure must not cost the tables

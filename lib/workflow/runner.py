@@ -145,14 +145,18 @@ class Workflow:
         for d in self.out.glob("client-*"):
             shutil.rmtree(d, ignore_errors=True)
 
-    def _infer_dice(self, kind: str, model: str, studies: list[str], params: dict, keep: str | None) -> dict:
-        """Infer ``model`` on ``studies``; Dice per organ vs ground truth; predictions kept under pred/<keep>."""
+    def _infer_dice(self, kind: str, model: str, studies: list[str], params: dict, keep: str | None,
+                    points_of: str | None = None) -> dict:
+        """Infer ``model`` on ``studies``; Dice per organ vs ground truth; predictions kept under pred/<keep>.
+
+        ``points_of``: for this study (``prnet_prelabel``), the propagated points kept/rejected by DFD are
+        asked for too and kept in ``pred/<keep>/<study>.points.json``."""
         from monailabel.client.client import MONAILabelClientException
 
         client, rows, extra = self.client(kind), {}, {}
         for s in tqdm(studies, desc=f"{model} {json.dumps(params) if params else ''}".strip(), unit="study"):
             try:
-                path, info = client.infer(model, s, params)
+                path, info = client.infer(model, s, {**params, "points": True} if s == points_of and keep else params)
             except MONAILabelClientException as e:
                 if "Status: 422" not in str(e.msg):  # 422: the method found nothing (e.g. no point survived DFD)
                     raise
@@ -164,6 +168,8 @@ class Workflow:
             if keep:
                 (self.out / "pred" / keep).mkdir(parents=True, exist_ok=True)
                 shutil.copy(path, self.out / "pred" / keep / f"{s}.nii.gz")
+                if "points" in info:
+                    atomic_write_json(self.out / "pred" / keep / f"{s}.points.json", info["points"])
         return {"per_study": rows, "mean": mean_dice(list(rows.values())), "info": extra}
 
     # --- stages ----------------------------------------------------------------------------------
@@ -182,7 +188,8 @@ class Workflow:
     def _tau(self) -> dict:
         default = float(self.state.get("default_tau", 0.5))
         return {str(t): self._infer_dice("oneshot", "prnet_prelabel", self.split.train, {"tau": t},
-                                         keep="pseudo" if abs(t - default) < 1e-9 else None) for t in self.budget.taus}
+                                         keep="pseudo" if abs(t - default) < 1e-9 else None,
+                                         points_of=self.split.train[0]) for t in self.budget.taus}
 
     def _prelabel(self) -> dict:
         server = self.server()
