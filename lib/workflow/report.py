@@ -71,8 +71,8 @@ def _points_panel(ax, image: np.ndarray, points: dict, names: dict, title: str, 
 
 
 def figures(wf, best: str) -> list[str]:
-    """Overlays on one axial slice: support scribbles; a train study's pseudo mask; a test study's GeoS
-    pseudo mask, final prediction (strategy ``best``) and ground truth."""
+    """Overlays on axial slices: support scribbles; a train study's propagated points (kept / rejected by
+    DFD) and pseudo mask; a test study's GeoS pseudo mask, final prediction (strategy ``best``) and ground truth."""
     fig_dir = wf.out / "figures"
     fig_dir.mkdir(exist_ok=True)
     load = lambda p: np.asarray(nib.load(str(p)).dataobj)  # noqa: E731
