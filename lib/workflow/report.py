@@ -87,11 +87,12 @@ def figures(wf, best: str) -> list[str]:
     panels = [(sup_img, sup, f"support scribbles ({wf.split.support})", k_sup)]
     pseudo = wf.out / "pred" / "pseudo" / f"{train}.nii.gz"
     points = wf.out / "pred" / "pseudo" / f"{train}.points.json"
+    train_img = load(wf.image(train)) if points.exists() or pseudo.exists() else None
     if points.exists():
-        panels.append((load(wf.image(train)), json.loads(points.read_text()), f"propagated points, DFD ({train})", None))
+        panels.append((train_img, json.loads(points.read_text()), f"propagated points, DFD ({train})", None))
     if pseudo.exists():
         t_truth = wf.truth(train)
-        panels.append((load(wf.image(train)), load(pseudo), f"pseudo mask, τ default ({train})",
+        panels.append((train_img, load(pseudo), f"pseudo mask, τ default ({train})",
                        int(np.argmax((t_truth > 0).sum(axis=(0, 1))))))
     test_img = load(wf.image(test))
     for name, path in [("GeoS pseudo mask", wf.out / "pred" / "geos_only" / f"{test}.nii.gz"),
