@@ -116,7 +116,10 @@ def main() -> int:
     kept = {t: {n: [] for n in names} for t in TAUS}
     dices = {t: {n: [] for n in organs} for t in TAUS}
     ref_dices = {k: {n: [] for n in organs} for k in ("oracle", "identity")}
-    loc_err = {k: [] for k in ("identity", "prnet")}  # mm, foreground support points
+    loc_err = {k: [] for k in ("identity", "prnet_none", "prnet")}  # mm, foreground support points
+    # the same propagation without the spatial regularisation (Eq. 4 and DFD only), at the default τ
+    unreg = replace(prop, regularize="none")
+    dices_unreg = {n: [] for n in organs}
     prelabel_s = []
     encodings: dict = {}  # support encodings shared across queries, as prnet_prelabel does in a batch
     for qid in queries:
@@ -126,6 +129,13 @@ def main() -> int:
         res = propagate_support(models, support.array.astype(np.float32), scribbles, names, q.array.astype(np.float32),
                                 q.spacing, window, prop, stride, device, encodings=encodings)
         prelabel_s.append(time.perf_counter() - t0)
+        res_unreg = None
+        if prop.regularize != "none":
+            res_unreg = propagate_support(models, support.array.astype(np.float32), scribbles, names, q.array.astype(np.float32),
+                                          q.spacing, window, unreg, stride, device, encodings=encodings)
+            pseudo_mask(res_unreg, bg_id, q.array.astype(np.float32), q.spacing, geos)
+            for name, cid in organs.items():
+                dices_unreg[name].append(dice(res_unreg.label == cid, gt == cid) if res_unreg.label is not None else 0.0)
         # the true correspondence: the pseudo-subject's warp, recomputed from the cohort's seed
         src = source_coordinates(q.array.shape, deform, pseudo_seed(int(cohort_cfg["seed"]), int(qid.split("_")[-1]) - 1))
         true = {cid: locate_in_pseudo(pts, src) for cid, pts in res.points.items()}
@@ -133,6 +143,8 @@ def main() -> int:
             if cid != bg_id:
                 loc_err["identity"].append(np.linalg.norm((pts - true[cid]) * q.spacing, axis=1))
                 loc_err["prnet"].append(np.linalg.norm((res.propagation[cid].located - true[cid]) * q.spacing, axis=1))
+                if res_unreg is not None:
+                    loc_err["prnet_none"].append(np.linalg.norm((res_unreg.propagation[cid].located - true[cid]) * q.spacing, axis=1))
         for ref in ref_dices:
             located = true if ref == "oracle" else res.points
             r = Prelabel(label=None, propagation={c: Propagation(p, np.ones(len(p)), np.ones(len(p), bool)) for c, p in located.items()})
@@ -167,14 +179,20 @@ def main() -> int:
                      + " | ".join(f"{avg(kept[t][name]):.0f}" for t in TAUS) + " |")
     fg_prec = {t: avg([v for n in organs for v in prec[t][n]]) for t in TAUS}
     lines += ["| **foreground (mean)** | " + " | ".join(f"**{fg_prec[t]:.3f}**" for t in TAUS) + " | | | |", ""]
-    err = {k: np.concatenate(v) for k, v in loc_err.items()}
+    err = {k: np.concatenate(v) for k, v in loc_err.items() if v}
     lines += ["Localisation error of the foreground support points against the true correspondence (mm, all studies):", "",
               "| located by | median | mean | 90th percentile |", "|---|---|---|---|"]
-    for k, label in (("identity", "same voxel index (no propagation)"), ("prnet", "PRNet (Eq. 4, before DFD)")):
-        lines.append(f"| {label} | {np.median(err[k]):.1f} | {err[k].mean():.1f} | {np.percentile(err[k], 90):.1f} |")
+    for k, label in (("identity", "same voxel index (no propagation)"), ("prnet_none", "PRNet (Eq. 4), each point on its own"),
+                     ("prnet", f"PRNet (Eq. 4), regularize: {prop.regularize}")):
+        if k in err:
+            lines.append(f"| {label} | {np.median(err[k]):.1f} | {err[k].mean():.1f} | {np.percentile(err[k], 90):.1f} |")
     lines += ["", "## (b) Pseudo-mask Dice per organ (GeoS from the kept points, whole volume)", "",
               "| organ | " + " | ".join(f"τ={t}" for t in TAUS) + " | true locations (oracle) | same voxel index |",
               "|---|" + "---|" * (len(TAUS) + 2)]
+    if prop.regularize != "none":
+        lines[-2] = lines[-2][:-1] + f"| τ={prop.tau}, regularize: none |"
+        lines[-1] += "---|"
+        ref_dices["unreg"] = dices_unreg
     for name in organs:
         lines.append(f"| {name} | " + " | ".join(f"{avg(dices[t][name]):.3f}" for t in TAUS) + " | "
                      + " | ".join(f"{avg(ref_dices[k][name]):.3f}" for k in ref_dices) + " |")

@@ -64,28 +64,41 @@ def propagate_support(
 
     ``identity``: the query *is* the support study — its own scribbles are kept as they are.
     ``encodings``: a dict kept by the caller across queries of the same support, network and stride;
-    the support points' encodings are stored in it and reused.
+    the support points' encodings are stored in it (key ``"support"``) and reused.
+    All classes are propagated together (:func:`propagate`'s spatial regularisation fits one map to all).
     Volumes ``(I, J, K)`` HU, normalised with ``window`` (HU knots, [0, 1] values); spacing in mm.
     """
     out = Prelabel(label=None)
     pts = support_points(scribbles, names.values(), stride)
-    s01 = normalize_intensity(support_hu, *window)
-    q01 = normalize_intensity(query_hu, *window)
+    classes = []
     for name, cid in sorted(names.items(), key=lambda kv: kv[1]):
         if len(pts[cid]) == 0:
             out.warnings.append(f"support class '{name}' (id {cid}) has no scribble voxels: skipped")
-            continue
-        if identity:
-            n = len(pts[cid])
-            pr = Propagation(pts[cid], np.ones(n, np.float32), np.ones(n, bool))
         else:
-            enc = None
-            if encodings is not None:
-                if cid not in encodings:
-                    encodings[cid] = encode_support(models, s01, pts[cid], propagation.batch_size, device)
-                enc = encodings[cid]
-            pr = propagate(models, s01, pts[cid], q01, query_spacing, propagation, device=device, encoded_support=enc)
-        out.points[cid], out.propagation[cid] = pts[cid], pr
+            classes.append(cid)
+            out.points[cid] = pts[cid]
+    if not classes:
+        return out
+    if identity:
+        for cid in classes:
+            n = len(pts[cid])
+            out.propagation[cid] = Propagation(pts[cid], np.ones(n, np.float32), np.ones(n, bool))
+        return out
+    # every class in one call: the batches are full and the spatial regularisation sees all points
+    every = np.concatenate([pts[c] for c in classes])
+    s01 = normalize_intensity(support_hu, *window)
+    q01 = normalize_intensity(query_hu, *window)
+    enc = None
+    if encodings is not None:
+        if "support" not in encodings:
+            encodings["support"] = encode_support(models, s01, every, propagation.batch_size, device)
+        enc = encodings["support"]
+    pr = propagate(models, s01, every, q01, query_spacing, propagation, device=device, encoded_support=enc)
+    start = 0
+    for cid in classes:
+        part = slice(start, start + len(pts[cid]))
+        out.propagation[cid] = Propagation(pr.located[part], pr.sim[part], pr.keep[part])
+        start = part.stop
     return out
 
 
