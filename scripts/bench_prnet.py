@@ -8,7 +8,9 @@
     true correspondence (the cohort's own warp field, recomputed from its seed);
 (b) pseudo-mask Dice per organ against the held ground truth for the same τ (paper Table 2), next to two
     references through the same GeoS: every support point at its *true* location (an oracle propagation:
-    the ceiling of the GeoS stage) and at the *same voxel index* (no propagation at all);
+    the ceiling of the GeoS stage) and at the *same voxel index* (no propagation at all); with
+    ``prnet.regularize: affine`` (the default) also the localisation error and Dice without it (each point
+    on its own, as the paper);
 (c) seconds to propagate the same support points batched vs a per-point loop (one call per point,
     each with its own start patches, as the reference code does);
 (d) PRNet training throughput (pairs/s) on this machine.

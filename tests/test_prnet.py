@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from lib.prnet.network import PRNet
-from lib.prnet.propagate import Localizer, PropagationConfig, propagate
+from lib.prnet.propagate import Localizer, PropagationConfig, propagate, robust_affine
 from lib.prnet.train import PRNetConfig, extract_patches, sample_pairs, sample_points, train_prnet
 
 
@@ -100,6 +100,32 @@ def test_propagation_is_batched_and_dfd_threshold_filters():
     np.testing.assert_array_equal(strict.located, keep_all.located)
     assert strict.keep.sum() <= keep_all.keep.sum()
     assert np.array_equal(strict.keep, strict.sim > 0.999)
+
+
+def test_robust_affine_recovers_the_map_despite_outliers():
+    rng = np.random.default_rng(0)
+    src = rng.uniform(0, 60, size=(200, 3))
+    matrix = np.array([[1.1, 0.05, 0.0], [-0.04, 0.95, 0.02], [0.0, 0.03, 1.05]])
+    truth = src @ matrix.T + np.array([3.0, -5.0, 2.0])
+    noisy = truth + rng.normal(0, 1.0, size=truth.shape)  # each point's estimate: ~1 voxel of noise
+    wrong = rng.choice(len(src), 40, replace=False)
+    noisy[wrong] += rng.uniform(15, 30, size=(40, 3)) * rng.choice([-1, 1], size=(40, 3))  # 20 % far off
+    fitted = robust_affine(src, noisy, (3.0, 3.0, 3.0), trim=0.3)
+    err = np.linalg.norm(fitted - truth, axis=1)
+    assert np.median(err) < 0.5 and err.max() < 1.5, (np.median(err), err.max())
+    # a plain least-squares fit is pulled off by the outliers
+    plain = robust_affine(src, noisy, (3.0, 3.0, 3.0), trim=0.0)
+    assert np.median(np.linalg.norm(plain - truth, axis=1)) > 2 * np.median(err)
+    # too few points, or points on one plane: the median translation only
+    flat = src.copy()
+    flat[:, 2] = 7.0
+    np.testing.assert_allclose(robust_affine(flat, flat + [1.0, 2.0, 3.0], (1, 1, 1), 0.3), flat + [1.0, 2.0, 3.0])
+    np.testing.assert_allclose(robust_affine(src[:3], src[:3] + 4.0, (1, 1, 1), 0.3), src[:3] + 4.0)
+
+
+def test_propagation_config_rejects_unknown_regularisation():
+    with pytest.raises(ValueError, match="regularize"):
+        PropagationConfig(regularize="rigid")
 
 
 def test_prnet_trainer_resumes_from_its_checkpoint(tmp_path):
