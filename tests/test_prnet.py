@@ -228,6 +228,8 @@ def test_support_encodings_are_reused_across_queries(trained_on_phantoms):
               window=window, propagation=PropagationConfig(batch_size=16), stride=25)
     first = propagate_support(query_hu=vols[1], encodings=encodings, **kw)
     assert set(encodings) == {"support"}  # both classes encoded together
+    for c in (1, 3):  # propagated together, handed back per class in the support's order
+        assert len(first.propagation[c].located) == len(first.points[c]) == len(np.argwhere(s == c)[::25])
     cached = {c: {k: v.clone() for k, v in e.items()} for c, e in encodings.items()}
     again = propagate_support(query_hu=vols[1], encodings=encodings, **kw)
     fresh = propagate_support(query_hu=vols[1], **kw)

@@ -82,3 +82,7 @@ def test_workflow_runs_resumes_and_fills_every_table(tmp_path):
     t = {k: v["seconds"] for k, v in stages.items()}
     again = Workflow(cohort, out, budget, conf=TINY).run()["stages"]
     assert {k: v["seconds"] for k, v in again.items()} == t
+    # a `notes` list in state.json (stages carried over by a re-run) is printed under the header
+    st = json.loads((out / "state.json").read_text())
+    (out / "state.json").write_text(json.dumps({**st, "notes": ["prnet carried over from run 1"]}))
+    assert "Note: prnet carried over from run 1" in write_report(Workflow(cohort, out, None, conf=TINY)).read_text()

@@ -128,6 +128,7 @@ def write_report(wf) -> Path:
         f"Split: support `{wf.split.support}`; train {', '.join(wf.split.train)}; validation "
         f"{', '.join(wf.split.val)}; test {', '.join(wf.split.test)} (never seen by PRNet or a UNet in training).",
         f"Budget: PRNet {b['prnet_steps']} steps; each UNet {b['seg_epochs']} epochs × {b['seg_steps']} steps.",
+        *[f"Note: {n}" for n in wf.state.get("notes", [])],  # written into state.json by whoever re-ran stages
         "",
     ]
     strategies = [s for s in b["strategies"] if done(f"seg_{s}")]
