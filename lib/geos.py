@@ -17,6 +17,12 @@ inside the organ, while a background seed one edge away stays cheap. Measured on
 - **crop and box prior**: the computation runs on the ROI (or the seeds' bounding box plus a
   margin) and the crop's outer shell is background, as a box drawn around a structure means.
 
+A median filter (``median_filter`` voxels per side) denoises the crop first: it removes the noise
+that accumulates along paths inside an organ and keeps the edges between organs. On the sample
+cohort (non-contrast CT at 3 mm, neighbouring organs within ~30 HU of each other), GeoS from every
+support scribble point at its true location in the 8 pseudo-studies' first 4 goes from mean Dice 0.688 to
+0.730 with a 3×3×3 median (Gaussian smoothing of σ 2 / 3 mm: 0.695 / 0.686; a 5×5×5 median: 0.682).
+
 Several foreground classes compete in one argmin (nearest seed wins). Post-processing keeps, per
 class, the connected components that contain its seeds and fills their holes.
 
@@ -48,6 +54,7 @@ class GeoSConfig:
     iterations: int = 4
     margin_mm: float = 30.0
     intensity_weight: float = 1.5  # β; 0 gives plain nearest-seed GeoS
+    median_filter: int = 3  # side of the median filter's cube, voxels (odd); 0 or 1 = none
     refine_iterations: int = 1
     histogram_bins: int = 48
     roi_border_background: bool = True
@@ -64,6 +71,10 @@ class GeoSConfig:
         if unknown:
             raise ValueError(f"unknown GeoS settings {sorted(unknown)}; known: {sorted(cls.__dataclass_fields__)}")
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+
+    def __post_init__(self):
+        if self.median_filter < 0 or (self.median_filter > 1 and self.median_filter % 2 == 0):
+            raise ValueError(f"median_filter must be 0 (none) or an odd number of voxels, got {self.median_filter}")
 
 
 def normalize_intensity(image: np.ndarray, window_hu: Sequence[float], window_out: Sequence[float]) -> np.ndarray:
@@ -158,6 +169,8 @@ def geos_segment(
     box = crop_box(image_hu.shape, all_seeds | background, spacing, cfg.margin_mm, roi)
 
     img = normalize_intensity(image_hu[box], cfg.window_hu, cfg.window_out)
+    if cfg.median_filter > 1:
+        img = ndi.median_filter(img, size=cfg.median_filter, mode="nearest")
     fg = {c: m[box] for c, m in seeds.items() if m[box].any()}
     if not fg:
         raise ValueError("every foreground seed lies outside the ROI")

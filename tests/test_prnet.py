@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from lib.prnet.network import PRNet
-from lib.prnet.propagate import Localizer, PropagationConfig, propagate, robust_affine
+from lib.prnet.propagate import Localizer, PropagationConfig, apply_affine, fit_robust_affine, propagate, robust_affine
 from lib.prnet.train import PRNetConfig, extract_patches, sample_pairs, sample_points, train_prnet
 
 
@@ -121,11 +121,18 @@ def test_robust_affine_recovers_the_map_despite_outliers():
     flat[:, 2] = 7.0
     np.testing.assert_allclose(robust_affine(flat, flat + [1.0, 2.0, 3.0], (1, 1, 1), 0.3), flat + [1.0, 2.0, 3.0])
     np.testing.assert_allclose(robust_affine(src[:3], src[:3] + 4.0, (1, 1, 1), 0.3), src[:3] + 4.0)
+    # fitted on a quarter of the points, the map carries all of them (what fit_points relies on)
+    part = fit_robust_affine(src[:50], noisy[:50], (3.0, 3.0, 3.0), trim=0.3)
+    assert part.shape == (4, 3)
+    err_all = np.linalg.norm(apply_affine(part, src) - truth, axis=1)
+    assert np.median(err_all) < 0.7 and err_all.max() < 2.0, (np.median(err_all), err_all.max())
 
 
 def test_propagation_config_rejects_unknown_regularisation():
     with pytest.raises(ValueError, match="regularize"):
         PropagationConfig(regularize="rigid")
+    with pytest.raises(ValueError, match="fit_points"):
+        PropagationConfig(fit_points=5)
 
 
 def test_prnet_trainer_resumes_from_its_checkpoint(tmp_path):
@@ -193,6 +200,12 @@ def test_propagation_onto_an_identical_copy_lands_within_a_few_voxels(trained_on
     pts = np.concatenate([np.argwhere(labels[0] == 1)[::20], np.argwhere(labels[0] == 2)[::20]])
     pr = propagate(models, vols[0], pts, vols[0].copy(), (3.0, 3.0, 3.0), PropagationConfig(tau=0.5, batch_size=16))
     err = np.abs(pr.located - pts).max(axis=1)  # Chebyshev distance, voxels
+    assert np.median(err) <= 4 and np.percentile(err, 90) <= 8, (np.median(err), np.percentile(err, 90))
+    # the affine map fitted on 24 located points carries all of them as well
+    assert len(pts) > 48
+    sub = propagate(models, vols[0], pts, vols[0].copy(), (3.0, 3.0, 3.0), PropagationConfig(tau=0.5, batch_size=16, fit_points=24))
+    err = np.abs(sub.located - pts).max(axis=1)
+    assert sub.located.shape == pts.shape and sub.sim.shape == (len(pts),)
     assert np.median(err) <= 4 and np.percentile(err, 90) <= 8, (np.median(err), np.percentile(err, 90))
 
 

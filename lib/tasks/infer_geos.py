@@ -36,7 +36,7 @@ from lib.tasks.results import write_result
 logger = logging.getLogger(__name__)
 
 # request keys a client may send to tune GeoS (also shown by Slicer as the task's config)
-TUNABLE = ("lamb", "iterations", "margin_mm", "intensity_weight", "refine_iterations", "border_similarity_sd")
+TUNABLE = ("lamb", "iterations", "margin_mm", "intensity_weight", "refine_iterations", "median_filter", "border_similarity_sd")
 
 
 class _GeoSTask(InferTask):
@@ -59,7 +59,10 @@ class _GeoSTask(InferTask):
                     updates[k] = type(getattr(self.cfg, k))(request[k])
                 except (TypeError, ValueError):
                     raise ClientError(f"parameter '{k}' must be a number, got {request[k]!r}") from None
-        return replace(self.cfg, **updates) if updates else self.cfg
+        try:
+            return replace(self.cfg, **updates) if updates else self.cfg
+        except ValueError as e:  # a value of the right type that GeoSConfig refuses
+            raise ClientError(str(e)) from None
 
     def _image(self, request: Mapping[str, Any]) -> Volume:
         path = request.get("image")
