@@ -64,9 +64,11 @@ def main() -> int:
     rows = []  # (study, organ, roi?, method, dice, seconds)
     ours_cfg = GeoSConfig.from_dict(app_config()["geos"])
     ablation = {  # in-process, same scribbles and ROI: what each addition to plain GeoS buys
-        "plain GeoS (nearest seed, 2 passes)": GeoSConfig(iterations=2, intensity_weight=0.0, largest_component=False, fill_holes=False),
-        "+ intensity model": GeoSConfig(largest_component=False, fill_holes=False),
-        "+ components / holes (ours)": ours_cfg,
+        "plain GeoS (nearest seed, 2 passes)": GeoSConfig(iterations=2, intensity_weight=0.0, largest_component=False,
+                                                          fill_holes=False, median_filter=0),
+        "+ intensity model": GeoSConfig(largest_component=False, fill_holes=False, median_filter=0),
+        "+ components / holes": GeoSConfig(median_filter=0),
+        "+ median filter (ours)": ours_cfg,
     }
     ablation_rows = []  # (organ, variant, dice)
     first = {}  # method -> (first request after start, median of 5 repeats of the same request)
