@@ -42,9 +42,9 @@ from lib.config import app_config, load_yaml  # noqa: E402
 from lib.data.cohort import pseudo_seed  # noqa: E402
 from lib.data.deform import DeformConfig, locate_in_pseudo, source_coordinates  # noqa: E402
 from lib.data.labels import BACKGROUND  # noqa: E402
-from lib.geos import GeoSConfig, normalize_intensity  # noqa: E402
+from lib.geos import normalize_intensity  # noqa: E402
 from lib.io import read_volume  # noqa: E402
-from lib.prnet.prelabel import Prelabel, propagate_support, pseudo_mask, support_points  # noqa: E402
+from lib.prnet.prelabel import Prelabel, propagate_support, pseudo_mask, pseudo_mask_geos, support_points  # noqa: E402
 from lib.prnet.propagate import Propagation, PropagationConfig, propagate  # noqa: E402
 from lib.prnet.train import PRNetConfig  # noqa: E402
 from lib.tasks.datastore import AtomicLocalDatastore  # noqa: E402
@@ -69,7 +69,7 @@ def main() -> int:
     args = p.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     conf = app_config()
-    geos = GeoSConfig.from_dict(conf["geos"])
+    geos = pseudo_mask_geos(conf)
     window = (geos.window_hu, geos.window_out)
     pc = conf["prnet"]
     prop = PropagationConfig.from_dict(pc)

@@ -30,6 +30,7 @@ from monailabel.tasks.activelearning.random import Random  # noqa: E402
 
 from lib.config import app_config  # noqa: E402
 from lib.geos import GeoSConfig  # noqa: E402
+from lib.prnet.prelabel import pseudo_mask_geos  # noqa: E402
 from lib.tasks.batch_infer import HostAwareBatchInferTask  # noqa: E402
 from lib.tasks.datastore import AtomicLocalDatastore  # noqa: E402
 from lib.tasks.datastore_dicomweb import OneShotDICOMwebDatastore  # noqa: E402
@@ -91,7 +92,7 @@ class OneShotApp(MONAILabelApp):
                 labels={str(k): int(v) for k, v in (points.get("labels") or {}).items()},
             ),
             "prnet_prelabel": PRNetPrelabel(
-                self.datastore(), os.path.join(self.model_dir, "prnet.pt"), geos, PropagationConfig.from_dict(p),
+                self.datastore(), os.path.join(self.model_dir, "prnet.pt"), pseudo_mask_geos(self.cfg), PropagationConfig.from_dict(p),
                 support_tag=str(self.cfg["support_tag"]), stride=int(p["stride"]),
             ),
             "segmentation": SegmentationInfer(os.path.join(self.model_dir, "segmentation.pt")),

@@ -128,5 +128,10 @@ def pseudo_mask(
     return result
 
 
+def pseudo_mask_geos(conf: Mapping) -> GeoSConfig:
+    """The GeoS settings of the pseudo masks: the app's ``geos`` section, overridden by ``prnet.geos``."""
+    return GeoSConfig.from_dict({**conf["geos"], **(conf.get("prnet", {}).get("geos") or {})})
+
+
 def with_tau(cfg: PropagationConfig, tau: float) -> PropagationConfig:
     return replace(cfg, tau=float(tau))
