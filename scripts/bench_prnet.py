@@ -10,7 +10,8 @@
     references through the same GeoS: every support point at its *true* location (an oracle propagation:
     the ceiling of the GeoS stage) and at the *same voxel index* (no propagation at all); with
     ``prnet.regularize: affine`` (the default) also the localisation error and Dice without it (each point
-    on its own, as the paper);
+    on its own, as the paper) and, with ``register_steps``, with the affine map but without its intensity
+    refinement; and the error of that refinement started from the identity instead of PRNet's map;
 (c) seconds to propagate support points batched vs a per-point loop (one call per point, each with its
     own start patches, as the reference code does): on the same points, and for the whole support of one
     study (the loop's time extrapolated from its timed points);
@@ -45,8 +46,9 @@ from lib.data.labels import BACKGROUND  # noqa: E402
 from lib.geos import normalize_intensity  # noqa: E402
 from lib.io import read_volume  # noqa: E402
 from lib.prnet.prelabel import Prelabel, propagate_support, pseudo_mask, pseudo_mask_geos, support_points  # noqa: E402
-from lib.prnet.propagate import Propagation, PropagationConfig, propagate  # noqa: E402
+from lib.prnet.propagate import Propagation, PropagationConfig, apply_affine, propagate  # noqa: E402
 from lib.prnet.train import PRNetConfig  # noqa: E402
+from lib.registration import refine_affine  # noqa: E402
 from lib.tasks.datastore import AtomicLocalDatastore  # noqa: E402
 from lib.tasks.train_prnet import PRNetTrain, load_prnet  # noqa: E402
 
@@ -119,10 +121,16 @@ def main() -> int:
     kept = {t: {n: [] for n in names} for t in TAUS}
     dices = {t: {n: [] for n in organs} for t in TAUS}
     ref_dices = {k: {n: [] for n in organs} for k in ("oracle", "identity")}
-    loc_err = {k: [] for k in ("identity", "prnet_none", "prnet")}  # mm, foreground support points
-    # the same propagation without the spatial regularisation (Eq. 4 and DFD only), at the default τ
-    unreg = replace(prop, regularize="none")
-    dices_unreg = {n: [] for n in organs}
+    loc_err = {k: [] for k in ("identity", "register_identity", "prnet_none", "prnet_affine", "prnet")}  # mm, fg points
+    # ablations at the default τ: without the spatial regularisation (Eq. 4 and DFD only), and with the
+    # affine map but without its intensity refinement
+    ablations = {}
+    if prop.regularize != "none":
+        ablations["prnet_none"] = replace(prop, regularize="none")
+        if prop.register_steps:
+            ablations["prnet_affine"] = replace(prop, register_steps=0)
+    dices_abl = {k: {n: [] for n in organs} for k in ablations}
+    identity_map = np.vstack([np.eye(3), np.zeros(3)])
     prelabel_s = []
     encodings: dict = {}  # support encodings shared across queries, as prnet_prelabel does in a batch
     support_hu = support.array.astype(np.float32)
@@ -134,13 +142,16 @@ def main() -> int:
         res = propagate_support(models, support_hu, scribbles, names, q_hu, q.spacing, window, prop, stride, device,
                                 encodings=encodings)
         prelabel_s.append(time.perf_counter() - t0)
-        res_unreg = None
-        if prop.regularize != "none":
-            res_unreg = propagate_support(models, support_hu, scribbles, names, q_hu, q.spacing, window, unreg, stride, device,
-                                          encodings=encodings)
-            pseudo_mask(res_unreg, bg_id, q_hu, q.spacing, geos)
+        res_abl = {}
+        for k, variant in ablations.items():
+            res_abl[k] = propagate_support(models, support_hu, scribbles, names, q_hu, q.spacing, window, variant, stride, device,
+                                           encodings=encodings)
+            pseudo_mask(res_abl[k], bg_id, q_hu, q.spacing, geos)
             for name, cid in organs.items():
-                dices_unreg[name].append(dice(res_unreg.label == cid, gt == cid) if res_unreg.label is not None else 0.0)
+                dices_abl[k][name].append(dice(res_abl[k].label == cid, gt == cid) if res_abl[k].label is not None else 0.0)
+        # the intensity refinement alone, started from the identity (no PRNet)
+        registered = refine_affine(normalize_intensity(support_hu, *window), normalize_intensity(q_hu, *window), identity_map,
+                                   prop.register_steps, prop.register_levels, device=device) if prop.register_steps else None
         # the true correspondence: the pseudo-subject's warp, recomputed from the cohort's seed
         src = source_coordinates(q.array.shape, deform, pseudo_seed(int(cohort_cfg["seed"]), int(qid.split("_")[-1]) - 1))
         true = {cid: locate_in_pseudo(pts, src) for cid, pts in res.points.items()}
@@ -148,8 +159,10 @@ def main() -> int:
             if cid != bg_id:
                 loc_err["identity"].append(np.linalg.norm((pts - true[cid]) * q.spacing, axis=1))
                 loc_err["prnet"].append(np.linalg.norm((res.propagation[cid].located - true[cid]) * q.spacing, axis=1))
-                if res_unreg is not None:
-                    loc_err["prnet_none"].append(np.linalg.norm((res_unreg.propagation[cid].located - true[cid]) * q.spacing, axis=1))
+                for k, r in res_abl.items():
+                    loc_err[k].append(np.linalg.norm((r.propagation[cid].located - true[cid]) * q.spacing, axis=1))
+                if registered is not None:
+                    loc_err["register_identity"].append(np.linalg.norm((apply_affine(registered, pts) - true[cid]) * q.spacing, axis=1))
         for ref in ref_dices:
             located = true if ref == "oracle" else res.points
             r = Prelabel(label=None, propagation={c: Propagation(p, np.ones(len(p)), np.ones(len(p), bool)) for c, p in located.items()})
@@ -187,14 +200,19 @@ def main() -> int:
     err = {k: np.concatenate(v) for k, v in loc_err.items() if v}
     lines += ["Localisation error of the foreground support points against the true correspondence (mm, all studies):", "",
               "| located by | median | mean | 90th percentile |", "|---|---|---|---|"]
-    for k, label in (("identity", "same voxel index (no propagation)"), ("prnet_none", "PRNet (Eq. 4), each point on its own"),
-                     ("prnet", f"PRNet (Eq. 4), regularize: {prop.regularize}")):
+    for k, label in (("identity", "same voxel index (no propagation)"),
+                     ("register_identity", "intensity registration started from the identity (no PRNet)"),
+                     ("prnet_none", "PRNet (Eq. 4), each point on its own"),
+                     ("prnet_affine", "PRNet (Eq. 4), regularize: affine, no intensity refinement"),
+                     ("prnet", f"PRNet (Eq. 4), regularize: {prop.regularize}"
+                               + (f", intensity refinement ({prop.register_steps} steps)" if prop.register_steps else ""))):
         if k in err:
             lines.append(f"| {label} | {np.median(err[k]):.1f} | {err[k].mean():.1f} | {np.percentile(err[k], 90):.1f} |")
     ref_titles = ["true locations (oracle)", "same voxel index"]
-    if prop.regularize != "none":
-        ref_dices["unreg"] = dices_unreg
-        ref_titles.append(f"τ={prop.tau}, regularize: none")
+    for k, title in (("prnet_none", "regularize: none"), ("prnet_affine", "affine, no refinement")):
+        if k in dices_abl:
+            ref_dices[k] = dices_abl[k]
+            ref_titles.append(f"τ={prop.tau}, {title}")
     lines += ["", "## (b) Pseudo-mask Dice per organ (GeoS from the kept points, whole volume)", "",
               "| organ | " + " | ".join([f"τ={t}" for t in TAUS] + ref_titles) + " |",
               "|---|" + "---|" * (len(TAUS) + len(ref_titles))]
@@ -222,7 +240,7 @@ def main() -> int:
     whole = time.perf_counter() - t0
     t0 = time.perf_counter()
     for pt in sub:
-        propagate(models, s01, pt[None], q01, q.spacing, replace(prop, batch_size=1), device=device)
+        propagate(models, s01, pt[None], q01, q.spacing, replace(prop, batch_size=1, register_steps=0), device=device)
     loop = time.perf_counter() - t0
     loop_ms = 1000 * loop / len(sub)
     lines += ["## (c) Propagation time, batched vs per-point loop (one study; support encoding included)", "",

@@ -16,6 +16,14 @@ For every support point ``c0`` (its patch encoded once: ``p(c0)``, ``f2(c0)``, `
    only ``fit_points`` of them (a seeded random subset; 0 = all, the default), the others carried by
    the map alone: their cost is then one DFD forward pass. It is faster and less accurate (the sample
    cohort, 4 studies, 256 of 804 points: 1.5× faster, median error 11.8 → 13.1 mm);
+2c. *intensity refinement* (not in the paper; ``register_steps``, with ``regularize: affine``): the
+   affine map is refined by maximising the normalised cross-correlation of the query and the support
+   resampled through it (:func:`lib.registration.refine_affine`, a few seconds on a CPU). PRNet's map is
+   the starting point (it brings studies with different fields of view into the basin of the
+   optimisation); the images make it precise: on the sample cohort the median localisation error
+   falls from ≈ 11 mm to ≈ 3 mm. The sample cohort is one subject deformed by smooth, mostly affine
+   warps, the case most favourable to a global map; between different patients the residual,
+   non-affine part is larger;
 3. *DFD* (Eq. 5): ``sim = cos(f2(c0), f2(c0')) · cos(f4(c0), f4(c0'))``, decoder features of the fine
    model (of the coarse one when there is no fine model); the point is kept when ``sim > τ``.
 
@@ -34,6 +42,7 @@ import torch.nn.functional as F
 
 from lib.prnet.network import PRNet
 from lib.prnet.train import extract_patches
+from lib.registration import refine_affine
 
 
 @dataclass(frozen=True)
@@ -47,6 +56,8 @@ class PropagationConfig:
     regularize: str = "affine"  # none | affine (step 2b)
     trim: float = 0.3  # the affine fit ignores this fraction of points with the largest residuals
     fit_points: int = 0  # with regularize affine: at most this many points are located to fit the map; 0 = all
+    register_steps: int = 100  # with regularize affine: Adam steps per level of the intensity refinement (2c); 0 = off
+    register_levels: tuple[int, ...] = (4, 2)  # its pyramid: average-pooling factors, coarse to fine
 
     def __post_init__(self):
         if self.regularize not in ("none", "affine"):
@@ -55,6 +66,9 @@ class PropagationConfig:
             raise ValueError(f"trim must be in [0, 1), got {self.trim}")
         if self.fit_points < 0 or 0 < self.fit_points < 12:
             raise ValueError(f"fit_points must be 0 (all) or at least 12 (an affine map has 12 parameters), got {self.fit_points}")
+        if self.register_steps < 0 or not self.register_levels or any(int(f) < 1 for f in self.register_levels):
+            raise ValueError(f"register_steps must be >= 0 and register_levels a non-empty list of pooling factors >= 1, "
+                             f"got {self.register_steps} and {list(self.register_levels)}")
 
     @classmethod
     def from_dict(cls, d: Mapping) -> "PropagationConfig":
@@ -205,6 +219,8 @@ def propagate(
         located = torch.from_numpy(clip(located)).float() + r_stage * torch.tanh(p_cur - src[key][located_ids]) / e
     if cfg.regularize == "affine":
         transform = fit_robust_affine(pts[located_ids], located.numpy(), query_spacing, cfg.trim)
+        if cfg.register_steps:
+            transform = refine_affine(support, query, transform, cfg.register_steps, cfg.register_levels, device=device)
         located = torch.from_numpy(apply_affine(transform, pts))
     final = clip(located)
     sim = dfd_similarity(src, encode(models.features, query, final, cfg.batch_size, decode=True, device=device))
