@@ -6,11 +6,14 @@ affine parameters, starting from that map, sharpens it. PRNet supplies the initi
 with different fields of view, far outside the basin of a registration started from the identity);
 the images supply the accuracy.
 
-Volumes are ``(I, J, K)`` arrays in [0, 1] (already windowed); maps are ``(4, 3)`` matrices ``T`` on
-voxel indices, a moving voxel ``x`` mapping to the fixed voxel ``[x, 1] @ T`` (as
-:func:`lib.prnet.propagate.fit_robust_affine` returns). Optimisation runs coarse to fine on
-average-pooled copies (``levels``: pooling factors), with Adam on ``theta``, PyTorch's normalised
-``affine_grid`` parameters (fixed → moving, axis order ``(K, J, I)``).
+Volumes are ``(I, J, K)`` arrays in [0, 1] (already windowed), spacings in mm per axis; maps are
+``(4, 3)`` matrices ``T`` on voxel indices, a moving voxel ``x`` mapping to the fixed voxel
+``[x, 1] @ T`` (as :func:`lib.prnet.propagate.fit_robust_affine` returns). The optimisation runs
+coarse to fine: at each level both volumes are average-pooled to about ``level_mm`` per voxel, the
+fixed one's pooled voxel centres are carried into the moving one (exact voxel geometry: a pooled voxel
+is the mean of its block, centred on the block's centre) and Adam updates the map, held as normalised
+coordinates ``u = 2 x / (n − 1) − 1`` of the full-resolution volumes so that its 12 numbers have
+comparable scales.
 """
 
 from __future__ import annotations
@@ -21,9 +24,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-# (I, J, K) <-> (K, J, I): torch's grid coordinates list the last tensor axis first
-_FLIP = np.eye(3)[::-1]
-
 
 def global_ncc(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Normalised cross-correlation of two tensors of the same shape, over all their elements (in [-1, 1])."""
@@ -32,64 +32,90 @@ def global_ncc(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (a * b).sum() / (a.norm() * b.norm() + 1e-8)
 
 
-def _scales(shape: Sequence[int]) -> np.ndarray:
-    return np.asarray(shape, np.float64) - 1.0
+def _half_extent(shape: Sequence[int]) -> np.ndarray:
+    return (np.asarray(shape, np.float64) - 1.0) / 2.0
 
 
-def voxel_to_theta(transform: np.ndarray, moving_shape: Sequence[int], fixed_shape: Sequence[int]) -> np.ndarray:
-    """``(4, 3)`` voxel map moving → fixed to ``affine_grid``'s ``(3, 4)`` ``theta`` (fixed → moving,
-    normalised coordinates with ``align_corners=True``, torch axis order)."""
+def voxel_to_normalised(transform: np.ndarray, moving_shape: Sequence[int], fixed_shape: Sequence[int]) -> np.ndarray:
+    """``(4, 3)`` voxel map moving → fixed to ``(3, 4)`` ``[A | c]``: fixed → moving in normalised
+    coordinates, ``u_moving = A u_fixed + c`` (axis order ``(I, J, K)``)."""
     m = np.asarray(transform, np.float64)
-    fwd = np.linalg.inv(m[:3].T)  # fixed voxel y -> moving voxel x = fwd @ (y - b)
+    fwd = np.linalg.inv(m[:3].T)  # fixed voxel y -> moving voxel x = fwd (y - b)
     offset = -fwd @ m[3]
-    sm, sf = _scales(moving_shape), _scales(fixed_shape)
-    # x = fwd y + offset with y = (u_f + 1) sf / 2 and u_m = 2 x / sm - 1
-    a = np.diag(2.0 / sm) @ fwd @ np.diag(sf / 2.0)
-    c = np.diag(2.0 / sm) @ (fwd @ (sf / 2.0) + offset) - 1.0
-    return np.c_[_FLIP @ a @ _FLIP, _FLIP @ c]
+    hm, hf = _half_extent(moving_shape), _half_extent(fixed_shape)
+    # x = fwd y + offset, y = hf (u_f + 1), u_m = x / hm - 1
+    a = np.diag(1.0 / hm) @ fwd @ np.diag(hf)
+    c = (fwd @ hf + offset) / hm - 1.0
+    return np.c_[a, c]
 
 
-def theta_to_voxel(theta: np.ndarray, moving_shape: Sequence[int], fixed_shape: Sequence[int]) -> np.ndarray:
-    """Inverse of :func:`voxel_to_theta`."""
+def normalised_to_voxel(theta: np.ndarray, moving_shape: Sequence[int], fixed_shape: Sequence[int]) -> np.ndarray:
+    """Inverse of :func:`voxel_to_normalised`."""
     theta = np.asarray(theta, np.float64)
-    a, c = _FLIP @ theta[:, :3] @ _FLIP, _FLIP @ theta[:, 3]
-    sm, sf = _scales(moving_shape), _scales(fixed_shape)
-    fwd = np.diag(sm / 2.0) @ a @ np.diag(2.0 / sf)  # fixed voxel -> moving voxel
-    offset = np.diag(sm / 2.0) @ (c + 1.0 - a @ np.ones(3))
+    a, c = theta[:, :3], theta[:, 3]
+    hm, hf = _half_extent(moving_shape), _half_extent(fixed_shape)
+    fwd = np.diag(hm) @ a @ np.diag(1.0 / hf)  # fixed voxel -> moving voxel
+    offset = hm * (c + 1.0 - a @ np.ones(3))
     inv = np.linalg.inv(fwd)
     return np.vstack([inv.T, -(inv @ offset)])
+
+
+def _pool(volume: torch.Tensor, spacing: Sequence[float], level_mm: float) -> tuple[torch.Tensor, np.ndarray]:
+    """``volume`` ``(1, 1, I, J, K)`` average-pooled by about ``level_mm / spacing`` voxels per axis, and the factors."""
+    factors = np.array([min(max(1, int(round(level_mm / s))), n) for s, n in zip(spacing, volume.shape[2:])])
+    return (F.avg_pool3d(volume, tuple(int(f) for f in factors)) if factors.max() > 1 else volume), factors
+
+
+def _centres(pooled_shape: Sequence[int], factors: np.ndarray, full_shape: Sequence[int], device) -> torch.Tensor:
+    """Normalised full-resolution coordinates ``(n0, n1, n2, 3)`` of the centres of the pooled voxels."""
+    axes = [torch.as_tensor((np.arange(n) * f + (f - 1) / 2.0) / h - 1.0, dtype=torch.float32, device=device)
+            for n, f, h in zip(pooled_shape, factors, _half_extent(full_shape))]
+    return torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1)
 
 
 def refine_affine(
     moving: np.ndarray,
     fixed: np.ndarray,
     transform: np.ndarray,
+    moving_spacing: Sequence[float],
+    fixed_spacing: Sequence[float],
     steps: int = 100,
-    levels: Sequence[int] = (4, 2),
+    levels_mm: Sequence[float] = (12.0, 6.0),
     lr: float = 0.01,
     device: str | torch.device = "cpu",
 ) -> np.ndarray:
     """Refine ``transform`` (``(4, 3)``, moving voxel → fixed voxel) by maximising the global NCC of
-    ``fixed`` and ``moving`` resampled through it; ``steps`` Adam steps per pyramid level.
+    ``fixed`` and ``moving`` resampled through it; ``steps`` Adam steps at each pyramid level
+    (``levels_mm``: voxel size of each level, coarse to fine; a level where either pooled volume is
+    thinner than 4 voxels is skipped).
 
     Returns the refined ``(4, 3)`` map. The NCC is computed over the whole fixed volume (outside the
     moving one the resampled image is 0).
     """
     if steps <= 0:
         return np.asarray(transform, np.float64)
-    theta = torch.tensor(voxel_to_theta(transform, moving.shape, fixed.shape), dtype=torch.float32, device=device)
+    theta = torch.tensor(voxel_to_normalised(transform, moving.shape, fixed.shape), dtype=torch.float32, device=device)
     theta.requires_grad_(True)
     mov = torch.from_numpy(np.ascontiguousarray(moving, np.float32))[None, None].to(device)
     fix = torch.from_numpy(np.ascontiguousarray(fixed, np.float32))[None, None].to(device)
-    for factor in levels:
-        if factor > 1 and min(*moving.shape, *fixed.shape) // factor < 4:
-            continue  # a volume this small has nothing to register at this level
-        m, f = (F.avg_pool3d(mov, factor), F.avg_pool3d(fix, factor)) if factor > 1 else (mov, fix)
+    hm = torch.as_tensor(_half_extent(moving.shape), dtype=torch.float32, device=device)
+    for level_mm in levels_mm:
+        m, gm = _pool(mov, moving_spacing, level_mm)
+        f, gf = _pool(fix, fixed_spacing, level_mm)
+        if min(*m.shape[2:], *f.shape[2:]) < 4:
+            continue
+        u_fixed = _centres(f.shape[2:], gf, fixed.shape, device)
+        # full-resolution normalised moving coordinates -> normalised coordinates of the pooled moving volume
+        n_m = torch.as_tensor(m.shape[2:], dtype=torch.float32, device=device)
+        g = torch.as_tensor(gm, dtype=torch.float32, device=device)
         opt = torch.optim.Adam([theta], lr=lr)
         for _ in range(steps):
-            grid = F.affine_grid(theta[None], list(f.shape), align_corners=True)
+            u_moving = u_fixed @ theta[:, :3].T + theta[:, 3]
+            x = (u_moving + 1.0) * hm  # moving voxels
+            u_pooled = 2.0 * (x - (g - 1.0) / 2.0) / (g * (n_m - 1.0)) - 1.0
+            grid = u_pooled.flip(-1)[None]  # grid_sample lists the last tensor axis first
             loss = -global_ncc(F.grid_sample(m, grid, align_corners=True), f)
             opt.zero_grad()
             loss.backward()
             opt.step()
-    return theta_to_voxel(theta.detach().cpu().numpy(), moving.shape, fixed.shape)
+    return normalised_to_voxel(theta.detach().cpu().numpy(), moving.shape, fixed.shape)

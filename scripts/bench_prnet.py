@@ -140,18 +140,19 @@ def main() -> int:
         q_hu = q.array.astype(np.float32)
         t0 = time.perf_counter()
         res = propagate_support(models, support_hu, scribbles, names, q_hu, q.spacing, window, prop, stride, device,
-                                encodings=encodings)
+                                encodings=encodings, support_spacing=support.spacing)
         prelabel_s.append(time.perf_counter() - t0)
         res_abl = {}
         for k, variant in ablations.items():
             res_abl[k] = propagate_support(models, support_hu, scribbles, names, q_hu, q.spacing, window, variant, stride, device,
-                                           encodings=encodings)
+                                           encodings=encodings, support_spacing=support.spacing)
             pseudo_mask(res_abl[k], bg_id, q_hu, q.spacing, geos)
             for name, cid in organs.items():
                 dices_abl[k][name].append(dice(res_abl[k].label == cid, gt == cid) if res_abl[k].label is not None else 0.0)
         # the intensity refinement alone, started from the identity (no PRNet)
         registered = refine_affine(normalize_intensity(support_hu, *window), normalize_intensity(q_hu, *window), identity_map,
-                                   prop.register_steps, prop.register_levels, device=device) if prop.register_steps else None
+                                   support.spacing, q.spacing, prop.register_steps, prop.register_levels_mm,
+                                   device=device) if prop.register_steps else None
         # the true correspondence: the pseudo-subject's warp, recomputed from the cohort's seed
         src = source_coordinates(q.array.shape, deform, pseudo_seed(int(cohort_cfg["seed"]), int(qid.split("_")[-1]) - 1))
         true = {cid: locate_in_pseudo(pts, src) for cid, pts in res.points.items()}
@@ -233,10 +234,10 @@ def main() -> int:
     rng = np.random.default_rng(0)
     sub = pts[rng.choice(len(pts), size=min(args.timing_points, len(pts)), replace=False)]
     t0 = time.perf_counter()
-    propagate(models, s01, sub, q01, q.spacing, prop, device=device)
+    propagate(models, s01, sub, q01, q.spacing, prop, device=device, support_spacing=support.spacing)
     batched = time.perf_counter() - t0
     t0 = time.perf_counter()
-    propagate(models, s01, pts, q01, q.spacing, prop, device=device)  # support encoded here too, no cache
+    propagate(models, s01, pts, q01, q.spacing, prop, device=device, support_spacing=support.spacing)  # support encoded here too, no cache
     whole = time.perf_counter() - t0
     t0 = time.perf_counter()
     for pt in sub:

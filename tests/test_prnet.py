@@ -131,7 +131,7 @@ def test_robust_affine_recovers_the_map_despite_outliers():
 def test_refine_affine_recovers_a_known_map_from_a_coarse_start():
     from scipy import ndimage as ndi
 
-    from lib.registration import refine_affine, theta_to_voxel, voxel_to_theta
+    from lib.registration import normalised_to_voxel, refine_affine, voxel_to_normalised
 
     support = smooth_volume((48, 48, 40), seed=3)
     # the query: the support under y = M x + b (voxels), a small rotation about k, scaling and a shift
@@ -142,15 +142,16 @@ def test_refine_affine_recovers_a_known_map_from_a_coarse_start():
     query = ndi.affine_transform(support, inv, offset=-inv @ shift, order=1).astype(np.float32)
     truth = np.vstack([matrix.T, shift])
     # the map <-> affine_grid parameters round trip
-    np.testing.assert_allclose(theta_to_voxel(voxel_to_theta(truth, support.shape, query.shape), support.shape, query.shape), truth, atol=1e-9)
+    np.testing.assert_allclose(normalised_to_voxel(voxel_to_normalised(truth, support.shape, query.shape), support.shape, query.shape),
+                               truth, atol=1e-9)
     pts = np.argwhere(np.ones((6, 6, 5), bool)) * 6 + 8  # a grid of voxels well inside
     # a coarse start (what PRNet's points give): the right shift, 3 voxels off, no rotation
     start = np.vstack([np.eye(3), shift + 3.0])
     err_start = np.linalg.norm(apply_affine(start, pts) - apply_affine(truth, pts), axis=1)
-    refined = refine_affine(support, query, start, steps=150, levels=(2, 1))
+    refined = refine_affine(support, query, start, (1.5, 1.5, 1.5), (1.5, 1.5, 1.5), steps=150, levels_mm=(3.0, 1.5))
     err = np.linalg.norm(apply_affine(refined, pts) - apply_affine(truth, pts), axis=1)
     assert np.median(err) < 1.0 and np.median(err) < np.median(err_start) / 3, (np.median(err), np.median(err_start))
-    np.testing.assert_array_equal(refine_affine(support, query, start, steps=0), start)
+    np.testing.assert_array_equal(refine_affine(support, query, start, (1.5,) * 3, (1.5,) * 3, steps=0), start)
 
 
 def test_propagation_config_rejects_unknown_regularisation():
@@ -160,8 +161,8 @@ def test_propagation_config_rejects_unknown_regularisation():
         PropagationConfig(fit_points=5)
     with pytest.raises(ValueError, match="register_steps"):
         PropagationConfig(register_steps=-1)
-    with pytest.raises(ValueError, match="register_levels"):
-        PropagationConfig(register_levels=(4, 0))
+    with pytest.raises(ValueError, match="register_levels_mm"):
+        PropagationConfig(register_levels_mm=(12.0, 0.0))
 
 
 def test_prnet_trainer_resumes_from_its_checkpoint(tmp_path):

@@ -59,6 +59,7 @@ def propagate_support(
     device: str = "cpu",
     identity: bool = False,
     encodings: dict | None = None,
+    support_spacing: Sequence[float] | None = None,
 ) -> Prelabel:
     """Propagate every class's support points (``stride``-subsampled) to the query with ``models``; no mask yet.
 
@@ -66,7 +67,8 @@ def propagate_support(
     ``encodings``: a dict kept by the caller across queries of the same support, network and stride;
     the support points' encodings are stored in it (key ``"support"``) and reused.
     All classes are propagated together (:func:`propagate`'s spatial regularisation fits one map to all).
-    Volumes ``(I, J, K)`` HU, normalised with ``window`` (HU knots, [0, 1] values); spacing in mm.
+    Volumes ``(I, J, K)`` HU, normalised with ``window`` (HU knots, [0, 1] values); spacings in mm (the
+    support's defaults to the query's).
     """
     out = Prelabel(label=None)
     pts = support_points(scribbles, names.values(), stride)
@@ -93,7 +95,8 @@ def propagate_support(
         if "support" not in encodings:
             encodings["support"] = encode_support(models, s01, every, propagation.batch_size, device)
         enc = encodings["support"]
-    pr = propagate(models, s01, every, q01, query_spacing, propagation, device=device, encoded_support=enc)
+    pr = propagate(models, s01, every, q01, query_spacing, propagation, device=device, encoded_support=enc,
+                   support_spacing=support_spacing)
     start = 0
     for cid in classes:
         part = slice(start, start + len(pts[cid]))

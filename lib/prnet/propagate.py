@@ -57,7 +57,7 @@ class PropagationConfig:
     trim: float = 0.3  # the affine fit ignores this fraction of points with the largest residuals
     fit_points: int = 0  # with regularize affine: at most this many points are located to fit the map; 0 = all
     register_steps: int = 100  # with regularize affine: Adam steps per level of the intensity refinement (2c); 0 = off
-    register_levels: tuple[int, ...] = (4, 2)  # its pyramid: average-pooling factors, coarse to fine
+    register_levels_mm: tuple[float, ...] = (12.0, 6.0)  # its pyramid: voxel size of each level (mm), coarse to fine
 
     def __post_init__(self):
         if self.regularize not in ("none", "affine"):
@@ -66,9 +66,9 @@ class PropagationConfig:
             raise ValueError(f"trim must be in [0, 1), got {self.trim}")
         if self.fit_points < 0 or 0 < self.fit_points < 12:
             raise ValueError(f"fit_points must be 0 (all) or at least 12 (an affine map has 12 parameters), got {self.fit_points}")
-        if self.register_steps < 0 or not self.register_levels or any(int(f) < 1 for f in self.register_levels):
-            raise ValueError(f"register_steps must be >= 0 and register_levels a non-empty list of pooling factors >= 1, "
-                             f"got {self.register_steps} and {list(self.register_levels)}")
+        if self.register_steps < 0 or not self.register_levels_mm or any(float(v) <= 0 for v in self.register_levels_mm):
+            raise ValueError(f"register_steps must be >= 0 and register_levels_mm a non-empty list of voxel sizes > 0 mm, "
+                             f"got {self.register_steps} and {list(self.register_levels_mm)}")
 
     @classmethod
     def from_dict(cls, d: Mapping) -> "PropagationConfig":
@@ -182,8 +182,12 @@ def propagate(
     seed: int = 0,
     device="cpu",
     encoded_support: dict[str, torch.Tensor] | None = None,
+    support_spacing: Sequence[float] | None = None,
 ) -> Propagation:
     """Locate ``support_points`` ``(N, 3)`` of ``support`` in ``query`` (both ``(I, J, K)`` in [0, 1]).
+
+    ``query_spacing`` / ``support_spacing``: mm per axis (the support's defaults to the query's; only the
+    intensity refinement of the affine map uses it).
 
     ``encoded_support``: :func:`encode_support` of these support points, when already computed
     (it depends on the support and the models only, not on the query).
@@ -220,7 +224,8 @@ def propagate(
     if cfg.regularize == "affine":
         transform = fit_robust_affine(pts[located_ids], located.numpy(), query_spacing, cfg.trim)
         if cfg.register_steps:
-            transform = refine_affine(support, query, transform, cfg.register_steps, cfg.register_levels, device=device)
+            transform = refine_affine(support, query, transform, support_spacing or query_spacing, query_spacing,
+                                      cfg.register_steps, cfg.register_levels_mm, device=device)
         located = torch.from_numpy(apply_affine(transform, pts))
     final = clip(located)
     sim = dfd_similarity(src, encode(models.features, query, final, cfg.batch_size, decode=True, device=device))

@@ -172,7 +172,7 @@ class PRNetPrelabel(InferTask):
         result = propagate_support(
             models, support.image, support.scribbles, support.names, query_hu, query.spacing,
             (self.geos.window_hu, self.geos.window_out), with_tau(self.propagation, tau), stride, device,
-            identity=image_id == support.image_id, encodings=encodings,
+            identity=image_id == support.image_id, encodings=encodings, support_spacing=support.spacing,
         )
         pseudo_mask(result, bg_id, query_hu, query.spacing, self.geos)
         warnings = list(result.warnings)
