@@ -223,7 +223,7 @@ def main() -> int:
     lines += ["| **mean** | " + " | ".join(f"**{avg([avg(dices[t][n]) for n in organs]):.3f}**" for t in TAUS) + " | "
               + " | ".join(f"**{avg([avg(ref_dices[k][n]) for n in organs]):.3f}**" for k in ref_dices) + " |", "",
               "The oracle column puts every support point at its true location and keeps it: the most any "
-              "propagation can give through this GeoS. The last column uses no propagation at all (the "
+              "propagation can give through this GeoS. The same-voxel-index column uses no propagation at all (the "
               "pseudo-subjects are warps of the support, so the same index is already near).", ""]
 
     # (c) batched vs per-point loop on the same points
