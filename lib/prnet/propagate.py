@@ -13,9 +13,10 @@ For every support point ``c0`` (its patch encoded once: ``p(c0)``, ``f2(c0)``, `
    image under it. On the sample cohort this halves the localisation error of a CPU-trained PRNet
    (median 20 → 11 mm, ``scripts/bench_prnet.py``); points that the global map carries wrongly are
    what DFD then rejects. Since every point ends at its image under the map, steps 1–2 may run on
-   only ``fit_points`` of them (a seeded random subset; 0 = all, the default), the others carried by
-   the map alone: their cost is then one DFD forward pass. It is faster and less accurate (the sample
-   cohort, 4 studies, 256 of 804 points: 1.5× faster, median error 11.8 → 13.1 mm);
+   only ``fit_points`` of them (a seeded random subset; 0 = all, this class's default; the app's is 128),
+   the others carried by the map alone: their cost is then one DFD forward pass. Without step 2c it is
+   faster and less accurate (the sample cohort, 4 studies, 256 of 804 points: 1.5× faster, median error
+   11.8 → 13.1 mm); with it, 64, 128 or all 804 points end at the same 3.0 mm;
 2c. *intensity refinement* (not in the paper; ``register_steps``, with ``regularize: affine``): the
    affine map is refined by maximising the normalised cross-correlation of the query and the support
    resampled through it (:func:`lib.registration.refine_affine`, a few seconds on a CPU). PRNet's map is
