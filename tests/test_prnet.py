@@ -159,6 +159,8 @@ def test_propagation_config_rejects_unknown_regularisation():
         PropagationConfig(regularize="rigid")
     with pytest.raises(ValueError, match="fit_points"):
         PropagationConfig(fit_points=5)
+    with pytest.raises(ValueError, match="precision"):
+        PropagationConfig(precision="fp16")
     with pytest.raises(ValueError, match="register_steps"):
         PropagationConfig(register_steps=-1)
     with pytest.raises(ValueError, match="register_levels_mm"):
@@ -237,6 +239,24 @@ def test_propagation_onto_an_identical_copy_lands_within_a_few_voxels(trained_on
     err = np.abs(sub.located - pts).max(axis=1)
     assert sub.located.shape == pts.shape and sub.sim.shape == (len(pts),)
     assert np.median(err) <= 4 and np.percentile(err, 90) <= 8, (np.median(err), np.percentile(err, 90))
+
+
+def test_bfloat16_propagation_lands_like_float32(trained_on_phantoms):
+    from lib.prnet.propagate import bf16_enabled
+
+    assert bf16_enabled("bf16") and not bf16_enabled("fp32")
+    assert isinstance(bf16_enabled("auto"), bool)
+    models, _, vols, labels, _ = trained_on_phantoms
+    pts = np.concatenate([np.argwhere(labels[0] == 1)[::40], np.argwhere(labels[0] == 2)[::40]])
+    cfg = PropagationConfig(tau=0.5, batch_size=16, register_steps=0)
+    full = propagate(models, vols[0], pts, vols[1], (3.0, 3.0, 3.0), cfg)
+    half = propagate(models, vols[0], pts, vols[1], (3.0, 3.0, 3.0), replace(cfg, precision="bf16"))
+    # the same points within a voxel; where a point lands on the same voxel, the same DFD similarity
+    # within bfloat16's precision
+    moved = np.abs(half.located - full.located).max(axis=1)
+    assert np.median(moved) <= 1
+    same = moved == 0
+    assert same.any() and np.median(np.abs(half.sim - full.sim)[same]) < 0.02, np.abs(half.sim - full.sim)[same]
 
 
 def test_dfd_keeps_the_right_point_and_rejects_one_planted_in_the_wrong_organ(trained_on_phantoms):

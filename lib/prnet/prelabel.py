@@ -93,7 +93,7 @@ def propagate_support(
     enc = None
     if encodings is not None:
         if "support" not in encodings:
-            encodings["support"] = encode_support(models, s01, every, propagation.batch_size, device)
+            encodings["support"] = encode_support(models, s01, every, propagation.batch_size, device, propagation.precision)
         enc = encodings["support"]
     pr = propagate(models, s01, every, q01, query_spacing, propagation, device=device, encoded_support=enc,
                    support_spacing=support_spacing)

@@ -28,7 +28,8 @@ For every support point ``c0`` (its patch encoded once: ``p(c0)``, ``f2(c0)``, `
 3. *DFD* (Eq. 5): ``sim = cos(f2(c0), f2(c0')) · cos(f4(c0), f4(c0'))``, decoder features of the fine
    model (of the coarse one when there is no fine model); the point is kept when ``sim > τ``.
 
-All forward passes run in batches of ``batch_size`` patches. Points are integer ``(I, J, K)`` voxel
+All forward passes run in batches of ``batch_size`` patches, under bfloat16 autocast with ``precision``
+``bf16`` (or ``auto`` on hardware with native bfloat16). Points are integer ``(I, J, K)`` voxel
 indices; ``r`` is in mm, spacings in mm per axis.
 """
 
@@ -59,6 +60,7 @@ class PropagationConfig:
     fit_points: int = 0  # with regularize affine: at most this many points are located to fit the map; 0 = all
     register_steps: int = 100  # with regularize affine: Adam steps per level of the intensity refinement (2c); 0 = off
     register_levels_mm: tuple[float, ...] = (12.0, 6.0)  # its pyramid: voxel size of each level (mm), coarse to fine
+    precision: str = "fp32"  # PRNet forward passes: fp32 | bf16 (autocast) | auto (bf16 where the hardware has it)
 
     def __post_init__(self):
         if self.regularize not in ("none", "affine"):
@@ -67,6 +69,8 @@ class PropagationConfig:
             raise ValueError(f"trim must be in [0, 1), got {self.trim}")
         if self.fit_points < 0 or 0 < self.fit_points < 12:
             raise ValueError(f"fit_points must be 0 (all) or at least 12 (an affine map has 12 parameters), got {self.fit_points}")
+        if self.precision not in ("fp32", "bf16", "auto"):
+            raise ValueError(f"precision must be 'fp32', 'bf16' or 'auto', got {self.precision!r}")
         if self.register_steps < 0 or not self.register_levels_mm or any(float(v) <= 0 for v in self.register_levels_mm):
             raise ValueError(f"register_steps must be >= 0 and register_levels_mm a non-empty list of voxel sizes > 0 mm, "
                              f"got {self.register_steps} and {list(self.register_levels_mm)}")
@@ -100,32 +104,47 @@ class Propagation:
     keep: np.ndarray  # (N,) bool, sim > tau
 
 
+def bf16_enabled(precision: str, device="cpu") -> bool:
+    """Whether PRNet's forward passes run under bfloat16 autocast: ``bf16``; or ``auto`` on hardware with
+    native bfloat16 (a CUDA GPU that supports it; a CPU with AVX-512 BF16 or AMX, as oneDNN reports it)."""
+    if precision != "auto":
+        return precision == "bf16"
+    if torch.device(device).type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
 @torch.no_grad()
 def encode(
-    net: PRNet, volume: np.ndarray, points: np.ndarray, batch_size: int, decode: bool, device="cpu"
+    net: PRNet, volume: np.ndarray, points: np.ndarray, batch_size: int, decode: bool, device="cpu", precision: str = "fp32"
 ) -> dict[str, torch.Tensor]:
-    """Encode the patches around ``points`` ``(N, 3)``; returns ``p`` and, with ``decode``, ``f2``/``f4``."""
+    """Encode the patches around ``points`` ``(N, 3)``; returns ``p`` and, with ``decode``, ``f2``/``f4``
+    (float32 on the CPU whatever ``precision`` the forward passes ran at)."""
     net.eval()
     outs: dict[str, list[torch.Tensor]] = {}
+    autocast = torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=bf16_enabled(precision, device))
     for s in range(0, len(points), batch_size):
         x = torch.from_numpy(extract_patches(volume, points[s : s + batch_size], net.patch_size))[:, None].to(device)
-        o = net(x, decode=decode)
+        with autocast:
+            o = net(x, decode=decode)
         for k in ("p", "f2", "f4") if decode else ("p",):
             outs.setdefault(k, []).append(o[k].float().cpu())
     return {k: torch.cat(v) for k, v in outs.items()}
 
 
 @torch.no_grad()
-def encode_support(models: Localizer, volume: np.ndarray, points: np.ndarray, batch_size: int, device="cpu") -> dict[str, torch.Tensor]:
+def encode_support(
+    models: Localizer, volume: np.ndarray, points: np.ndarray, batch_size: int, device="cpu", precision: str = "fp32"
+) -> dict[str, torch.Tensor]:
     """What propagation needs of the support points ``(N, 3)``: coarse ``p``, fine ``p_fine`` (with a fine
     model), and the DFD features ``f2`` / ``f4``. Depends on the support and the models only."""
-    feats = encode(models.features, volume, points, batch_size, decode=True, device=device)
+    feats = encode(models.features, volume, points, batch_size, decode=True, device=device, precision=precision)
     out = {"f2": feats["f2"], "f4": feats["f4"]}
     if models.fine is None:
         out["p"] = feats["p"]
     else:
         out["p_fine"] = feats["p"]
-        out["p"] = encode(models.coarse, volume, points, batch_size, decode=False, device=device)["p"]
+        out["p"] = encode(models.coarse, volume, points, batch_size, decode=False, device=device, precision=precision)["p"]
     return out
 
 
@@ -199,13 +218,13 @@ def propagate(
     shape = np.asarray(query.shape)
     e = torch.tensor(query_spacing, dtype=torch.float32)
     r = torch.tensor(models.r_mm, dtype=torch.float32)
-    src = encoded_support if encoded_support is not None else encode_support(models, support, pts, cfg.batch_size, device)
+    src = encoded_support if encoded_support is not None else encode_support(models, support, pts, cfg.batch_size, device, cfg.precision)
     net = models.coarse
 
     rng = np.random.default_rng(seed)
     spread = np.maximum(1, np.rint(shape * cfg.start_spread)).astype(int)
     starts = np.clip(shape // 2 + rng.integers(-spread, spread + 1, size=(cfg.n_starts, 3)), 0, shape - 1)
-    p_starts = encode(net, query, starts, cfg.batch_size, decode=False, device=device)["p"]  # (K, 3)
+    p_starts = encode(net, query, starts, cfg.batch_size, decode=False, device=device, precision=cfg.precision)["p"]  # (K, 3)
     # the points located one by one: all of them, or with the affine regularisation a subset to fit it
     located_ids = np.arange(len(pts))
     if cfg.regularize == "affine" and 0 < cfg.fit_points < len(pts):
@@ -220,7 +239,7 @@ def propagate(
     if models.fine is not None:
         stages += [(models.fine, torch.tensor(models.fine_r_mm, dtype=torch.float32), "p_fine")] * cfg.fine_steps
     for model, r_stage, key in stages:
-        p_cur = encode(model, query, clip(located), cfg.batch_size, decode=False, device=device)["p"]
+        p_cur = encode(model, query, clip(located), cfg.batch_size, decode=False, device=device, precision=cfg.precision)["p"]
         located = torch.from_numpy(clip(located)).float() + r_stage * torch.tanh(p_cur - src[key][located_ids]) / e
     if cfg.regularize == "affine":
         transform = fit_robust_affine(pts[located_ids], located.numpy(), query_spacing, cfg.trim)
@@ -229,5 +248,5 @@ def propagate(
                                       cfg.register_steps, cfg.register_levels_mm, device=device)
         located = torch.from_numpy(apply_affine(transform, pts))
     final = clip(located)
-    sim = dfd_similarity(src, encode(models.features, query, final, cfg.batch_size, decode=True, device=device))
+    sim = dfd_similarity(src, encode(models.features, query, final, cfg.batch_size, decode=True, device=device, precision=cfg.precision))
     return Propagation(final, sim, sim > cfg.tau)
