@@ -36,7 +36,7 @@ from lib.data.cohort import CohortSpec, build_cohort  # noqa: E402
 from lib.data.deform import DeformConfig  # noqa: E402
 from lib.data.scribbles import ScribbleConfig  # noqa: E402
 
-BUILDER_VERSION = 1  # bump when the output of the same settings changes
+BUILDER_VERSION = 2  # bump when the output of the same settings changes
 
 
 def fetch_source(cache: Path, source: dict) -> dict[str, Path]:

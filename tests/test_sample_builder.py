@@ -94,6 +94,27 @@ def test_stroke_keeps_to_the_eroded_region_and_thin_regions_still_get_one():
     assert stroke_in_slice(thin, erosion_vox=2, width_vox=1).sum() > 0
 
 
+def test_stroke_follows_a_curved_organ_along_its_middle():
+    # a thick arc (like a pancreas on an axial slice): a straight stroke would cover a short chord only
+    ii, jj = np.mgrid[0:60, 0:60]
+    r = np.hypot(ii - 30, jj - 5)
+    region = (r > 18) & (r < 26) & (ii > 5)
+    stroke = stroke_in_slice(region, erosion_vox=2, width_vox=0)
+    assert np.all(region[stroke])
+    assert np.all(ndi.distance_transform_edt(region)[stroke] >= 3), "the stroke keeps 2 voxels inside"
+    # it runs along the arc: its ends are far apart along the arc, at the arc's middle radius
+    assert stroke.sum() >= 35
+    assert np.abs(r[stroke] - 22).max() <= 2.5
+
+
+def test_background_strokes_on_every_scribbled_slice():
+    image, label = phantom()
+    s = simulate_scribbles(label, image, {"a": 1}, background_id=4,
+                           cfg=ScribbleConfig(slices_per_organ=3, background_margin_vox=2, background_ring_vox=3))
+    organ_slices_ = set(np.nonzero(s == 1)[2])
+    assert organ_slices_ == set(np.nonzero(s == 4)[2])
+
+
 def test_organ_slices_spread_over_the_extent():
     m = np.zeros((4, 4, 40), bool)
     m[:, :, 10:31] = True

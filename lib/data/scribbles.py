@@ -1,9 +1,11 @@
 """Deterministic simulated scribbles, as an annotator would draw them on axial slices.
 
 Foreground: on a few axial slices spread over each organ's extent, one stroke along the organ's
-principal in-slice axis through its innermost point, kept ``erosion_vox`` inside the organ.
-Background: on the same slices, a ring at ``ring_vox`` around each organ, clipped to the body and kept
-``margin_vox`` (3D) away from every organ.
+in-slice medial axis (the longest path through the skeleton of its largest cross-section, as a hand
+drags along the middle of an organ; skeleton strokes are the usual simulation of scribbles), kept
+``erosion_vox`` inside the organ where it is thick enough. Background: on every scribbled slice of an
+organ, a ring at ``ring_vox`` around it, clipped to the body and kept ``margin_vox`` (3D) away from every
+organ.
 
 Volumes are ``(I, J, K)`` with ``K`` the axial axis; distances are in voxels.
 """
@@ -15,6 +17,9 @@ from typing import Mapping
 
 import numpy as np
 from scipy import ndimage as ndi
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import dijkstra
+from skimage.morphology import skeletonize
 
 
 @dataclass(frozen=True)
@@ -22,8 +27,8 @@ class ScribbleConfig:
     slices_per_organ: int = 3
     erosion_vox: int = 2
     stroke_width_vox: int = 1
-    background_margin_vox: int = 4
-    background_ring_vox: int = 6
+    background_margin_vox: int = 3
+    background_ring_vox: int = 5
     body_threshold_hu: float = -500.0
 
     @classmethod
@@ -48,42 +53,60 @@ def _largest_component(m: np.ndarray) -> np.ndarray:
     return lab == (1 + int(np.argmax(sizes)))
 
 
-def stroke_in_slice(region: np.ndarray, erosion_vox: int, width_vox: int) -> np.ndarray:
-    """One stroke inside a 2D ``region`` ``(I, J)``: its principal axis through its innermost point.
+def longest_skeleton_path(skeleton: np.ndarray, start: tuple[int, int]) -> np.ndarray:
+    """The longest shortest path ``(N, 2)`` through the 8-connected pixels of a 2D ``skeleton``.
 
-    Erosion is reduced (down to 0) when the region is too thin; returns an empty mask when the region
-    is empty. Every returned voxel lies in ``region``.
+    Two sweeps of Dijkstra (from ``start``, a skeleton pixel, to the farthest pixel ``a``; from ``a`` to
+    the farthest ``b``): the exact diameter on a tree, a close one on a skeleton with loops. Path lengths
+    are in pixels (diagonal steps √2).
+    """
+    pts = np.argwhere(skeleton)
+    index = -np.ones(skeleton.shape, int)
+    index[tuple(pts.T)] = np.arange(len(pts))
+    rows, cols, weights = [], [], []
+    for di, dj in ((0, 1), (1, -1), (1, 0), (1, 1)):  # each undirected edge once
+        q = pts + (di, dj)
+        inside = np.all((q >= 0) & (q < skeleton.shape), axis=1)
+        nb = np.full(len(pts), -1)
+        nb[inside] = index[q[inside, 0], q[inside, 1]]
+        has = nb >= 0
+        rows.append(np.flatnonzero(has))
+        cols.append(nb[has])
+        weights.append(np.full(int(has.sum()), np.hypot(di, dj)))
+    graph = coo_matrix((np.concatenate(weights), (np.concatenate(rows), np.concatenate(cols))), shape=(len(pts),) * 2)
+    d0 = dijkstra(graph, directed=False, indices=int(index[start]))
+    a = int(np.argmax(np.where(np.isfinite(d0), d0, -1)))
+    da, pred = dijkstra(graph, directed=False, indices=a, return_predecessors=True)
+    node = int(np.argmax(np.where(np.isfinite(da), da, -1)))
+    path = [node]
+    while node != a:
+        node = int(pred[node])
+        path.append(node)
+    return pts[path]
+
+
+def stroke_in_slice(region: np.ndarray, erosion_vox: int, width_vox: int) -> np.ndarray:
+    """One stroke inside a 2D ``region`` ``(I, J)``: along the medial axis of its largest component.
+
+    The stroke is the longest path through the component's skeleton, keeping the points at least
+    ``erosion_vox`` voxels inside the region (where the region is thinner, the deepest points it has:
+    a one-voxel-thick region still gets a stroke), widened by ``width_vox`` without reaching the border.
+    Returns an empty mask when the region is empty; every returned voxel lies in ``region``.
     """
     out = np.zeros(region.shape, dtype=bool)
     if not region.any():
         return out
-    for e in range(erosion_vox, -1, -1):
-        core = ndi.binary_erosion(region, iterations=e) if e else region.copy()
-        if core.any():
-            break
-    core = _largest_component(core)
-    pts = np.argwhere(core).astype(np.float64)
-    dist = ndi.distance_transform_edt(core)
-    anchor = np.array(np.unravel_index(int(np.argmax(dist)), core.shape), dtype=np.float64)
-    if len(pts) >= 2:
-        cov = np.cov((pts - pts.mean(axis=0)).T)
-        direction = np.linalg.eigh(cov)[1][:, -1]
-    else:
-        direction = np.array([1.0, 0.0])
-    # walk both ways from the anchor along the principal axis while inside the core
-    line = [anchor.astype(int)]
-    for sign in (1.0, -1.0):
-        t = 0.5
-        while True:
-            p = np.rint(anchor + sign * t * direction).astype(int)
-            if np.any(p < 0) or np.any(p >= core.shape) or not core[p[0], p[1]]:
-                break
-            line.append(p)
-            t += 0.5
-    for p in line:
-        out[p[0], p[1]] = True
+    region = _largest_component(region)
+    depth = ndi.distance_transform_edt(region)  # 1 on the border, in voxels
+    deepest = tuple(int(v) for v in np.unravel_index(int(np.argmax(depth)), region.shape))
+    skeleton = skeletonize(region)
+    skeleton[deepest] = True  # a blob of 1-2 voxels may skeletonise to nothing
+    line = longest_skeleton_path(skeleton, deepest)
+    inner = min(erosion_vox + 1.0, max(1.0, float(depth.max()) - 1.0))
+    line = line[depth[tuple(line.T)] >= inner]
+    out[tuple(line.T)] = True
     if width_vox > 0:
-        out = ndi.binary_dilation(out, iterations=width_vox) & core
+        out = ndi.binary_dilation(out, iterations=width_vox) & (depth >= min(2.0, float(depth.max())))
     return out
 
 
@@ -125,8 +148,7 @@ def simulate_scribbles(
         for k in slices:
             stroke = stroke_in_slice(mask[:, :, k], cfg.erosion_vox, cfg.stroke_width_vox)
             scribbles[:, :, k][stroke] = organ_id
-        if slices:
-            k = slices[len(slices) // 2]
+        for k in slices:
             d = ndi.distance_transform_edt(~mask[:, :, k])
             ring = (d >= cfg.background_ring_vox) & (d < cfg.background_ring_vox + 1.5) & allowed_bg[:, :, k]
             free = scribbles[:, :, k] == 0
