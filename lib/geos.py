@@ -26,8 +26,14 @@ docs/benchmarks.md), so PRNet's pseudo masks use it (``prnet.geos``). For one or
 interactive task) it costs the small organs (mean 0.797 → 0.779, aorta 0.76 → 0.68), so it is off by
 default there. A structure thinner than the filter (≈ 1 voxel) is smoothed away.
 
-Several foreground classes compete in one argmin (nearest seed wins). Post-processing keeps, per
-class, the connected components that contain its seeds and fills their holes.
+Several foreground classes compete in one argmin (nearest seed wins). Post-processing, per class:
+an optional morphological opening (``opening`` voxels, 6-connected structuring element) cuts the thin
+leaks by which a geodesic front crosses a partial-volume fat plane into touching tissue of the same
+intensity (spleen into the abdominal wall, pancreas into bowel loops; the cut voxels become
+background), then the connected components that contain its seeds are kept and their holes filled.
+On the sample cohort, GeoS from every support point at its true location in 8 pseudo-studies goes from
+mean Dice 0.774 to 0.796 with a 1-voxel opening (pancreas 0.46 → 0.54), so PRNet's pseudo masks use it
+(``prnet.geos``); a class that the opening would erase keeps its unopened region.
 
 Arrays are ``(I, J, K)`` in the image's voxel order; ``spacing`` is mm per axis in the same order.
 """
@@ -42,6 +48,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 Box = tuple[slice, slice, slice]
+_CROSS = ndi.generate_binary_structure(3, 1)  # the 6-connected structuring element
 
 
 @dataclass(frozen=True)
@@ -58,6 +65,7 @@ class GeoSConfig:
     margin_mm: float = 30.0
     intensity_weight: float = 1.5  # β; 0 gives plain nearest-seed GeoS
     median_filter: int = 0  # side of the median filter's cube, voxels (odd); 0 or 1 = none
+    opening: int = 0  # per-class morphological opening after the argmin, voxels (iterations of a 6-connected element); 0 = none
     refine_iterations: int = 1
     histogram_bins: int = 48
     roi_border_background: bool = True
@@ -78,6 +86,8 @@ class GeoSConfig:
     def __post_init__(self):
         if self.median_filter < 0 or (self.median_filter > 1 and self.median_filter % 2 == 0):
             raise ValueError(f"median_filter must be 0 (none) or an odd number of voxels, got {self.median_filter}")
+        if self.opening < 0:
+            raise ValueError(f"opening must be 0 (none) or a number of voxels, got {self.opening}")
 
 
 def normalize_intensity(image: np.ndarray, window_hu: Sequence[float], window_out: Sequence[float]) -> np.ndarray:
@@ -203,9 +213,13 @@ def geos_segment(
             models = {c: crop_label == c for c in classes}
             models = {c: m if m.any() else classes[c] for c, m in models.items()}
 
-    if cfg.largest_component or cfg.fill_holes:
+    if cfg.largest_component or cfg.fill_holes or cfg.opening:
         for c, m in fg.items():
             region = crop_label == c
+            if cfg.opening:
+                opened = ndi.binary_opening(region, _CROSS, iterations=cfg.opening)
+                if (opened & m).any():  # else the class is thinner than the opening: left as it is
+                    region = opened
             if cfg.largest_component:
                 region = _components_touching(region, m)
             if cfg.fill_holes:

@@ -174,6 +174,7 @@ def test_bad_input_is_answered_4xx_with_what_to_fix(sphere_server, tmp_path):
     _expect_4xx(lambda: client.infer("scribbles_geos", "sphere", {**params, "roi": [90, 99, 0, 5, 0, 5]}, label_in=ok), "roi")
     _expect_4xx(lambda: client.infer("scribbles_geos", "sphere", {**params, "iterations": "many"}, label_in=ok), "iterations")
     _expect_4xx(lambda: client.infer("scribbles_geos", "sphere", {**params, "median_filter": 4}, label_in=ok), "median_filter", "odd")
+    _expect_4xx(lambda: client.infer("scribbles_geos", "sphere", {**params, "opening": -1}, label_in=ok), "opening")
 
     _expect_4xx(lambda: client.infer("points_geos", "sphere", {"foreground": [[20, 20, 99]]}), "outside the volume", "[40, 40, 24]")
     _expect_4xx(lambda: client.infer("points_geos", "sphere", {"foreground": [], "background": [[1, 1, 1]]}), "no foreground point")
@@ -211,6 +212,42 @@ def test_median_filter_keeps_geos_inside_a_low_contrast_organ():
 
     conf = app_config()
     assert pseudo_mask_geos(conf).median_filter == 3 and GeoSConfig.from_dict(conf["geos"]).median_filter == 0
-    assert pseudo_mask_geos(conf) == replace(GeoSConfig.from_dict(conf["geos"]), median_filter=3)
+    assert pseudo_mask_geos(conf) == replace(GeoSConfig.from_dict(conf["geos"]), median_filter=3, opening=1)
     with pytest.raises(ValueError, match="odd"):
         GeoSConfig(median_filter=2)
+
+
+def test_opening_cuts_a_thin_leak_into_touching_tissue_of_the_same_intensity():
+    """An organ touching a slab of the same intensity through a one-voxel bridge (a partial-volume fat
+    plane that the geodesic front crosses): the opening cuts the slab off, a thin organ is left alone."""
+    from dataclasses import replace
+
+    from lib.geos import GeoSConfig, geos_segment
+
+    shape, spacing = (48, 48, 24), (3.0, 3.0, 3.0)
+    grid = np.stack(np.meshgrid(*[np.arange(n) for n in shape], indexing="ij"), -1)
+    organ = np.linalg.norm(grid - [20, 24, 12], axis=-1) <= 9
+    slab = np.zeros(shape, bool)
+    slab[32:36, 6:42, 5:19] = True  # the abdominal wall, say (inside the crop, off its border)
+    bridge = np.zeros(shape, bool)
+    bridge[29:32, 24, 12] = True  # one voxel thick
+    image = np.where(organ | slab | bridge, 50.0, -100.0)  # soft tissue in fat
+    seeds = np.zeros(shape, bool)
+    seeds[14:27, 24, 12] = True
+    background = np.zeros(shape, bool)
+    background[2:46, 2, 12] = background[2, 2:46, 12] = True  # fat far away
+
+    def segment(cfg: GeoSConfig) -> np.ndarray:
+        return geos_segment(image, {1: seeds}, background, spacing, replace(cfg, intensity_weight=0.0))[0] == 1
+
+    leaky, opened = segment(GeoSConfig()), segment(GeoSConfig(opening=1))
+    assert leaky[slab].mean() > 0.9, "without the opening the front runs into the slab"
+    assert opened[slab].sum() == 0 and opened[organ].mean() > 0.95
+    # a structure thinner than the opening keeps its region instead of vanishing
+    tube = np.zeros(shape, bool)
+    tube[10:40, 24, 12] = True
+    thin = geos_segment(np.where(tube, 50.0, -100.0), {1: tube & (grid[..., 0] < 20)}, background, spacing,
+                        GeoSConfig(opening=1, intensity_weight=0.0))[0] == 1
+    assert thin[tube].mean() > 0.9
+    with pytest.raises(ValueError, match="opening"):
+        GeoSConfig(opening=-1)

@@ -36,7 +36,7 @@ from lib.tasks.results import write_result
 logger = logging.getLogger(__name__)
 
 # request keys a client may send to tune GeoS (also shown by Slicer as the task's config)
-TUNABLE = ("lamb", "iterations", "margin_mm", "intensity_weight", "refine_iterations", "median_filter", "border_similarity_sd")
+TUNABLE = ("lamb", "iterations", "margin_mm", "intensity_weight", "refine_iterations", "median_filter", "opening", "border_similarity_sd")
 
 
 class _GeoSTask(InferTask):
