@@ -70,7 +70,7 @@ def test_workflow_runs_resumes_and_fills_every_table(tmp_path):
     for heading in ("Table 1", "Table 2", "Table 3", "Wall time", "Caveats"):
         assert heading in text
     assert "(not run yet)" not in text and "figures failed" not in text
-    assert "of the upper bound" in text and "ours (PRNet drafts + UNet, plc)" in text and text.count("| τ = ") == 3 and "+ UNet + MCPM" in text
+    assert "of the upper bound" in text and "ours (PRNet drafts + UNet, none)" in text and text.count("| τ = ") == 3 and "+ UNet + MCPM" in text
     assert (out / "figures" / "overlays.png").stat().st_size > 10_000
     # the DFD panel's data: the propagated points of the first train study at the default tau, kept and rejected
     if "error" not in stages["tau"]["result"]["0.5"]["info"]["case_1"]:

@@ -32,7 +32,7 @@ class SegConfig:
     epochs: int = 20
     steps_per_epoch: int = 50
     dice_weight: float = 1.0  # loss = CE (per-voxel, reweighted by the strategy) + dice_weight · Dice
-    noise_strategy: str = "plc"
+    noise_strategy: str = "none"
     sw_batch_size: int = 4
     sw_overlap: float = 0.25
     plc: PLCSchedule = field(default_factory=PLCSchedule)

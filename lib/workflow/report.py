@@ -14,6 +14,7 @@ import nibabel as nib  # noqa: E402
 import numpy as np  # noqa: E402
 
 from lib.atomic import atomic_write_text  # noqa: E402
+from lib.config import app_config  # noqa: E402
 
 CAVEATS = """## Caveats
 
@@ -132,9 +133,10 @@ def write_report(wf) -> Path:
         "",
     ]
     strategies = [s for s in b["strategies"] if done(f"seg_{s}")]
-    # "ours" is the app's default strategy (PLC), fixed in advance: picking the best row on the test set would
+    # "ours" is the app's default strategy, fixed in advance: picking the best row on the test set would
     # select on the test set
-    best = ("plc" if "plc" in strategies else strategies[0]) if strategies else None
+    default = app_config(wf.conf)["segmentation"]["noise_strategy"]
+    best = (default if default in strategies else strategies[0]) if strategies else None
 
     lines += ["## Table 1: one-shot vs fully supervised (Dice on the test studies)", ""]
     if best and done("supervised"):
