@@ -300,3 +300,10 @@ def test_support_encodings_are_reused_across_queries(trained_on_phantoms):
     for c in (1, 3):
         np.testing.assert_array_equal(again.propagation[c].located, first.propagation[c].located)
         np.testing.assert_allclose(fresh.propagation[c].sim, first.propagation[c].sim, rtol=1e-5, atol=1e-6)
+    # encodings made for another subset of located points (here: 12 instead of all) are not used as they are
+    assert sum(len(p) for p in first.points.values()) > 12
+    each = dict(kw, propagation=PropagationConfig(batch_size=16, fit_points=12))
+    reused = propagate_support(query_hu=vols[1], encodings=encodings, **each)
+    alone = propagate_support(query_hu=vols[1], **each)
+    for c in (1, 3):
+        np.testing.assert_array_equal(reused.propagation[c].located, alone.propagation[c].located)

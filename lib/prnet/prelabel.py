@@ -12,7 +12,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from lib.geos import GeoSConfig, geos_segment, normalize_intensity
-from lib.prnet.propagate import Localizer, Propagation, PropagationConfig, encode_support, propagate
+from lib.prnet.propagate import Localizer, Propagation, PropagationConfig, encode_support, fit_subset, propagate
 
 
 @dataclass
@@ -93,7 +93,8 @@ def propagate_support(
     enc = None
     if encodings is not None:
         if "support" not in encodings:
-            encodings["support"] = encode_support(models, s01, every, propagation.batch_size, device, propagation.precision)
+            encodings["support"] = encode_support(models, s01, every, propagation.batch_size, device, propagation.precision,
+                                                  fit_subset(len(every), propagation))
         enc = encodings["support"]
     pr = propagate(models, s01, every, q01, query_spacing, propagation, device=device, encoded_support=enc,
                    support_spacing=support_spacing)

@@ -120,11 +120,12 @@ def encode(
 ) -> dict[str, torch.Tensor]:
     """Encode the patches around ``points`` ``(N, 3)``; returns ``p`` and, with ``decode``, ``f2``/``f4``
     (float32 on the CPU whatever ``precision`` the forward passes ran at)."""
-    net.eval()
+    net.eval().to(memory_format=torch.channels_last_3d)  # the same numbers, ~1.2x faster convolutions on a CPU
     outs: dict[str, list[torch.Tensor]] = {}
     autocast = torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=bf16_enabled(precision, device))
     for s in range(0, len(points), batch_size):
-        x = torch.from_numpy(extract_patches(volume, points[s : s + batch_size], net.patch_size))[:, None].to(device)
+        x = torch.from_numpy(extract_patches(volume, points[s : s + batch_size], net.patch_size))[:, None]
+        x = x.to(device, memory_format=torch.channels_last_3d)
         with autocast:
             o = net(x, decode=decode)
         for k in ("p", "f2", "f4") if decode else ("p",):
@@ -132,19 +133,31 @@ def encode(
     return {k: torch.cat(v) for k, v in outs.items()}
 
 
+def fit_subset(n: int, cfg: "PropagationConfig", seed: int = 0) -> np.ndarray:
+    """Indices of the support points that steps 1–2 locate one by one: all ``n``, or with the affine
+    regularisation a seeded random subset of ``cfg.fit_points`` (sorted)."""
+    if cfg.regularize == "affine" and 0 < cfg.fit_points < n:
+        return np.sort(np.random.default_rng(seed).choice(n, size=cfg.fit_points, replace=False))
+    return np.arange(n)
+
+
 @torch.no_grad()
 def encode_support(
-    models: Localizer, volume: np.ndarray, points: np.ndarray, batch_size: int, device="cpu", precision: str = "fp32"
+    models: Localizer, volume: np.ndarray, points: np.ndarray, batch_size: int, device="cpu", precision: str = "fp32",
+    located: np.ndarray | None = None,
 ) -> dict[str, torch.Tensor]:
-    """What propagation needs of the support points ``(N, 3)``: coarse ``p``, fine ``p_fine`` (with a fine
-    model), and the DFD features ``f2`` / ``f4``. Depends on the support and the models only."""
+    """What propagation needs of the support points ``(N, 3)``: the DFD features ``f2`` / ``f4`` of every point,
+    and the coordinates ``p`` of the coarse model (and ``p_fine`` of the fine one) of the points that are
+    located one by one, the indices ``located`` (default: all; see :func:`fit_subset`), kept under
+    ``"located"``. Depends on the support and the models only."""
+    located = np.arange(len(points)) if located is None else np.asarray(located)
     feats = encode(models.features, volume, points, batch_size, decode=True, device=device, precision=precision)
-    out = {"f2": feats["f2"], "f4": feats["f4"]}
+    out = {"f2": feats["f2"], "f4": feats["f4"], "located": torch.from_numpy(located)}
     if models.fine is None:
-        out["p"] = feats["p"]
+        out["p"] = feats["p"][located]
     else:
-        out["p_fine"] = feats["p"]
-        out["p"] = encode(models.coarse, volume, points, batch_size, decode=False, device=device, precision=precision)["p"]
+        out["p_fine"] = feats["p"][located]  # free: the DFD pass runs the fine model on every point
+        out["p"] = encode(models.coarse, volume, points[located], batch_size, decode=False, device=device, precision=precision)["p"]
     return out
 
 
@@ -210,7 +223,8 @@ def propagate(
     intensity refinement of the affine map uses it).
 
     ``encoded_support``: :func:`encode_support` of these support points, when already computed
-    (it depends on the support and the models only, not on the query).
+    (it depends on the support and the models only, not on the query); made for another subset of
+    located points (another ``fit_points`` or ``regularize``), it is computed again.
     """
     pts = np.asarray(support_points, int)
     if len(pts) == 0:
@@ -218,18 +232,18 @@ def propagate(
     shape = np.asarray(query.shape)
     e = torch.tensor(query_spacing, dtype=torch.float32)
     r = torch.tensor(models.r_mm, dtype=torch.float32)
-    src = encoded_support if encoded_support is not None else encode_support(models, support, pts, cfg.batch_size, device, cfg.precision)
+    # the points located one by one: all of them, or with the affine regularisation a subset to fit it
+    located_ids = fit_subset(len(pts), cfg, seed)
+    src = encoded_support
+    if src is None or not np.array_equal(src["located"].numpy(), located_ids):
+        src = encode_support(models, support, pts, cfg.batch_size, device, cfg.precision, located_ids)
     net = models.coarse
 
     rng = np.random.default_rng(seed)
     spread = np.maximum(1, np.rint(shape * cfg.start_spread)).astype(int)
     starts = np.clip(shape // 2 + rng.integers(-spread, spread + 1, size=(cfg.n_starts, 3)), 0, shape - 1)
     p_starts = encode(net, query, starts, cfg.batch_size, decode=False, device=device, precision=cfg.precision)["p"]  # (K, 3)
-    # the points located one by one: all of them, or with the affine regularisation a subset to fit it
-    located_ids = np.arange(len(pts))
-    if cfg.regularize == "affine" and 0 < cfg.fit_points < len(pts):
-        located_ids = np.sort(rng.choice(len(pts), size=cfg.fit_points, replace=False))
-    jump = r * torch.tanh(p_starts[None, :, :] - src["p"][located_ids, None, :]) / e  # (n, K, 3) voxels
+    jump = r * torch.tanh(p_starts[None, :, :] - src["p"][:, None, :]) / e  # (n, K, 3) voxels
     located = (torch.from_numpy(starts).float()[None] + jump).mean(dim=1)
 
     def clip(x: torch.Tensor) -> np.ndarray:
@@ -240,7 +254,7 @@ def propagate(
         stages += [(models.fine, torch.tensor(models.fine_r_mm, dtype=torch.float32), "p_fine")] * cfg.fine_steps
     for model, r_stage, key in stages:
         p_cur = encode(model, query, clip(located), cfg.batch_size, decode=False, device=device, precision=cfg.precision)["p"]
-        located = torch.from_numpy(clip(located)).float() + r_stage * torch.tanh(p_cur - src[key][located_ids]) / e
+        located = torch.from_numpy(clip(located)).float() + r_stage * torch.tanh(p_cur - src[key]) / e
     if cfg.regularize == "affine":
         transform = fit_robust_affine(pts[located_ids], located.numpy(), query_spacing, cfg.trim)
         if cfg.register_steps:
