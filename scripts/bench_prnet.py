@@ -76,6 +76,7 @@ def main() -> int:
     pc = conf["prnet"]
     prop = PropagationConfig.from_dict(pc)
     stride = int(pc["stride"])
+    class_strides = {str(k): int(v) for k, v in (pc.get("class_strides") or {}).items()}
 
     studies, truth = args.cohort / "studies", args.cohort / "ground_truth"
     names = {d["name"]: d["id"] for d in json.loads((args.cohort / "scribbles" / "label_info.json").read_text())}
@@ -89,7 +90,7 @@ def main() -> int:
     lines = ["# PRNet propagation on the sample cohort", "",
              f"Machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
              f"{'CUDA ' + torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'CPU only'}. "
-             f"Support: {support_id}'s simulated scribbles (stride {stride}); queries: {len(queries)} deformed pseudo-subjects. "
+             f"Support: {support_id}'s simulated scribbles (stride {stride}, per class {class_strides or 'none'}); queries: {len(queries)} deformed pseudo-subjects. "
              "Ground truth: TotalSegmentator output (silver standard); a cohort deformed from one subject overestimates accuracy.", ""]
     device = "cuda" if torch.cuda.is_available() else "cpu"
 
@@ -140,12 +141,12 @@ def main() -> int:
         q_hu = q.array.astype(np.float32)
         t0 = time.perf_counter()
         res = propagate_support(models, support_hu, scribbles, names, q_hu, q.spacing, window, prop, stride, device,
-                                encodings=encodings, support_spacing=support.spacing)
+                                encodings=encodings, support_spacing=support.spacing, class_strides=class_strides)
         prelabel_s.append(time.perf_counter() - t0)
         res_abl = {}
         for k, variant in ablations.items():
             res_abl[k] = propagate_support(models, support_hu, scribbles, names, q_hu, q.spacing, window, variant, stride, device,
-                                           encodings=encodings, support_spacing=support.spacing)
+                                           encodings=encodings, support_spacing=support.spacing, class_strides=class_strides)
             pseudo_mask(res_abl[k], bg_id, q_hu, q.spacing, geos)
             for name, cid in organs.items():
                 dices_abl[k][name].append(dice(res_abl[k].label == cid, gt == cid) if res_abl[k].label is not None else 0.0)
@@ -230,7 +231,8 @@ def main() -> int:
     s01 = normalize_intensity(support_hu, *window)
     q = read_volume(str(studies / f"{queries[0]}.nii.gz"))
     q01 = normalize_intensity(q.array.astype(np.float32), *window)
-    pts = np.concatenate(list(support_points(scribbles, names.values(), stride).values()))
+    pts = np.concatenate(list(support_points(scribbles, names.values(), stride,
+                                             {names[n]: v for n, v in class_strides.items()}).values()))
     rng = np.random.default_rng(0)
     sub = pts[rng.choice(len(pts), size=min(args.timing_points, len(pts)), replace=False)]
     t0 = time.perf_counter()
@@ -251,7 +253,7 @@ def main() -> int:
               f"| batched, the whole support (≤ {prop.fit_points or len(pts)} located to fit the affine map) | {len(pts)} | "
               f"{whole:.2f} | {1000 * whole / len(pts):.1f} |", "",
               f"Speed-up on the same {len(sub)} points: **{loop / batched:.1f}×**. Pre-labeling one study (the whole support, "
-              f"{len(pts)} points at stride {stride}): **{loop_ms * len(pts) / 1000 / whole:.1f}×** "
+              f"{len(pts)} points at stride {stride}, per class {class_strides or 'none'}): **{loop_ms * len(pts) / 1000 / whole:.1f}×** "
               f"({whole:.0f} s batched against {loop_ms * len(pts) / 1000:.0f} s for the loop, extrapolated from its "
               f"{len(sub)} timed points). In a cohort run the support encodings are reused: median "
               f"{np.median(prelabel_s):.1f} s per study.", ""]

@@ -307,3 +307,14 @@ def test_support_encodings_are_reused_across_queries(trained_on_phantoms):
     alone = propagate_support(query_hu=vols[1], **each)
     for c in (1, 3):
         np.testing.assert_array_equal(reused.propagation[c].located, alone.propagation[c].located)
+
+
+def test_support_points_stride_per_class():
+    from lib.prnet.prelabel import support_points
+
+    s = np.zeros((20, 20, 4), np.int64)
+    s[:, :, 1] = 1  # 400 voxels of class 1
+    s[:, :, 2] = 9  # 400 voxels of the background class
+    pts = support_points(s, [1, 9], 2, {9: 8})
+    assert len(pts[1]) == 200 and len(pts[9]) == 50
+    assert np.all(s[tuple(pts[9].T)] == 9)

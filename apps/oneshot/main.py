@@ -94,6 +94,7 @@ class OneShotApp(MONAILabelApp):
             "prnet_prelabel": PRNetPrelabel(
                 self.datastore(), os.path.join(self.model_dir, "prnet.pt"), pseudo_mask_geos(self.cfg), PropagationConfig.from_dict(p),
                 support_tag=str(self.cfg["support_tag"]), stride=int(p["stride"]),
+                class_strides={str(k): int(v) for k, v in (p.get("class_strides") or {}).items()},
             ),
             "segmentation": SegmentationInfer(os.path.join(self.model_dir, "segmentation.pt")),
         }

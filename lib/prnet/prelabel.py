@@ -41,9 +41,13 @@ class Prelabel:
                 for c, p in self.propagation.items()}
 
 
-def support_points(scribbles: np.ndarray, class_ids: Sequence[int], stride: int) -> dict[int, np.ndarray]:
-    """Every ``stride``-th scribble voxel ``(N, 3)`` of each class (empty classes included)."""
-    return {c: np.argwhere(scribbles == c)[:: max(1, stride)] for c in class_ids}
+def support_points(
+    scribbles: np.ndarray, class_ids: Sequence[int], stride: int, class_strides: Mapping[int, int] | None = None
+) -> dict[int, np.ndarray]:
+    """Every ``stride``-th scribble voxel ``(N, 3)`` of each class (empty classes included); ``class_strides``
+    ``{class id: stride}`` overrides it per class."""
+    per = class_strides or {}
+    return {c: np.argwhere(scribbles == c)[:: max(1, int(per.get(c, stride)))] for c in class_ids}
 
 
 def propagate_support(
@@ -60,18 +64,20 @@ def propagate_support(
     identity: bool = False,
     encodings: dict | None = None,
     support_spacing: Sequence[float] | None = None,
+    class_strides: Mapping[str, int] | None = None,
 ) -> Prelabel:
-    """Propagate every class's support points (``stride``-subsampled) to the query with ``models``; no mask yet.
+    """Propagate every class's support points (``stride``-subsampled, or as ``class_strides`` ``{class name:
+    stride}`` says for a class) to the query with ``models``; no mask yet.
 
     ``identity``: the query *is* the support study — its own scribbles are kept as they are.
-    ``encodings``: a dict kept by the caller across queries of the same support, network and stride;
+    ``encodings``: a dict kept by the caller across queries of the same support, network and strides;
     the support points' encodings are stored in it (key ``"support"``) and reused.
     All classes are propagated together (:func:`propagate`'s spatial regularisation fits one map to all).
     Volumes ``(I, J, K)`` HU, normalised with ``window`` (HU knots, [0, 1] values); spacings in mm (the
     support's defaults to the query's).
     """
     out = Prelabel(label=None)
-    pts = support_points(scribbles, names.values(), stride)
+    pts = support_points(scribbles, names.values(), stride, {names[n]: s for n, s in (class_strides or {}).items() if n in names})
     classes = []
     for name, cid in sorted(names.items(), key=lambda kv: kv[1]):
         if len(pts[cid]) == 0:

@@ -18,7 +18,7 @@ import logging
 import os
 import threading
 import time
-from typing import Any, Dict, Tuple
+from typing import Any, Dict, Mapping, Tuple
 
 import numpy as np
 import torch
@@ -108,6 +108,7 @@ class PRNetPrelabel(InferTask):
         propagation: PropagationConfig = PropagationConfig(),
         support_tag: str = "scribbles",
         stride: int = 2,
+        class_strides: Mapping[str, int] | None = None,
     ):
         super().__init__(
             type=InferType.SEGMENTATION,
@@ -118,6 +119,7 @@ class PRNetPrelabel(InferTask):
         )
         self.datastore, self.model_path, self.geos, self.propagation = datastore, model_path, geos, propagation
         self.support_tag, self.stride = support_tag, stride
+        self.class_strides = dict(class_strides or {})  # {support class name: stride}, e.g. a sparser background
         self._model = None
         self._model_mtime = None
         self._lock = threading.Lock()
@@ -173,6 +175,7 @@ class PRNetPrelabel(InferTask):
             models, support.image, support.scribbles, support.names, query_hu, query.spacing,
             (self.geos.window_hu, self.geos.window_out), with_tau(self.propagation, tau), stride, device,
             identity=image_id == support.image_id, encodings=encodings, support_spacing=support.spacing,
+            class_strides=self.class_strides,
         )
         pseudo_mask(result, bg_id, query_hu, query.spacing, self.geos)
         warnings = list(result.warnings)
