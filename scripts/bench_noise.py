@@ -3,6 +3,7 @@
 
     .venv/bin/python scripts/bench_noise.py cost        [--repeats 7]
     .venv/bin/python scripts/bench_noise.py robustness  [--epochs 6 --steps 40 --rates 0 20 40 60 80]
+    .venv/bin/python scripts/bench_noise.py plc         [--epochs 20 --steps 50]   (the app's budget by default)
 
 cost:        seconds per training step of each strategy vs `none`, same batch, same network, median
              of ``--repeats`` samples after 2 warm-up (a sample: one MCPM meta cycle of ``meta_every``
@@ -15,8 +16,14 @@ robustness:  MCPM's protocol (its Table 2) on the sample cohort: of the training
              Split: subject_a (clean, the `final` label: MCPM's meta set) + pseudo_01..05 (noisy drafts)
              for training, pseudo_06..08 for testing. The labels are TotalSegmentator's output (a silver
              standard) and the cohort is deformed from one subject, so absolute Dice is optimistic.
+plc:         does PLC's correction help on GeoS drafts? Drafts of pseudo_01..04: GeoS (the app's ``prnet.geos``)
+             from every support point at its true location (the oracle propagation: no PRNet model needed).
+             `none` and `plc` train on them with the same budget and seed; after each PLC correction the voxels
+             flipped and the corrected drafts' mean Dice against the ground truth (which PLC never sees); at the
+             first correction, the flipped voxels that are right (new label = ground truth) and wrong (old label
+             = ground truth) by distance to the nearest draft boundary; test Dice on pseudo_06..08.
 
-Prints the tables and writes them to ``<out>/noise_cost.md`` / ``<out>/noise_robustness.md``
+Prints the tables and writes them to ``<out>/noise_cost.md`` / ``<out>/noise_robustness.md`` / ``<out>/noise_plc.md``
 (and the raw numbers as JSON beside them; a finished robustness run is not redone).
 """
 
@@ -38,10 +45,15 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from lib.atomic import atomic_write_json, atomic_write_text  # noqa: E402
-from lib.config import app_config  # noqa: E402
+from lib.config import app_config, load_yaml  # noqa: E402
+from lib.data.cohort import true_locations  # noqa: E402
 from lib.data.corrupt import corrupt_labels  # noqa: E402
+from lib.data.deform import DeformConfig  # noqa: E402
+from lib.data.labels import BACKGROUND  # noqa: E402
 from lib.geos import GeoSConfig, normalize_intensity  # noqa: E402
 from lib.io import read_volume  # noqa: E402
+from lib.prnet.prelabel import Prelabel, pseudo_mask, pseudo_mask_geos, support_points  # noqa: E402
+from lib.prnet.propagate import Propagation  # noqa: E402
 from lib.segmentation.config import STRATEGIES, SegConfig  # noqa: E402
 from lib.segmentation.data import Study  # noqa: E402
 from lib.segmentation.train import SegTrainer  # noqa: E402
@@ -197,14 +209,103 @@ def bench_robustness(args, cfg: SegConfig, window) -> str:
     return "\n".join(out)
 
 
+# --- plc ----------------------------------------------------------------------------------------------
+PLC_TRAIN = [f"pseudo_0{i}" for i in range(1, 5)]
+
+
+def oracle_drafts(cohort: Path, conf: dict) -> dict[str, np.ndarray]:
+    """GeoS pseudo masks of ``PLC_TRAIN`` from the support's points (the app's strides) at their true locations."""
+    names = {d["name"]: d["id"] for d in json.loads((cohort / "scribbles" / "label_info.json").read_text())}
+    scribbles = np.rint(read_volume(str(cohort / "scribbles" / "subject_a.nii.gz")).array).astype(np.int64)
+    per_class = {names[n]: int(v) for n, v in (conf["prnet"].get("class_strides") or {}).items() if n in names}
+    points = {c: p for c, p in support_points(scribbles, names.values(), int(conf["prnet"]["stride"]), per_class).items() if len(p)}
+    cohort_cfg = load_yaml("sample_cohort.yaml")
+    deform = DeformConfig.from_dict(cohort_cfg["deformation"], cohort_cfg["intensity"])
+    drafts = {}
+    for s in PLC_TRAIN:
+        q = read_volume(str(cohort / "studies" / f"{s}.nii.gz"))
+        true = true_locations(points, s, q.array.shape, deform, int(cohort_cfg["seed"]))
+        r = Prelabel(label=None, propagation={c: Propagation(p, np.ones(len(p)), np.ones(len(p), bool)) for c, p in true.items()})
+        drafts[s] = pseudo_mask(r, names[BACKGROUND], q.array.astype(np.float32), q.spacing, pseudo_mask_geos(conf)).label.astype(np.int64)
+    return drafts
+
+
+def boundary_distance(label: np.ndarray) -> np.ndarray:
+    """Distance (voxels) of every voxel to the nearest voxel whose 6-neighbour has another class."""
+    from scipy import ndimage as ndi
+
+    edge = np.zeros(label.shape, bool)
+    for a in range(3):
+        step = np.diff(label, axis=a) != 0
+        edge[tuple(slice(1, None) if i == a else slice(None) for i in range(3))] |= step
+        edge[tuple(slice(None, -1) if i == a else slice(None) for i in range(3))] |= step
+    return ndi.distance_transform_edt(~edge)
+
+
+def bench_plc(args, cfg: SegConfig, window) -> str:
+    images, gt, names = load_cohort(args.cohort, window)
+    conf = app_config()
+    drafts = oracle_drafts(args.cohort, conf)
+    organs = sorted(names.values())
+    n_cls = max(organs) + 1
+
+    def label_dice(studies) -> float:
+        return float(np.mean([dice(s.label == c, gt[s.id] == c) for s in studies for c in organs]))
+
+    def test_dice(trainer) -> dict:
+        preds = {s: trainer.predict(images[s]).argmax(0) for s in TEST}
+        return {n: float(np.mean([dice(preds[s] == c, gt[s] == c) for s in TEST])) for n, c in names.items()}
+
+    results, trace, bands = {}, [], []
+    for strategy in ("none", "plc"):
+        run = replace(cfg, noise_strategy=strategy, epochs=args.epochs or cfg.epochs, steps_per_epoch=args.steps or cfg.steps_per_epoch)
+        studies = [Study(s, images[s], drafts[s].copy()) for s in PLC_TRAIN]
+        trainer = SegTrainer(run, n_cls, seed=args.seed)
+        t0 = time.perf_counter()
+        for epoch in range(run.epochs):
+            trainer.epoch(studies, run.steps_per_epoch)
+            delta = run.plc.delta(epoch) if strategy == "plc" else None
+            if delta is None:
+                continue
+            if not bands:  # the first correction, voxel by voxel
+                for s in studies:
+                    probs = trainer.predict(s.image)
+                    pred, conf_ = probs.argmax(0), probs.max(0)
+                    flip = (pred != s.label) & (conf_ > delta)
+                    dist = boundary_distance(s.label)
+                    for lo, hi in ((0, 1.5), (1.5, 3.5), (3.5, 6.5), (6.5, np.inf)):
+                        m = flip & (dist >= lo) & (dist < hi)
+                        bands.append((f"[{lo}, {hi})", int((m & (pred == gt[s.id])).sum()), int((m & (s.label == gt[s.id])).sum())))
+            flips = trainer.correct(studies, delta)
+            trace.append([epoch + 1, round(delta, 3), int(sum(flips.values())), label_dice(studies)])
+            print(f"  plc epoch {epoch + 1}: δ {delta:.3f}, {sum(flips.values())} voxels flipped, drafts' Dice {trace[-1][3]:.3f}", flush=True)
+        results[strategy] = {"dice": test_dice(trainer), "seconds": time.perf_counter() - t0}
+        print(f"  {strategy}: test mean Dice {np.mean(list(results[strategy]['dice'].values())):.3f}", flush=True)
+    band_rows = {}
+    for band, good, bad in bands:
+        g, b = band_rows.get(band, (0, 0))
+        band_rows[band] = (g + good, b + bad)
+    out = [f"## PLC on GeoS drafts\n\nDrafts: GeoS (`prnet.geos`) from the support's points at their true locations in "
+           f"{', '.join(PLC_TRAIN)}: mean Dice {label_dice([Study(s, images[s], drafts[s]) for s in PLC_TRAIN]):.3f} against the "
+           f"ground truth. Budget: {args.epochs or cfg.epochs} epochs × {args.steps or cfg.steps_per_epoch} steps, seed {args.seed}, "
+           f"PLC δ {cfg.plc.delta0} × {cfg.plc.decay}/epoch, floor {cfg.plc.floor}, warm-up {cfg.plc.warmup_epochs} epochs; {machine()}.\n",
+           "### Test Dice (" + ", ".join(TEST) + ")\n", md_table(["strategy"] + list(names) + ["mean"],
+           [[s] + [r["dice"][n] for n in names] + [float(np.mean(list(r["dice"].values())))] for s, r in results.items()]) + "\n",
+           "### The drafts after each PLC correction (their Dice against the ground truth, which PLC never sees)\n",
+           md_table(["after epoch", "δ", "voxels flipped", "drafts' mean Dice"], trace) + "\n",
+           "### The first correction: flipped voxels by distance to the nearest draft boundary (voxels)\n",
+           md_table(["distance", "right (new label = truth)", "wrong (old label = truth)"], [[k, g, b] for k, (g, b) in band_rows.items()]) + "\n"]
+    return "\n".join(out)
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("part", choices=("cost", "robustness"))
+    p.add_argument("part", choices=("cost", "robustness", "plc"))
     p.add_argument("--cohort", type=Path, default=REPO / "sample-data" / "cohort")
     p.add_argument("--out", type=Path, default=REPO / "benchmarks-out")
     p.add_argument("--repeats", type=int, default=7)
-    p.add_argument("--epochs", type=int, default=6)
-    p.add_argument("--steps", type=int, default=40)
+    p.add_argument("--epochs", type=int, help="robustness: 6; plc: the app's")
+    p.add_argument("--steps", type=int, help="robustness: 40; plc: the app's")
     p.add_argument("--rates", type=int, nargs="+", default=[0, 20, 40, 60, 80])
     p.add_argument("--strategies", nargs="+", default=list(STRATEGIES), choices=STRATEGIES)
     p.add_argument("--seed", type=int, default=0)
@@ -216,7 +317,9 @@ def main() -> int:
     conf = app_config()
     geos = GeoSConfig.from_dict(conf["geos"])
     cfg = SegConfig.from_dict(conf["segmentation"])
-    text = (bench_cost if args.part == "cost" else bench_robustness)(args, cfg, (geos.window_hu, geos.window_out))
+    if args.part == "robustness":
+        args.epochs, args.steps = args.epochs or 6, args.steps or 40
+    text = {"cost": bench_cost, "robustness": bench_robustness, "plc": bench_plc}[args.part](args, cfg, (geos.window_hu, geos.window_out))
     print(text)
     atomic_write_text(str(args.out / f"noise_{args.part}.md"), text)
     return 0

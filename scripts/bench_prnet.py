@@ -40,8 +40,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from lib.config import app_config, load_yaml  # noqa: E402
-from lib.data.cohort import pseudo_seed  # noqa: E402
-from lib.data.deform import DeformConfig, locate_in_pseudo, source_coordinates  # noqa: E402
+from lib.data.cohort import true_locations  # noqa: E402
+from lib.data.deform import DeformConfig  # noqa: E402
 from lib.data.labels import BACKGROUND  # noqa: E402
 from lib.geos import normalize_intensity  # noqa: E402
 from lib.io import read_volume  # noqa: E402
@@ -155,8 +155,7 @@ def main() -> int:
                                    support.spacing, q.spacing, prop.register_steps, prop.register_levels_mm,
                                    device=device) if prop.register_steps else None
         # the true correspondence: the pseudo-subject's warp, recomputed from the cohort's seed
-        src = source_coordinates(q.array.shape, deform, pseudo_seed(int(cohort_cfg["seed"]), int(qid.split("_")[-1]) - 1))
-        true = {cid: locate_in_pseudo(pts, src) for cid, pts in res.points.items()}
+        true = true_locations(res.points, qid, q.array.shape, deform, int(cohort_cfg["seed"]))
         for cid, pts in res.points.items():
             if cid != bg_id:
                 loc_err["identity"].append(np.linalg.norm((pts - true[cid]) * q.spacing, axis=1))

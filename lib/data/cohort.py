@@ -14,12 +14,12 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import Callable, Mapping, Sequence
 
 import nibabel as nib
 import numpy as np
 
-from lib.data.deform import DeformConfig, deform_pair
+from lib.data.deform import DeformConfig, deform_pair, locate_in_pseudo, source_coordinates
 from lib.data.labels import BACKGROUND, label_info, reduce_labels
 from lib.data.scribbles import ScribbleConfig, simulate_scribbles
 
@@ -41,6 +41,15 @@ def pseudo_ids(n: int) -> list[str]:
 def pseudo_seed(spec_seed: int, n: int) -> int:
     """The warp seed of the ``n``-th pseudo-subject (0-based) of a cohort built with ``spec_seed``."""
     return spec_seed + 1000 * (n + 1)
+
+
+def true_locations(points: Mapping[int, np.ndarray], study_id: str, shape: Sequence[int], deform: DeformConfig,
+                   spec_seed: int) -> dict[int, np.ndarray]:
+    """Where subject A's ``points`` ``{class id: (N, 3) voxel indices}`` lie in the pseudo-subject ``study_id``
+    (``pseudo_NN``) of a cohort built with ``deform`` and ``spec_seed``: the true correspondence, from the
+    cohort's own warp recomputed from its seed (for evaluating propagation, never used by it)."""
+    src = source_coordinates(shape, deform, pseudo_seed(spec_seed, int(study_id.split("_")[-1]) - 1))
+    return {c: locate_in_pseudo(p, src) if len(p) else np.asarray(p) for c, p in points.items()}
 
 
 def _save(array: np.ndarray, like: nib.Nifti1Image, path: Path, dtype) -> None:
