@@ -14,7 +14,9 @@
     refinement; and the error of that refinement started from the identity instead of PRNet's map;
 (c) seconds to propagate support points batched vs a per-point loop (one call per point, each with its
     own start patches, as the reference code does): on the same points, and for the whole support of one
-    study (the loop's time extrapolated from its timed points);
+    study (the loop's time extrapolated from its timed points), cold (the support encoded in the call) and
+    warm (its encodings cached, as the app keeps them); medians of ``--timing-repeats`` runs; ``--timing-only``
+    skips (a) and (b);
 (d) PRNet training throughput (pairs/s) on this machine.
 
 Support: subject A's simulated scribbles; queries: the deformed pseudo-subjects (ground truth
@@ -46,7 +48,7 @@ from lib.data.labels import BACKGROUND  # noqa: E402
 from lib.geos import normalize_intensity  # noqa: E402
 from lib.io import read_volume  # noqa: E402
 from lib.prnet.prelabel import Prelabel, propagate_support, pseudo_mask, pseudo_mask_geos, support_points  # noqa: E402
-from lib.prnet.propagate import Propagation, PropagationConfig, apply_affine, propagate  # noqa: E402
+from lib.prnet.propagate import Propagation, PropagationConfig, apply_affine, bf16_enabled, encode_support, fit_subset, propagate  # noqa: E402
 from lib.prnet.train import PRNetConfig  # noqa: E402
 from lib.registration import refine_affine  # noqa: E402
 from lib.tasks.datastore import AtomicLocalDatastore  # noqa: E402
@@ -67,6 +69,8 @@ def main() -> int:
     p.add_argument("--train-steps", type=int, default=600)
     p.add_argument("--timing-points", type=int, default=64, help="support points timed batched vs per point")
     p.add_argument("--queries", type=int, default=0, help="use only the first N pseudo-subjects (0 = all)")
+    p.add_argument("--timing-only", action="store_true", help="only (c) (and (d) when training)")
+    p.add_argument("--timing-repeats", type=int, default=3, help="(c): each time is the median of this many runs")
     p.add_argument("--out", type=Path, default=REPO / "benchmarks-out")
     args = p.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -135,7 +139,7 @@ def main() -> int:
     prelabel_s = []
     encodings: dict = {}  # support encodings shared across queries, as prnet_prelabel does in a batch
     support_hu = support.array.astype(np.float32)
-    for qid in queries:
+    for qid in ([] if args.timing_only else queries):
         q = read_volume(str(studies / f"{qid}.nii.gz"))
         gt = np.rint(read_volume(str(truth / f"{qid}.nii.gz")).array).astype(np.int64)
         q_hu = q.array.astype(np.float32)
@@ -190,43 +194,44 @@ def main() -> int:
     def avg(x):
         return float(np.mean(x)) if x else float("nan")
 
-    lines += ["## (a) Precision of propagated points (kept points in the right class) and points kept per study", "",
-              "| class | " + " | ".join(f"precision τ={t}" for t in TAUS) + " | " + " | ".join(f"kept τ={t}" for t in TAUS) + " |",
-              "|---|" + "---|" * (2 * len(TAUS))]
-    for name in names:
-        lines.append(f"| {name} | " + " | ".join(f"{avg(prec[t][name]):.3f}" for t in TAUS) + " | "
-                     + " | ".join(f"{avg(kept[t][name]):.0f}" for t in TAUS) + " |")
-    fg_prec = {t: avg([v for n in organs for v in prec[t][n]]) for t in TAUS}
-    lines += ["| **foreground (mean)** | " + " | ".join(f"**{fg_prec[t]:.3f}**" for t in TAUS) + " | | | |", ""]
-    err = {k: np.concatenate(v) for k, v in loc_err.items() if v}
-    lines += ["Localisation error of the foreground support points against the true correspondence (mm, all studies):", "",
-              "| located by | median | mean | 90th percentile |", "|---|---|---|---|"]
-    for k, label in (("identity", "same voxel index (no propagation)"),
-                     ("register_identity", "intensity registration started from the identity (no PRNet)"),
-                     ("prnet_none", "PRNet (Eq. 4), each point on its own"),
-                     ("prnet_affine", "PRNet (Eq. 4), regularize: affine, no intensity refinement"),
-                     ("prnet", f"PRNet (Eq. 4), regularize: {prop.regularize}"
-                               + (f", intensity refinement ({prop.register_steps} steps)" if prop.register_steps else ""))):
-        if k in err:
-            lines.append(f"| {label} | {np.median(err[k]):.1f} | {err[k].mean():.1f} | {np.percentile(err[k], 90):.1f} |")
-    ref_titles = ["true locations (oracle)", "same voxel index"]
-    for k, title in (("prnet_none", "regularize: none"), ("prnet_affine", "affine, no refinement")):
-        if k in dices_abl:
-            ref_dices[k] = dices_abl[k]
-            ref_titles.append(f"τ={prop.tau}, {title}")
-    lines += ["", "## (b) Pseudo-mask Dice per organ (GeoS from the kept points, whole volume)", "",
-              "| organ | " + " | ".join([f"τ={t}" for t in TAUS] + ref_titles) + " |",
-              "|---|" + "---|" * (len(TAUS) + len(ref_titles))]
-    for name in organs:
-        lines.append(f"| {name} | " + " | ".join(f"{avg(dices[t][name]):.3f}" for t in TAUS) + " | "
-                     + " | ".join(f"{avg(ref_dices[k][name]):.3f}" for k in ref_dices) + " |")
-    lines += ["| **mean** | " + " | ".join(f"**{avg([avg(dices[t][n]) for n in organs]):.3f}**" for t in TAUS) + " | "
-              + " | ".join(f"**{avg([avg(ref_dices[k][n]) for n in organs]):.3f}**" for k in ref_dices) + " |", "",
-              "The oracle column puts every support point at its true location and keeps it: the most any "
-              "propagation can give through this GeoS. The same-voxel-index column uses no propagation at all (the "
-              "pseudo-subjects are warps of the support, so the same index is already near).", ""]
+    if not args.timing_only:
+        lines += ["## (a) Precision of propagated points (kept points in the right class) and points kept per study", "",
+                  "| class | " + " | ".join(f"precision τ={t}" for t in TAUS) + " | " + " | ".join(f"kept τ={t}" for t in TAUS) + " |",
+                  "|---|" + "---|" * (2 * len(TAUS))]
+        for name in names:
+            lines.append(f"| {name} | " + " | ".join(f"{avg(prec[t][name]):.3f}" for t in TAUS) + " | "
+                         + " | ".join(f"{avg(kept[t][name]):.0f}" for t in TAUS) + " |")
+        fg_prec = {t: avg([v for n in organs for v in prec[t][n]]) for t in TAUS}
+        lines += ["| **foreground (mean)** | " + " | ".join(f"**{fg_prec[t]:.3f}**" for t in TAUS) + " | | | |", ""]
+        err = {k: np.concatenate(v) for k, v in loc_err.items() if v}
+        lines += ["Localisation error of the foreground support points against the true correspondence (mm, all studies):", "",
+                  "| located by | median | mean | 90th percentile |", "|---|---|---|---|"]
+        for k, label in (("identity", "same voxel index (no propagation)"),
+                         ("register_identity", "intensity registration started from the identity (no PRNet)"),
+                         ("prnet_none", "PRNet (Eq. 4), each point on its own"),
+                         ("prnet_affine", "PRNet (Eq. 4), regularize: affine, no intensity refinement"),
+                         ("prnet", f"PRNet (Eq. 4), regularize: {prop.regularize}"
+                                   + (f", intensity refinement ({prop.register_steps} steps)" if prop.register_steps else ""))):
+            if k in err:
+                lines.append(f"| {label} | {np.median(err[k]):.1f} | {err[k].mean():.1f} | {np.percentile(err[k], 90):.1f} |")
+        ref_titles = ["true locations (oracle)", "same voxel index"]
+        for k, title in (("prnet_none", "regularize: none"), ("prnet_affine", "affine, no refinement")):
+            if k in dices_abl:
+                ref_dices[k] = dices_abl[k]
+                ref_titles.append(f"τ={prop.tau}, {title}")
+        lines += ["", "## (b) Pseudo-mask Dice per organ (GeoS from the kept points, whole volume)", "",
+                  "| organ | " + " | ".join([f"τ={t}" for t in TAUS] + ref_titles) + " |",
+                  "|---|" + "---|" * (len(TAUS) + len(ref_titles))]
+        for name in organs:
+            lines.append(f"| {name} | " + " | ".join(f"{avg(dices[t][name]):.3f}" for t in TAUS) + " | "
+                         + " | ".join(f"{avg(ref_dices[k][name]):.3f}" for k in ref_dices) + " |")
+        lines += ["| **mean** | " + " | ".join(f"**{avg([avg(dices[t][n]) for n in organs]):.3f}**" for t in TAUS) + " | "
+                  + " | ".join(f"**{avg([avg(ref_dices[k][n]) for n in organs]):.3f}**" for k in ref_dices) + " |", "",
+                  "The oracle column puts every support point at its true location and keeps it: the most any "
+                  "propagation can give through this GeoS. The same-voxel-index column uses no propagation at all (the "
+                  "pseudo-subjects are warps of the support, so the same index is already near).", ""]
 
-    # (c) batched vs per-point loop on the same points
+    # (c) batched vs per-point loop, on the same points and for the whole support, cold and warm
     s01 = normalize_intensity(support_hu, *window)
     q = read_volume(str(studies / f"{queries[0]}.nii.gz"))
     q01 = normalize_intensity(q.array.astype(np.float32), *window)
@@ -234,28 +239,41 @@ def main() -> int:
                                              {names[n]: v for n, v in class_strides.items()}).values()))
     rng = np.random.default_rng(0)
     sub = pts[rng.choice(len(pts), size=min(args.timing_points, len(pts)), replace=False)]
-    t0 = time.perf_counter()
-    propagate(models, s01, sub, q01, q.spacing, prop, device=device, support_spacing=support.spacing)
-    batched = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    propagate(models, s01, pts, q01, q.spacing, prop, device=device, support_spacing=support.spacing)  # support encoded here too, no cache
-    whole = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    for pt in sub:
-        propagate(models, s01, pt[None], q01, q.spacing, replace(prop, batch_size=1, register_steps=0), device=device)
-    loop = time.perf_counter() - t0
+
+    def timed(fn) -> float:
+        """The median wall time (s) of ``--timing-repeats`` runs of ``fn``."""
+        runs = []
+        for _ in range(max(1, args.timing_repeats)):
+            t0 = time.perf_counter()
+            fn()
+            runs.append(time.perf_counter() - t0)
+        return float(np.median(runs))
+
+    def run_loop():
+        for pt in sub:
+            propagate(models, s01, pt[None], q01, q.spacing, replace(prop, batch_size=1, register_steps=0), device=device)
+
+    kw = dict(device=device, support_spacing=support.spacing)
+    loop = timed(run_loop)
+    batched = timed(lambda: propagate(models, s01, sub, q01, q.spacing, prop, **kw))
+    cold = timed(lambda: propagate(models, s01, pts, q01, q.spacing, prop, **kw))  # the support encoded too
+    enc = encode_support(models, s01, pts, prop.batch_size, device, prop.precision, fit_subset(len(pts), prop))
+    warm = timed(lambda: propagate(models, s01, pts, q01, q.spacing, prop, encoded_support=enc, **kw))
     loop_ms = 1000 * loop / len(sub)
-    lines += ["## (c) Propagation time, batched vs per-point loop (one study; support encoding included)", "",
-              "| variant | points | seconds | ms / point |", "|---|---|---|---|",
-              f"| per-point loop (one call per point, as the reference code) | {len(sub)} | {loop:.2f} | {loop_ms:.1f} |",
-              f"| batched, the same points | {len(sub)} | {batched:.2f} | {1000 * batched / len(sub):.1f} |",
-              f"| batched, the whole support (≤ {prop.fit_points or len(pts)} located to fit the affine map) | {len(pts)} | "
-              f"{whole:.2f} | {1000 * whole / len(pts):.1f} |", "",
-              f"Speed-up on the same {len(sub)} points: **{loop / batched:.1f}×**. Pre-labeling one study (the whole support, "
-              f"{len(pts)} points at stride {stride}, per class {class_strides or 'none'}): **{loop_ms * len(pts) / 1000 / whole:.1f}×** "
-              f"({whole:.0f} s batched against {loop_ms * len(pts) / 1000:.0f} s for the loop, extrapolated from its "
-              f"{len(sub)} timed points). In a cohort run the support encodings are reused: median "
-              f"{np.median(prelabel_s):.1f} s per study.", ""]
+    loop_all = loop_ms * len(pts) / 1000
+    lines += ["## (c) Propagation time, batched vs per-point loop (one study)", "",
+              f"Median of {max(1, args.timing_repeats)} runs each, query {queries[0]}, precision {prop.precision} "
+              f"(bf16 here: {bf16_enabled(prop.precision, device)}).", "",
+              "| variant | points | seconds | ms / point | loop / this |", "|---|---|---|---|---|",
+              f"| per-point loop (one call per point, as the reference code; support encoding included) | {len(sub)} | {loop:.2f} | {loop_ms:.1f} | 1 |",
+              f"| batched, the same points | {len(sub)} | {batched:.2f} | {1000 * batched / len(sub):.1f} | {loop / batched:.1f}× |",
+              f"| batched, the whole support, cold (support encoded in the call; ≤ {prop.fit_points or len(pts)} located to fit "
+              f"the affine map) | {len(pts)} | {cold:.2f} | {1000 * cold / len(pts):.1f} | **{loop_all / cold:.1f}×** |",
+              f"| batched, the whole support, warm (support encodings cached, as `prnet_prelabel` keeps them across "
+              f"requests and the studies of a batch) | {len(pts)} | {warm:.2f} | {1000 * warm / len(pts):.1f} | **{loop_all / warm:.1f}×** |", "",
+              f"The loop's time for the whole support ({len(pts)} points at stride {stride}, per class {class_strides or 'none'}) is "
+              f"extrapolated from its {len(sub)} timed points: {loop_all:.0f} s. The cohort run above (support encoded once) took a "
+              + (f"median {np.median(prelabel_s):.1f} s per study." if prelabel_s else "(not run: --timing-only)."), ""]
     text = "\n".join(lines) + "\n"
     print("\n" + text)
     (args.out / "prnet.md").write_text(text)
