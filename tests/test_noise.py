@@ -12,6 +12,7 @@ from lib.noise.plc import PLCSchedule, plc_correct
 from lib.segmentation.config import SegConfig
 from lib.segmentation.data import Study
 from lib.segmentation.network import build_unet
+from lib.segmentation.postprocess import remove_fragments
 from lib.segmentation.train import SegTrainer, ce_map
 
 TINY = SegConfig(channels=(4, 8), strides=(2,), num_res_units=0, patch_size=(16, 16, 16), batch_size=2)
@@ -148,3 +149,23 @@ def test_unet_learns_a_phantom_with_every_strategy(strategy):
     for c in (1, 2):
         dice = 2 * ((pred == c) & (truth == c)).sum() / ((pred == c).sum() + (truth == c).sum())
         assert dice > 0.9, (strategy, c, dice)
+
+
+def test_remove_fragments_gives_a_small_blob_its_next_class():
+    probs = np.zeros((3, 20, 20, 20), np.float32)
+    probs[0] = 0.5
+    probs[1, 2:10, 2:10, 2:10] = 0.9  # organ 1: a large cube ...
+    probs[2, 12:18, 12:18, 2:10] = 0.8  # organ 2, whose voxels ...
+    probs[1, 14:16, 14:16, 4:6] = 0.95  # ... carry a small "organ 1" blob (the left/right kidney mix-up)
+    probs[2, 2:10, 12:18, 12:18] = 0.8  # organ 2 also has a second piece of similar size: kept
+    raw = probs.argmax(0)
+    assert (raw[14:16, 14:16, 4:6] == 1).all()
+    out = remove_fragments(probs, 0.25)
+    assert (out[14:16, 14:16, 4:6] == 2).all()  # the blob's next class, not background: no hole
+    assert (out[2:10, 2:10, 2:10] == 1).all() and (out[2:10, 12:18, 12:18] == 2).all()
+    assert ((out != raw).sum()) == 8
+    np.testing.assert_array_equal(remove_fragments(probs, 0.0), raw)
+    only_largest = remove_fragments(probs, 1.0)
+    assert (only_largest == 2).sum() < (out == 2).sum()  # the second organ-2 piece (smaller) goes
+    with pytest.raises(ValueError):
+        remove_fragments(probs, 1.5)

@@ -95,3 +95,9 @@ def test_segmentation_trainer_and_infer_through_the_server(tmp_path, server_fact
     pred = read_volume(result).array
     assert pred.shape == labels[2].shape and set(np.unique(pred)) <= {0, 1, 2}
     assert client.info()["models"]["segmentation"]["labels"] == NAMES
+    assert body["min_component_fraction"] == 0.25  # the app's default post-processing
+    _, body = client.infer("segmentation", "case_2", {"min_component_fraction": 0})
+    assert body["min_component_fraction"] == 0.0
+    with pytest.raises(MONAILabelClientException) as e:
+        client.infer("segmentation", "case_2", {"min_component_fraction": 2})
+    assert "Status: 400" in e.value.msg and "min_component_fraction" in e.value.msg

@@ -96,7 +96,8 @@ class OneShotApp(MONAILabelApp):
                 support_tag=str(self.cfg["support_tag"]), stride=int(p["stride"]),
                 class_strides={str(k): int(v) for k, v in (p.get("class_strides") or {}).items()},
             ),
-            "segmentation": SegmentationInfer(os.path.join(self.model_dir, "segmentation.pt")),
+            "segmentation": SegmentationInfer(os.path.join(self.model_dir, "segmentation.pt"),
+                                              self.cfg["segmentation"]["min_component_fraction"]),
         }
         if self.cfg.get("scribbles_baseline"):
             from lib.tasks.baseline import BundledHistogramGraphCut

@@ -14,6 +14,7 @@ from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
 
 from lib.geos import normalize_intensity
 from lib.io import read_volume
+from lib.segmentation.postprocess import remove_fragments
 from lib.segmentation.train import predict_probs
 from lib.tasks.errors import ClientError
 from lib.tasks.results import write_result
@@ -21,14 +22,17 @@ from lib.tasks.train_segmentation import load_segmentation
 
 
 class SegmentationInfer(InferTask):
-    def __init__(self, model_path: str):
+    def __init__(self, model_path: str, min_component_fraction: float = 0.25):
         super().__init__(
             type=InferType.SEGMENTATION,
             labels=None,
             dimension=3,
             description="3D UNet trained on the pre-labeled cohort (trainer 'segmentation')",
-            config={"device": "cuda" if torch.cuda.is_available() else "cpu"},
+            config={"device": "cuda" if torch.cuda.is_available() else "cpu",
+                    "min_component_fraction": float(min_component_fraction)},
         )
+        if not 0.0 <= float(min_component_fraction) <= 1.0:
+            raise ValueError(f"segmentation.min_component_fraction must be in [0, 1], got {min_component_fraction}")
         self.model_path = model_path
         self._model: tuple | None = None
         self._key: tuple | None = None
@@ -64,6 +68,14 @@ class SegmentationInfer(InferTask):
             raise ClientError(f"image '{request.get('image')}' is not in the datastore", status_code=404)
         want = str(request.get("device", "cuda"))
         device = "cuda" if torch.cuda.is_available() and want.startswith("cuda") else "cpu"
+        fraction = request.get("min_component_fraction", self._config["min_component_fraction"])
+        try:
+            fraction = float(fraction)
+        except (TypeError, ValueError):
+            fraction = -1.0
+        if not 0.0 <= fraction <= 1.0:
+            raise ClientError("'min_component_fraction' must be a number in [0, 1] (0 keeps every fragment, 1 only each "
+                              f"class's largest component), got {request.get('min_component_fraction')!r}")
         net, meta = self._load(device)
         try:
             vol = read_volume(path)
@@ -71,7 +83,8 @@ class SegmentationInfer(InferTask):
             raise ClientError(f"the image could not be read: {e}", status_code=422) from None
         image = normalize_intensity(vol.array.astype(np.float32), *meta["window"]).astype(np.float32)
         probs = predict_probs(net, image, meta["config"], device)
-        label = probs.argmax(axis=0).astype(np.uint8)
+        label = remove_fragments(probs, fraction).astype(np.uint8)
         out = write_result(request, label, prefix="seg_")
         return out, {"label_names": meta["label_names"], "device": device, "epoch": meta.get("epoch"),
-                     "noise_strategy": meta.get("noise_strategy"), "seconds": round(time.perf_counter() - t0, 2)}
+                     "noise_strategy": meta.get("noise_strategy"),
+                     "min_component_fraction": fraction, "seconds": round(time.perf_counter() - t0, 2)}
