@@ -46,8 +46,6 @@ def train(server: str, model: str, params: dict, progress_keys: tuple[str, str],
 
     ``progress_keys``: (done, total) keys of the trainer's ``train_stats`` (e.g. ``("step", "max_steps")``).
     """
-    call(f"{server}/train/{model}", "POST", params)
-
     def status() -> dict:
         try:
             return call(f"{server}/train/?check_if_running=false") or {}
@@ -57,9 +55,14 @@ def train(server: str, model: str, params: dict, progress_keys: tuple[str, str],
     def stats() -> dict:
         return (call(f"{server}/info/").get("train_stats") or {}).get(model) or {}
 
+    before = stats()  # a restarted run shows 0, not the previous run's stats, until it writes its own
+    restart = str(params.get("restart", False)).lower() in ("1", "true", "yes")
+    call(f"{server}/train/{model}", "POST", params)
+
     def progress() -> tuple[int, int]:
         s = stats()
-        return int(s.get(progress_keys[0], 0) or 0), int(s.get(progress_keys[1], 0) or 0)
+        done = 0 if restart and s == before else int(s.get(progress_keys[0], 0) or 0)
+        return done, int(s.get(progress_keys[1], 0) or 0)
 
     def done() -> bool:
         s = status()
