@@ -68,7 +68,9 @@ def main() -> int:
         "plain GeoS (nearest seed, 2 passes)": GeoSConfig(iterations=2, intensity_weight=0.0, largest_component=False, fill_holes=False),
         "+ intensity model": GeoSConfig(largest_component=False, fill_holes=False),
         "+ components / holes (ours)": ours_cfg,
-        "+ median filter 3×3×3 (PRNet's pseudo masks)": replace(ours_cfg, median_filter=3),
+        "+ median filter 3×3×3": replace(ours_cfg, median_filter=3),
+        "+ opening 1": replace(ours_cfg, opening=1),
+        "+ median 3 + opening 1 (PRNet's pseudo masks)": replace(ours_cfg, median_filter=3, opening=1),
     }
     ablation_rows = []  # (organ, variant, dice)
     first = {}  # method -> (first request after start, median of 5 repeats of the same request)

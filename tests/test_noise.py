@@ -10,7 +10,7 @@ from lib.noise.mcpm import MetaMaskNet, lookahead_parameters, mcpm_step, meta_gr
 from lib.noise.oeem import oeem_weights
 from lib.noise.plc import PLCSchedule, plc_correct
 from lib.segmentation.config import SegConfig
-from lib.segmentation.data import Study
+from lib.segmentation.data import PatchSampler, Study
 from lib.segmentation.network import build_unet
 from lib.segmentation.postprocess import remove_fragments
 from lib.segmentation.train import SegTrainer, ce_map
@@ -169,3 +169,15 @@ def test_remove_fragments_gives_a_small_blob_its_next_class():
     assert (only_largest == 2).sum() < (out == 2).sum()  # the second organ-2 piece (smaller) goes
     with pytest.raises(ValueError):
         remove_fragments(probs, 1.5)
+
+
+def test_patch_sampler_centres_follow_the_background_ratio():
+    label = np.zeros((40, 40, 40), np.int64)
+    label[4:12, 4:12, 4:12], label[28:36, 28:36, 28:36] = 1, 2
+    study = Study("s", np.zeros(label.shape, np.float32), label)
+    for ratio, expected in ((1.0, 1 / 3), (8.0, 0.8)):
+        sampler = PatchSampler((8, 8, 8), 3, seed=0, background_ratio=ratio)
+        centres = [int(sampler.sample([study], 1)[1][0, 0, 4, 4, 4]) for _ in range(300)]
+        assert abs(np.mean(np.array(centres) == 0) - expected) < 0.08, (ratio, np.bincount(centres))
+    with pytest.raises(ValueError):
+        PatchSampler((8, 8, 8), 3, background_ratio=0)

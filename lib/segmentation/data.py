@@ -26,10 +26,13 @@ class Study:
 
 
 class PatchSampler:
-    """Random patches centred on a voxel of a uniformly chosen class (background included), so small
-    organs are seen as often as the liver. Volumes smaller than a patch are zero-padded."""
+    """Random patches centred on a voxel of a randomly chosen class: background with weight
+    ``background_ratio``, each organ with weight 1, so small organs are seen as often as the liver.
+    Volumes smaller than a patch are zero-padded."""
 
-    def __init__(self, patch_size: tuple[int, int, int], num_classes: int, seed: int = 0):
+    def __init__(self, patch_size: tuple[int, int, int], num_classes: int, seed: int = 0, background_ratio: float = 1.0):
+        if not background_ratio > 0:
+            raise ValueError(f"background_ratio must be > 0, got {background_ratio}")
         self.patch_size = tuple(int(p) for p in patch_size)
         self.num_classes = num_classes
         self.rng = np.random.default_rng(seed)
@@ -38,6 +41,7 @@ class PatchSampler:
         self._crop = RandCropByLabelClassesd(
             keys=("image", "label"), label_key="label", spatial_size=self.patch_size, num_classes=num_classes,
             num_samples=1, indices_key="indices", allow_smaller=True, warn=False,
+            ratios=[float(background_ratio)] + [1.0] * (num_classes - 1),
         )
         self._crop.set_random_state(seed=seed)
 

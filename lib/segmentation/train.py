@@ -45,7 +45,7 @@ class SegTrainer:
         torch.manual_seed(seed)
         self.net = build_unet(cfg, num_classes).to(self.device)
         self.optimizer = torch.optim.Adam(self.net.parameters(), lr=cfg.lr)
-        self.sampler = PatchSampler(cfg.patch_size, num_classes, seed=seed)
+        self.sampler = PatchSampler(cfg.patch_size, num_classes, seed=seed, background_ratio=cfg.background_ratio)
         self.dice = DiceLoss(to_onehot_y=True, softmax=True)
         self.steps = 0
         self.mask_net: MetaMaskNet | None = None
