@@ -31,7 +31,7 @@ class SegConfig:
     lr: float = 1e-3
     epochs: int = 20
     steps_per_epoch: int = 50
-    background_ratio: float = 3.0  # patch centres: background with this weight, each organ with weight 1
+    background_ratio: float = 1.0  # patch centres: background with this weight, each organ with weight 1
     dice_weight: float = 1.0  # loss = CE (per-voxel, reweighted by the strategy) + dice_weight · Dice
     noise_strategy: str = "none"
     sw_batch_size: int = 4
