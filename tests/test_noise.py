@@ -156,7 +156,7 @@ def test_remove_fragments_gives_a_small_blob_its_next_class():
     probs[0] = 0.5
     probs[1, 2:10, 2:10, 2:10] = 0.9  # organ 1: a large cube ...
     probs[2, 12:18, 12:18, 2:10] = 0.8  # organ 2, whose voxels ...
-    probs[1, 14:16, 14:16, 4:6] = 0.95  # ... carry a small "organ 1" blob (the left/right kidney mix-up)
+    probs[1, 14:16, 14:16, 4:6] = 0.95  # ... carry a small "organ 1" blob
     probs[2, 2:10, 12:18, 12:18] = 0.8  # organ 2 also has a second piece of similar size: kept
     raw = probs.argmax(0)
     assert (raw[14:16, 14:16, 4:6] == 1).all()
