@@ -4,7 +4,7 @@
     .venv/bin/python scripts/bench_scribbles.py [--cohort sample-data/cohort] [--studies N] [--out benchmarks-out]
 
 Starts the app on the sample cohort with both tasks (``--conf scribbles_baseline true``), simulates
-per-organ scribbles on each study (foreground strokes on 3 axial slices, a background ring; see
+per-organ scribbles on each study (foreground strokes on 3 axial slices, background rings around the organ on those slices; see
 ``lib/data/scribbles.py``), sends the SAME scribbles to both exactly as 3D Slicer does
 (``MONAILabelClient.infer`` with the volume in field ``label`` and ``label_info``), with and without a
 ROI box (the organ's bounding box + 2 voxels), and reports per-organ Dice against the held ground
@@ -115,7 +115,7 @@ def main() -> int:
              f"Machine: {platform.processor() or platform.machine()}, {__import__('os').cpu_count()} cores, CPU only; "
              f"studies: {len(ids)} of the sample cohort (subject A + deformed copies, 122×101×112 at 3 mm); "
              "ground truth: TotalSegmentator output (silver standard); deformed copies of one subject overestimate accuracy.",
-             "Scribbles: per organ, strokes on 3 axial slices + one background ring (identical for both methods); "
+             "Scribbles: per organ, medial-axis strokes on 3 axial slices + background rings around the organ on each (identical for both methods); "
              f"ROI = organ bounding box + {args.roi_margin} voxels.", ""]
     for use_roi in (True, False):
         lines += [f"## Dice per organ, {'with' if use_roi else 'without'} ROI", "",
