@@ -23,7 +23,7 @@ cohort (non-contrast CT at 3 mm, neighbouring organs within ~30 HU of each other
 support scribble point at its true location in 4 of the pseudo-studies goes from mean Dice 0.688 to
 0.730 with a 3×3×3 median (Gaussian smoothing of σ 2 / 3 mm: 0.695 / 0.686; a 5×5×5 median: 0.682;
 docs/benchmarks.md), so PRNet's pseudo masks use it (``prnet.geos``). For one organ in a ROI (the
-interactive task) it costs the small organs (mean 0.797 → 0.779, aorta 0.76 → 0.68), so it is off by
+interactive task) it costs the small organs (mean 0.819 → 0.787, aorta 0.77 → 0.68; docs/benchmarks.md), so it is off by
 default there. A structure thinner than the filter (≈ 1 voxel) is smoothed away.
 
 Several foreground classes compete in one argmin (nearest seed wins). Post-processing, per class:
