@@ -12,6 +12,11 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 CONFIG_DIR = REPO_ROOT / "configs"
 
 
+def is_true(value: Any) -> bool:
+    """A request flag as clients send it: ``True``, ``"true"``, ``"1"`` or ``"yes"`` (any case) is true."""
+    return str(value).lower() in ("1", "true", "yes")
+
+
 def load_yaml(name: str) -> dict[str, Any]:
     """Read ``configs/<name>`` (a mapping)."""
     with open(CONFIG_DIR / name) as f:

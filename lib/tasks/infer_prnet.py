@@ -25,6 +25,7 @@ import torch
 from monailabel.interfaces.datastore import Datastore
 from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
 
+from lib.config import is_true
 from lib.data.labels import BACKGROUND
 from lib.data.scribbles import ScribbleConfig, simulate_scribbles
 from lib.geos import GeoSConfig
@@ -191,7 +192,7 @@ class PRNetPrelabel(InferTask):
                 warnings.append(f"could not store the propagation statistics in the image info: {e}")
         out = write_result(request, result.label, prefix="prnet_")
         body = {"label_names": label_names, "prnet": summary, "geos": result.geos, "warnings": warnings}
-        if str(request.get("points", "")).lower() in ("1", "true", "yes"):
+        if is_true(request.get("points", "")):
             body["points"] = result.located(support.names)
         return out, body
 

@@ -21,6 +21,18 @@ from lib.tasks.results import write_result
 from lib.tasks.train_segmentation import load_segmentation
 
 
+def _fraction(value: Any) -> float:
+    """``min_component_fraction`` as a float in [0, 1], else ValueError saying what it means."""
+    try:
+        fraction = float(value)
+    except (TypeError, ValueError):
+        fraction = float("nan")
+    if not 0.0 <= fraction <= 1.0:
+        raise ValueError("'min_component_fraction' must be a number in [0, 1] (0 keeps every fragment, 1 only each "
+                         f"class's largest component), got {value!r}")
+    return fraction
+
+
 class SegmentationInfer(InferTask):
     def __init__(self, model_path: str, min_component_fraction: float = 0.25):
         super().__init__(
@@ -29,10 +41,8 @@ class SegmentationInfer(InferTask):
             dimension=3,
             description="3D UNet trained on the pre-labeled cohort (trainer 'segmentation')",
             config={"device": "cuda" if torch.cuda.is_available() else "cpu",
-                    "min_component_fraction": float(min_component_fraction)},
+                    "min_component_fraction": _fraction(min_component_fraction)},
         )
-        if not 0.0 <= float(min_component_fraction) <= 1.0:
-            raise ValueError(f"segmentation.min_component_fraction must be in [0, 1], got {min_component_fraction}")
         self.model_path = model_path
         self._model: tuple | None = None
         self._key: tuple | None = None
@@ -68,14 +78,10 @@ class SegmentationInfer(InferTask):
             raise ClientError(f"image '{request.get('image')}' is not in the datastore", status_code=404)
         want = str(request.get("device", "cuda"))
         device = "cuda" if torch.cuda.is_available() and want.startswith("cuda") else "cpu"
-        fraction = request.get("min_component_fraction", self._config["min_component_fraction"])
         try:
-            fraction = float(fraction)
-        except (TypeError, ValueError):
-            fraction = -1.0
-        if not 0.0 <= fraction <= 1.0:
-            raise ClientError("'min_component_fraction' must be a number in [0, 1] (0 keeps every fragment, 1 only each "
-                              f"class's largest component), got {request.get('min_component_fraction')!r}")
+            fraction = _fraction(request.get("min_component_fraction", self._config["min_component_fraction"]))
+        except ValueError as e:
+            raise ClientError(str(e)) from None
         net, meta = self._load(device)
         try:
             vol = read_volume(path)

@@ -23,6 +23,7 @@ from monailabel.interfaces.datastore import Datastore
 from monailabel.interfaces.tasks.train import TrainTask
 
 from lib.atomic import atomic_torch_save, atomic_write_json
+from lib.config import is_true
 from lib.geos import normalize_intensity
 from lib.io import read_volume
 from lib.prnet.network import PRNet
@@ -113,7 +114,7 @@ class PRNetTrain(TrainTask):
         optimizers = {k: torch.optim.Adam(n.parameters(), lr=cfg.lr) for k, n in nets.items()}
         keys = {"coarse": ("state_dict", "optimizer"), "fine": ("fine_state_dict", "fine_optimizer")}
         step = 0
-        restart = str(request.get("restart", False)).lower() in ("1", "true", "yes")
+        restart = is_true(request.get("restart", False))
         if os.path.exists(self.checkpoint) and not restart:
             ck = torch.load(self.checkpoint, map_location=device, weights_only=False)
             if all(keys[k][0] in ck for k in stages):

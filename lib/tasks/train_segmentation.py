@@ -27,6 +27,7 @@ from monailabel.interfaces.datastore import Datastore
 from monailabel.interfaces.tasks.train import TrainTask
 
 from lib.atomic import atomic_torch_save, atomic_write_json
+from lib.config import is_true
 from lib.geos import normalize_intensity
 from lib.io import read_volume, write_like
 from lib.segmentation.config import STRATEGIES, SegConfig
@@ -134,7 +135,7 @@ class SegmentationTrain(TrainTask):
         trainer = SegTrainer(cfg, num_classes, device, seed=seed)
         key = {"data": data_key, "strategy": cfg.noise_strategy, "num_classes": num_classes, "seed": seed}
         epoch, history = 0, []
-        restart = str(request.get("restart", False)).lower() in ("1", "true", "yes")
+        restart = is_true(request.get("restart", False))
         if os.path.exists(self.checkpoint) and not restart:
             ck = torch.load(self.checkpoint, map_location=device, weights_only=False)
             if json.dumps(ck.get("key"), default=str) == json.dumps(key, default=str):

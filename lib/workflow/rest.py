@@ -10,6 +10,8 @@ from typing import Any, Callable
 
 from tqdm import tqdm
 
+from lib.config import is_true
+
 
 def call(url: str, method: str = "GET", body: dict | None = None, timeout: float = 600) -> Any:
     """JSON request; RuntimeError with the server's message on an HTTP error."""
@@ -56,7 +58,7 @@ def train(server: str, model: str, params: dict, progress_keys: tuple[str, str],
         return (call(f"{server}/info/").get("train_stats") or {}).get(model) or {}
 
     before = stats()  # a restarted run shows 0, not the previous run's stats, until it writes its own
-    restart = str(params.get("restart", False)).lower() in ("1", "true", "yes")
+    restart = is_true(params.get("restart", False))
     call(f"{server}/train/{model}", "POST", params)
 
     def progress() -> tuple[int, int]:
