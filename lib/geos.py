@@ -62,7 +62,7 @@ class GeoSConfig:
     window_out: Sequence[float] = (0.0, 0.2, 0.8, 1.0)
     lamb: float = 1.0
     iterations: int = 4
-    margin_mm: float = 30.0
+    margin_mm: float | tuple[float, float, float] = 30.0  # one value, or one per axis (I, J, K)
     intensity_weight: float = 1.5  # β; 0 gives plain nearest-seed GeoS
     median_filter: int = 0  # side of the median filter's cube, voxels (odd); 0 or 1 = none
     opening: int = 0  # per-class morphological opening after the argmin, voxels (iterations of a 6-connected element); 0 = none
@@ -84,6 +84,12 @@ class GeoSConfig:
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
 
     def __post_init__(self):
+        try:
+            margins = np.asarray(self.margin_mm, dtype=float)
+        except (TypeError, ValueError):
+            margins = np.array([-1.0])
+        if margins.shape not in ((), (3,)) or (margins < 0).any():
+            raise ValueError(f"margin_mm must be one number or three (I, J, K), each at least 0 mm, got {self.margin_mm!r}")
         if self.median_filter < 0 or (self.median_filter > 1 and self.median_filter % 2 == 0):
             raise ValueError(f"median_filter must be 0 (none) or an odd number of voxels, got {self.median_filter}")
         if self.opening < 0:
@@ -99,11 +105,12 @@ def crop_box(
     shape: Sequence[int],
     seeds: np.ndarray,
     spacing: Sequence[float],
-    margin_mm: float,
+    margin_mm: float | Sequence[float],
     roi: Sequence[int] | None = None,
 ) -> Box:
     """The region GeoS runs on: ``roi`` ``[i0, i1, j0, j1, k0, k1]`` (voxels, clipped, either order)
-    when given, else the bounding box of ``seeds > 0`` grown by ``margin_mm`` (per axis in voxels)."""
+    when given, else the bounding box of ``seeds > 0`` grown by ``margin_mm`` (mm; one value for every axis
+    or one per axis (I, J, K), rounded up to whole voxels)."""
     if roi:
         if len(roi) != 6:
             raise ValueError(f"roi must have 6 values [i0, i1, j0, j1, k0, k1], got {list(roi)}")
@@ -119,7 +126,7 @@ def crop_box(
     if idx.size == 0:
         raise ValueError("no seeds")
     lo, hi = idx.min(0), idx.max(0) + 1
-    m = [int(np.ceil(margin_mm / s)) for s in spacing]
+    m = [int(np.ceil(mm / s)) for mm, s in zip(np.broadcast_to(np.asarray(margin_mm, float), (3,)), spacing)]
     return tuple(slice(int(max(0, lo[a] - m[a])), int(min(shape[a], hi[a] + m[a]))) for a in range(3))  # type: ignore
 
 

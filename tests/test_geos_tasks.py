@@ -90,10 +90,17 @@ def test_crop_inside_the_volume_without_roi(tmp_path, server_factory):
     s[45, 30:36, 20] = BG
     f = str(save_nifti(s, tmp_path / "s.nii.gz", spacing=SPACING))
     params = {"label_info": SLICER_INFO, "selected_label_name": "lesion", "margin_mm": 20}
-    result, body = server_factory(studies).client().infer("scribbles_geos", "big", params, label_in=f)
+    client = server_factory(studies).client()
+    result, body = client.infer("scribbles_geos", "big", params, label_in=f)
     crop = body["geos"]["crop"]
     assert all(lo > 0 and hi < n for (lo, hi), n in zip(crop, image.shape))
     assert dice(read_volume(result).array == 1, mask) > 0.9
+    # a margin per axis (I, J, K), in mm: the crop grows by ceil(margin / spacing) voxels on each side of the seeds
+    _, body = client.infer("scribbles_geos", "big", {**params, "margin_mm": [20, 20, 5]}, label_in=f)
+    seeds = np.argwhere(s > 0)
+    expect = [[lo - int(np.ceil(m / sp)), hi + 1 + int(np.ceil(m / sp))]
+              for lo, hi, m, sp in zip(seeds.min(0), seeds.max(0), (20, 20, 5), SPACING)]
+    assert body["geos"]["crop"] == expect and expect[2][1] - expect[2][0] < crop[2][1] - crop[2][0]
 
 
 def test_points_segment_a_bright_sphere_as_nrrd(sphere_server):
@@ -175,6 +182,8 @@ def test_bad_input_is_answered_4xx_with_what_to_fix(sphere_server, tmp_path):
     _expect_4xx(lambda: client.infer("scribbles_geos", "sphere", {**params, "iterations": "many"}, label_in=ok), "iterations")
     _expect_4xx(lambda: client.infer("scribbles_geos", "sphere", {**params, "median_filter": 4}, label_in=ok), "median_filter", "odd")
     _expect_4xx(lambda: client.infer("scribbles_geos", "sphere", {**params, "opening": -1}, label_in=ok), "opening")
+    for margin in (-5, [10, 10], [10, "x", 10]):
+        _expect_4xx(lambda: client.infer("scribbles_geos", "sphere", {**params, "margin_mm": margin}, label_in=ok), "margin_mm")
 
     _expect_4xx(lambda: client.infer("points_geos", "sphere", {"foreground": [[20, 20, 99]]}), "outside the volume", "[40, 40, 24]")
     _expect_4xx(lambda: client.infer("points_geos", "sphere", {"foreground": [], "background": [[1, 1, 1]]}), "no foreground point")

@@ -86,3 +86,14 @@ def test_workflow_runs_resumes_and_fills_every_table(tmp_path):
     st = json.loads((out / "state.json").read_text())
     (out / "state.json").write_text(json.dumps({**st, "notes": ["prnet carried over from run 1"]}))
     assert "Note: prnet carried over from run 1" in write_report(Workflow(cohort, out, None, conf=TINY)).read_text()
+
+
+def test_report_compares_on_the_papers_organs_only_when_the_cohort_has_them():
+    from lib.workflow.report import paper_organs_line
+
+    organs = ["liver", "spleen", "kidney_left", "pancreas"]
+    ours = {"liver": 0.9, "spleen": 0.8, "kidney_left": 0.7, "pancreas": 0.1, "mean": 0.625}
+    sup = {"liver": 1.0, "spleen": 1.0, "kidney_left": 1.0, "pancreas": 1.0, "mean": 1.0}
+    line = paper_organs_line(ours, sup, organs)
+    assert "ours 0.800 vs 1.000, **80.0 %**" in line and "all 4 organs" in line  # pancreas left out
+    assert paper_organs_line(ours, sup, ["liver", "pancreas"]) == ""

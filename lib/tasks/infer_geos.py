@@ -56,7 +56,9 @@ class _GeoSTask(InferTask):
         for k in TUNABLE:
             if k in request and request[k] not in (None, ""):
                 try:
-                    updates[k] = type(getattr(self.cfg, k))(request[k])
+                    v = request[k]
+                    updates[k] = (tuple(float(x) for x in v) if isinstance(v, (list, tuple)) else float(v)) \
+                        if k == "margin_mm" else type(getattr(self.cfg, k))(v)
                 except (TypeError, ValueError):
                     raise ClientError(f"parameter '{k}' must be a number, got {request[k]!r}") from None
         try:
