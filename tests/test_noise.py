@@ -133,6 +133,21 @@ def _cube_study(seed: int, clean: bool = False) -> Study:
     return Study(f"s{seed}", image, label, clean=clean)
 
 
+def test_poly_learning_rate_decays_to_zero_over_the_run_and_none_keeps_it():
+    from dataclasses import replace
+
+    cfg = replace(TINY, lr=1e-2, epochs=2, steps_per_epoch=3)
+    trainer = SegTrainer(cfg, 3, seed=0)
+    rates = [trainer.lr_at(s) for s in range(6)]
+    assert rates[0] == 1e-2 and all(a > b > 0 for a, b in zip(rates, rates[1:])) and trainer.lr_at(6) == 0.0
+    assert rates[3] == pytest.approx(1e-2 * 0.5**0.9)  # half-way: nnU-Net's poly, power 0.9
+    trainer.epoch([_cube_study(0)], 2)  # the optimizer uses the step's rate
+    assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(rates[1])
+    assert SegTrainer(replace(cfg, lr_decay="none"), 3).lr_at(5) == 1e-2
+    with pytest.raises(ValueError, match="lr_decay"):
+        SegTrainer(replace(cfg, lr_decay="cosine"), 3)
+
+
 @pytest.mark.parametrize("strategy", ["none", "plc", "oeem", "mcpm"])
 def test_unet_learns_a_phantom_with_every_strategy(strategy):
     from dataclasses import replace

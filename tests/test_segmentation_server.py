@@ -60,6 +60,8 @@ def test_segmentation_trainer_and_infer_through_the_server(tmp_path, server_fact
     assert code == 400 and all(s in body["detail"] for s in ("none", "plc", "mcpm", "oeem"))
     code, body = post_train(server.url, "segmentation", {"noise_strategy": "mcpm"})
     assert code == 400 and "'final' label" in body["detail"]
+    code, body = post_train(server.url, "segmentation", {"lr_decay": "cosine"})
+    assert code == 400 and "lr_decay" in body["detail"] and "poly" in body["detail"]
 
     # a clean final label, as Slicer saves it (label_info with idx)
     path = save_nifti(labels[0], tmp_path / "final_0.nii.gz", spacing=SPACING)

@@ -8,6 +8,7 @@ from typing import Mapping
 from lib.noise.plc import PLCSchedule
 
 STRATEGIES = ("none", "plc", "mcpm", "oeem")
+LR_DECAYS = ("poly", "none")
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,7 @@ class SegConfig:
     patch_size: tuple[int, int, int] = (48, 48, 48)  # voxels (I, J, K); multiples of the total stride
     batch_size: int = 2
     lr: float = 1e-3
+    lr_decay: str = "poly"  # poly: lr · (1 − step / (epochs · steps_per_epoch))^0.9 (nnU-Net's schedule); none: constant
     epochs: int = 20
     steps_per_epoch: int = 50
     background_ratio: float = 1.0  # patch centres: background with this weight, each organ with weight 1

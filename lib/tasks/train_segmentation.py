@@ -3,7 +3,8 @@
 Data: every study with a ``final`` label (clean; wins over a draft) or an ``original`` draft (noisy,
 e.g. written by ``POST /batch/infer/prnet_prelabel?images=unlabeled``). Label names come from the labels'
 info (``label_names`` / ``label_info``). Request parameters: ``noise_strategy`` (none | plc | mcpm |
-oeem, default from the configuration), ``epochs``, ``steps_per_epoch``, ``lr``, ``seed``, ``restart``.
+oeem, default from the configuration), ``epochs``, ``steps_per_epoch``, ``lr``, ``lr_decay`` (poly | none),
+``seed``, ``restart``.
 
 Resumable: after every epoch the model, optimizer(s) and epoch go to an atomic checkpoint, and PLC's
 corrected labels are saved in the datastore under tag ``plc``; a run restarted on the same data and
@@ -30,7 +31,7 @@ from lib.atomic import atomic_torch_save, atomic_write_json
 from lib.config import is_true
 from lib.geos import normalize_intensity
 from lib.io import read_volume, write_like
-from lib.segmentation.config import STRATEGIES, SegConfig
+from lib.segmentation.config import LR_DECAYS, STRATEGIES, SegConfig
 from lib.segmentation.data import Study
 from lib.segmentation.train import SegTrainer
 from lib.tasks.errors import ClientError
@@ -85,7 +86,8 @@ class SegmentationTrain(TrainTask):
 
     def config(self) -> Dict[str, Any]:
         return {"noise_strategy": self.cfg.noise_strategy, "epochs": self.cfg.epochs,
-                "steps_per_epoch": self.cfg.steps_per_epoch, "lr": self.cfg.lr, "restart": False}
+                "steps_per_epoch": self.cfg.steps_per_epoch, "lr": self.cfg.lr, "lr_decay": self.cfg.lr_decay,
+                "restart": False}
 
     def stats(self) -> Dict[str, Any]:
         if os.path.exists(self.stats_path):
@@ -98,14 +100,18 @@ class SegmentationTrain(TrainTask):
         if strategy not in STRATEGIES:
             raise ClientError(f"unknown noise_strategy '{strategy}'; valid: {', '.join(STRATEGIES)}")
         try:
-            return replace(
+            cfg = replace(
                 self.cfg, noise_strategy=strategy,
                 epochs=int(request.get("epochs", self.cfg.epochs)),
                 steps_per_epoch=int(request.get("steps_per_epoch", self.cfg.steps_per_epoch)),
                 lr=float(request.get("lr", self.cfg.lr)),
+                lr_decay=str(request.get("lr_decay", self.cfg.lr_decay)),
             )
         except (TypeError, ValueError) as e:
             raise ClientError(f"epochs / steps_per_epoch must be integers and lr a number: {e}") from None
+        if cfg.lr_decay not in LR_DECAYS:
+            raise ClientError(f"unknown lr_decay '{cfg.lr_decay}'; valid: {', '.join(LR_DECAYS)}")
+        return cfg
 
     def validate(self, request: Dict[str, Any], datastore: Datastore) -> SegConfig:
         """Cheap checks of a request before training starts (ClientError, 4xx, with what to fix)."""
@@ -141,6 +147,7 @@ class SegmentationTrain(TrainTask):
             if json.dumps(ck.get("key"), default=str) == json.dumps(key, default=str):
                 trainer.load_state_dict(ck["trainer"])
                 epoch, history = int(ck["epoch"]), self.stats().get("history", [])
+                trainer.steps = epoch * cfg.steps_per_epoch  # the learning rate schedule goes on where it stopped
                 if cfg.noise_strategy == "plc":
                     self._load_corrected(datastore, studies)
                 logger.info(f"segmentation: resuming at epoch {epoch} ({cfg.noise_strategy})")
@@ -150,7 +157,8 @@ class SegmentationTrain(TrainTask):
         while epoch < cfg.epochs:
             t0 = time.perf_counter()
             stats = trainer.epoch(studies, cfg.steps_per_epoch)
-            row: Dict[str, Any] = {"epoch": epoch + 1, **stats, "seconds": round(time.perf_counter() - t0, 2)}
+            row: Dict[str, Any] = {"epoch": epoch + 1, **stats, "lr": trainer.lr_at(trainer.steps - 1),
+                                   "seconds": round(time.perf_counter() - t0, 2)}
             if cfg.noise_strategy == "plc":
                 delta = cfg.plc.delta(epoch)
                 if delta is not None:
