@@ -4,6 +4,7 @@
     .venv/bin/python scripts/bench_noise.py cost        [--repeats 7]
     .venv/bin/python scripts/bench_noise.py robustness  [--epochs 6 --steps 40 --rates 0 20 40 60 80]
     .venv/bin/python scripts/bench_noise.py plc         [--epochs 20 --steps 50]   (the app's budget by default)
+    .venv/bin/python scripts/bench_noise.py schedule    [--drafts <run>/datastore_oneshot/labels/original] [--seeds 0 1]
 
 cost:        seconds per training step of each strategy vs `none`, same batch, same network, median
              of ``--repeats`` samples after 2 warm-up (a sample: one MCPM meta cycle of ``meta_every``
@@ -22,6 +23,11 @@ plc:         does PLC's correction help on GeoS drafts? Drafts of pseudo_01..04:
              flipped and the corrected drafts' mean Dice against the ground truth (which PLC never sees); at the
              first correction, the flipped voxels that are right (new label = ground truth) and wrong (old label
              = ground truth) by distance to the nearest draft boundary; test Dice on pseudo_06..08.
+
+schedule:    the learning-rate schedule (``segmentation.lr_decay``: none vs poly) and the spread over seeds: `none`
+             trains on the drafts of support + pseudo_01..04 (``--drafts``: a one-shot run's pre-labels, tag
+             ``original``; default: the oracle GeoS drafts as in ``plc``), the app's budget, each seed of ``--seeds``;
+             Dice (after the app's fragment removal) on the validation study pseudo_05 and on pseudo_06..08.
 
 Prints the tables and writes them to ``<out>/noise_cost.md`` / ``<out>/noise_robustness.md`` / ``<out>/noise_plc.md``
 (and the raw numbers as JSON beside them; a finished robustness run is not redone).
@@ -298,9 +304,50 @@ def bench_plc(args, cfg: SegConfig, window) -> str:
     return "\n".join(out)
 
 
+def bench_schedule(args, cfg: SegConfig, window) -> str:
+    from lib.segmentation.postprocess import remove_fragments
+
+    images, gt, names = load_cohort(args.cohort, window)
+    conf = app_config()
+    train = [*PLC_TRAIN, "subject_a"]  # sorted, the order the trainer reads the datastore in
+    if args.drafts:
+        drafts = {s: np.rint(read_volume(str(args.drafts / f"{s}.nii.gz")).array).astype(np.int64) for s in train}
+    else:
+        drafts = {"subject_a": gt["subject_a"], **oracle_drafts(args.cohort, conf)}  # no oracle draft of the support
+    fraction = float(conf["segmentation"]["min_component_fraction"])
+    val, n_cls = ["pseudo_05"], max(names.values()) + 1
+    rows, means = [], {}
+    for decay in ("none", "poly"):
+        run = replace(cfg, noise_strategy="none", lr_decay=decay, epochs=args.epochs or cfg.epochs,
+                      steps_per_epoch=args.steps or cfg.steps_per_epoch)
+        for seed in args.seeds:
+            trainer = SegTrainer(run, n_cls, seed=seed)
+            studies = [Study(s, images[s], drafts[s].copy()) for s in train]
+            t0 = time.perf_counter()
+            for _ in range(run.epochs):
+                trainer.epoch(studies, run.steps_per_epoch)
+            score = {}
+            for split, ids in (("val", val), ("test", TEST)):
+                preds = {s: remove_fragments(trainer.predict(images[s]), fraction) for s in ids}
+                score[split] = {n: float(np.mean([dice(preds[s] == c, gt[s] == c) for s in ids])) for n, c in names.items()}
+            v, t = (float(np.mean(list(score[k].values()))) for k in ("val", "test"))
+            means.setdefault(decay, []).append((v, t))
+            rows.append([decay, seed, v, t] + [score["test"][n] for n in names] + [round(time.perf_counter() - t0)])
+            print(f"  lr_decay {decay}, seed {seed}: validation {v:.3f}, test {t:.3f}", flush=True)
+    summary = [[d, float(np.mean([m[0] for m in ms])), float(np.mean([m[1] for m in ms])),
+                float(max(m[1] for m in ms) - min(m[1] for m in ms))] for d, ms in means.items()]
+    source = f"the drafts in `{args.drafts}`" if args.drafts else "oracle GeoS drafts (support: its ground truth)"
+    return "\n".join([
+        f"## Learning-rate schedule and seeds\n\nStrategy `none` on {source} of {', '.join(train)}; budget "
+        f"{args.epochs or cfg.epochs} epochs × {args.steps or cfg.steps_per_epoch} steps, lr {cfg.lr}; fragment removal "
+        f"{fraction}; validation {', '.join(val)}, test {', '.join(TEST)}; {machine()}.\n",
+        md_table(["lr_decay", "seed", "validation", "test"] + list(names) + ["s (train + infer)"], rows) + "\n",
+        md_table(["lr_decay", "validation, mean of seeds", "test, mean of seeds", "test, max − min"], summary) + "\n"])
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("part", choices=("cost", "robustness", "plc"))
+    p.add_argument("part", choices=("cost", "robustness", "plc", "schedule"))
     p.add_argument("--cohort", type=Path, default=REPO / "sample-data" / "cohort")
     p.add_argument("--out", type=Path, default=REPO / "benchmarks-out")
     p.add_argument("--repeats", type=int, default=7)
@@ -309,6 +356,8 @@ def main() -> int:
     p.add_argument("--rates", type=int, nargs="+", default=[0, 20, 40, 60, 80])
     p.add_argument("--strategies", nargs="+", default=list(STRATEGIES), choices=STRATEGIES)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="schedule: the seeds of each variant")
+    p.add_argument("--drafts", type=Path, help="schedule: a folder of drafts <study>.nii.gz (default: oracle drafts)")
     args = p.parse_args()
     if not (args.cohort / "ground_truth").exists():
         print(f"no cohort at {args.cohort}: run  .venv/bin/python sample-data/build_cohort.py  first", file=sys.stderr)
@@ -319,7 +368,7 @@ def main() -> int:
     cfg = SegConfig.from_dict(conf["segmentation"])
     if args.part == "robustness":
         args.epochs, args.steps = args.epochs or 6, args.steps or 40
-    text = {"cost": bench_cost, "robustness": bench_robustness, "plc": bench_plc}[args.part](args, cfg, (geos.window_hu, geos.window_out))
+    text = {"cost": bench_cost, "robustness": bench_robustness, "plc": bench_plc, "schedule": bench_schedule}[args.part](args, cfg, (geos.window_hu, geos.window_out))
     print(text)
     atomic_write_text(str(args.out / f"noise_{args.part}.md"), text)
     return 0
