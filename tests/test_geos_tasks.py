@@ -221,7 +221,7 @@ def test_median_filter_keeps_geos_inside_a_low_contrast_organ():
 
     conf = app_config()
     assert pseudo_mask_geos(conf).median_filter == 3 and GeoSConfig.from_dict(conf["geos"]).median_filter == 0
-    assert pseudo_mask_geos(conf) == replace(GeoSConfig.from_dict(conf["geos"]), median_filter=3, opening=1)
+    assert pseudo_mask_geos(conf) == replace(GeoSConfig.from_dict(conf["geos"]), median_filter=3, opening=1, margin_mm=(30, 30, 60))
     with pytest.raises(ValueError, match="odd"):
         GeoSConfig(median_filter=2)
 
