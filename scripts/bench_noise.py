@@ -43,6 +43,7 @@ import sys
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -219,18 +220,25 @@ def bench_robustness(args, cfg: SegConfig, window) -> str:
 PLC_TRAIN = [f"pseudo_0{i}" for i in range(1, 5)]
 
 
-def oracle_drafts(cohort: Path, conf: dict) -> dict[str, np.ndarray]:
-    """GeoS pseudo masks of ``PLC_TRAIN`` from the support's points (the app's strides) at their true locations."""
+def oracle_drafts(cohort: Path, conf: dict, scribbles: np.ndarray | None = None,
+                  studies: Sequence[str] = PLC_TRAIN) -> dict[str, np.ndarray]:
+    """GeoS pseudo masks of ``studies`` from the support's points (the app's strides) at their true locations.
+
+    ``scribbles``: the support's ``(I, J, K)`` scribble map (ids of ``label_info.json``); default the cohort's.
+    ``subject_a`` (the support) may be among ``studies``: its draft is GeoS from its own scribble points.
+    """
     names = {d["name"]: d["id"] for d in json.loads((cohort / "scribbles" / "label_info.json").read_text())}
-    scribbles = np.rint(read_volume(str(cohort / "scribbles" / "subject_a.nii.gz")).array).astype(np.int64)
+    if scribbles is None:
+        scribbles = np.rint(read_volume(str(cohort / "scribbles" / "subject_a.nii.gz")).array).astype(np.int64)
     per_class = {names[n]: int(v) for n, v in (conf["prnet"].get("class_strides") or {}).items() if n in names}
     points = {c: p for c, p in support_points(scribbles, names.values(), int(conf["prnet"]["stride"]), per_class).items() if len(p)}
     cohort_cfg = load_yaml("sample_cohort.yaml")
     deform = DeformConfig.from_dict(cohort_cfg["deformation"], cohort_cfg["intensity"])
     drafts = {}
-    for s in PLC_TRAIN:
+    for s in studies:
         q = read_volume(str(cohort / "studies" / f"{s}.nii.gz"))
-        true = true_locations(points, s, q.array.shape, deform, int(cohort_cfg["seed"]))
+        # the support's own draft: its points where they are (as the pre-labeling of the support does)
+        true = points if s == "subject_a" else true_locations(points, s, q.array.shape, deform, int(cohort_cfg["seed"]))
         r = Prelabel(label=None, propagation={c: Propagation(p, np.ones(len(p)), np.ones(len(p), bool)) for c, p in true.items()})
         drafts[s] = pseudo_mask(r, names[BACKGROUND], q.array.astype(np.float32), q.spacing, pseudo_mask_geos(conf)).label.astype(np.int64)
     return drafts
@@ -304,39 +312,51 @@ def bench_plc(args, cfg: SegConfig, window) -> str:
     return "\n".join(out)
 
 
-def bench_schedule(args, cfg: SegConfig, window) -> str:
+VAL = ["pseudo_05"]
+
+
+def train_and_score(cfg: SegConfig, drafts: dict[str, np.ndarray], images: dict[str, np.ndarray],
+                    gt: dict[str, np.ndarray], names: dict[str, int], seed: int, fraction: float) -> dict[str, dict[str, float]]:
+    """Train the UNet (``cfg``'s strategy and budget) on ``drafts`` ``{study: (I, J, K) label}`` (sorted by
+    study, the order the trainer reads the datastore in); ``{"val" | "test": {organ: mean Dice}}`` on
+    ``VAL`` / ``TEST`` after the app's fragment removal (``fraction``)."""
     from lib.segmentation.postprocess import remove_fragments
 
+    trainer = SegTrainer(cfg, max(names.values()) + 1, seed=seed)
+    studies = [Study(s, images[s], drafts[s].copy()) for s in sorted(drafts)]
+    for _ in range(cfg.epochs):
+        trainer.epoch(studies, cfg.steps_per_epoch)
+    score = {}
+    for split, ids in (("val", VAL), ("test", TEST)):
+        preds = {s: remove_fragments(trainer.predict(images[s]), fraction) for s in ids}
+        score[split] = {n: float(np.mean([dice(preds[s] == c, gt[s] == c) for s in ids])) for n, c in names.items()}
+    return score
+
+
+def bench_schedule(args, cfg: SegConfig, window) -> str:
     images, gt, names = load_cohort(args.cohort, window)
     conf = app_config()
     train = [*PLC_TRAIN, "subject_a"]  # sorted, the order the trainer reads the datastore in
     if args.drafts:
         drafts = {s: np.rint(read_volume(str(args.drafts / f"{s}.nii.gz")).array).astype(np.int64) for s in train}
     else:
-        drafts = {"subject_a": gt["subject_a"], **oracle_drafts(args.cohort, conf)}  # no oracle draft of the support
+        drafts = oracle_drafts(args.cohort, conf, studies=train)
     fraction = float(conf["segmentation"]["min_component_fraction"])
-    val, n_cls = ["pseudo_05"], max(names.values()) + 1
+    val = VAL
     rows, means = [], {}
     for decay in ("none", "poly"):
         run = replace(cfg, noise_strategy="none", lr_decay=decay, epochs=args.epochs or cfg.epochs,
                       steps_per_epoch=args.steps or cfg.steps_per_epoch)
         for seed in args.seeds:
-            trainer = SegTrainer(run, n_cls, seed=seed)
-            studies = [Study(s, images[s], drafts[s].copy()) for s in train]
             t0 = time.perf_counter()
-            for _ in range(run.epochs):
-                trainer.epoch(studies, run.steps_per_epoch)
-            score = {}
-            for split, ids in (("val", val), ("test", TEST)):
-                preds = {s: remove_fragments(trainer.predict(images[s]), fraction) for s in ids}
-                score[split] = {n: float(np.mean([dice(preds[s] == c, gt[s] == c) for s in ids])) for n, c in names.items()}
+            score = train_and_score(run, drafts, images, gt, names, seed, fraction)
             v, t = (float(np.mean(list(score[k].values()))) for k in ("val", "test"))
             means.setdefault(decay, []).append((v, t))
             rows.append([decay, seed, v, t] + [score["test"][n] for n in names] + [round(time.perf_counter() - t0)])
             print(f"  lr_decay {decay}, seed {seed}: validation {v:.3f}, test {t:.3f}", flush=True)
     summary = [[d, float(np.mean([m[0] for m in ms])), float(np.mean([m[1] for m in ms])),
                 float(max(m[1] for m in ms) - min(m[1] for m in ms))] for d, ms in means.items()]
-    source = f"the drafts in `{args.drafts}`" if args.drafts else "oracle GeoS drafts (support: its ground truth)"
+    source = f"the drafts in `{args.drafts}`" if args.drafts else "oracle GeoS drafts"
     return "\n".join([
         f"## Learning-rate schedule and seeds\n\nStrategy `none` on {source} of {', '.join(train)}; budget "
         f"{args.epochs or cfg.epochs} epochs × {args.steps or cfg.steps_per_epoch} steps, lr {cfg.lr}; fragment removal "
