@@ -109,7 +109,7 @@ def main() -> int:
     ids = {d["name"]: d["id"] for d in info}
     organs = {n: i for n, i in ids.items() if n != BACKGROUND}
     gt = {s: np.rint(read_volume(str(args.cohort / "ground_truth" / f"{s}.nii.gz")).array).astype(np.int64)
-          for s in ["subject_a", *VAL, *TRAIN]}
+          for s in ["subject_a", *VAL, *TRAIN, *TEST]}
     image_a = read_volume(str(args.cohort / "studies" / "subject_a.nii.gz")).array.astype(np.float32)
     seg = SegConfig.from_dict({**conf["segmentation"], "noise_strategy": "none"})
     if args.unet:

@@ -26,3 +26,14 @@ def test_prnet_section_builds_the_prnet_configs():
     p = app_config({"prnet.tau": "0.7", "prnet.patch_size": "[48, 32, 32]"})["prnet"]
     assert PropagationConfig.from_dict(p).tau == 0.7
     assert PRNetConfig.from_dict(p).patch_size == (48, 32, 32)
+
+
+def test_segmentation_section_builds_the_oeem_setting():
+    from lib.segmentation.config import SegConfig
+
+    assert SegConfig.from_dict(app_config()["segmentation"]).oeem.per_class is True  # the default
+    seg = app_config({"segmentation.oeem.per_class": "false"})["segmentation"]
+    assert SegConfig.from_dict(seg).oeem.per_class is False
+    assert SegConfig.from_dict({"oeem": {"per_class": "true"}}).oeem.per_class is True
+    with pytest.raises(ValueError, match="true or false"):
+        SegConfig.from_dict({"oeem": {"per_class": "maybe"}})

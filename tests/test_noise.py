@@ -53,6 +53,22 @@ def test_oeem_weights_follow_eq6():
     assert w[0, 1, 1] > w[0, 0, 0] > w[0, 1, 0] > w[0, 0, 1]  # lower loss, higher weight
 
 
+def test_oeem_per_class_keeps_each_class_share():
+    # class 1 has high losses (learnt late): over the patch it gets almost no weight, per class its mean is 1
+    loss = torch.tensor([[[0.0, 0.1, 0.2], [3.0, 4.0, 5.0]], [[1.0, 1.0, 1.0], [1.0, 1.0, 1.0]]])  # (B=2, 2, 3)
+    labels = torch.tensor([[[0, 0, 0], [1, 1, 1]], [[3, 3, 3], [3, 3, 3]]])
+    patch = oeem_weights(loss, labels)
+    per = oeem_weights(loss, labels, per_class=True)
+    assert patch[0, 1].mean().item() < 0.06
+    for c in (0, 1):
+        row = loss[0][labels[0] == c].numpy()
+        e = np.exp(-row)
+        np.testing.assert_allclose(per[0][labels[0] == c].numpy(), e / e.mean(), rtol=1e-6)
+    assert per[0, 1, 0] > per[0, 1, 1] > per[0, 1, 2]  # easy voxels of a class still weigh more
+    assert torch.equal(per[1], torch.ones(2, 3))  # a single-class patch stays unweighted
+    assert torch.isfinite(per).all()
+
+
 def _mcpm_setup(seed=0):
     torch.manual_seed(seed)
     net = build_unet(TINY, 3).double()

@@ -22,6 +22,20 @@ class MCPMConfig:
     method: str = "finite_difference"  # meta-gradient: finite_difference (no double backward) | autograd
 
 
+def _flag(v) -> bool:
+    """A yes/no setting from YAML (a bool) or a string ("true" / "false", "1" / "0")."""
+    if isinstance(v, str):
+        if v.strip().lower() not in ("true", "false", "1", "0", "yes", "no"):
+            raise ValueError(f"expected true or false, got '{v}'")
+        return v.strip().lower() in ("true", "1", "yes")
+    return bool(v)
+
+
+@dataclass(frozen=True)
+class OEEMConfig:
+    per_class: bool = True  # Eq. 6 within each class of a patch (lib/noise/oeem.py); False: over the whole patch, the paper
+
+
 @dataclass(frozen=True)
 class SegConfig:
     channels: tuple[int, ...] = (16, 32, 64, 128)
@@ -40,6 +54,7 @@ class SegConfig:
     sw_overlap: float = 0.25
     plc: PLCSchedule = field(default_factory=PLCSchedule)
     mcpm: MCPMConfig = field(default_factory=MCPMConfig)
+    oeem: OEEMConfig = field(default_factory=OEEMConfig)
 
     @classmethod
     def from_dict(cls, d: Mapping) -> "SegConfig":
@@ -53,6 +68,8 @@ class SegConfig:
                 v = PLCSchedule.from_dict(v)
             elif f.name == "mcpm":
                 v = MCPMConfig(**{k: x for k, x in dict(v).items() if k in MCPMConfig.__dataclass_fields__})
+            elif f.name == "oeem":
+                v = OEEMConfig(**{k: _flag(x) for k, x in dict(v).items() if k in OEEMConfig.__dataclass_fields__})
             elif isinstance(v, list):
                 v = tuple(v)
             kw[f.name] = v
