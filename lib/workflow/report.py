@@ -189,7 +189,9 @@ def write_report(wf) -> Path:
     lines += [_table(rows, organs) if rows else "(not run yet)", ""]
 
     lines += ["## Wall time per stage", "", "| stage | seconds |", "|---|---|"]
-    lines += [f"| {name} | {v['seconds']:.1f} |" for name, v in st.items() if v.get("done")]
+    order = ["support", "prnet", "tau", "prelabel", "test_upload", "geos_only", *(f"seg_{s}" for s in b["strategies"]), "supervised"]
+    ranked = sorted(st, key=lambda n: order.index(n) if n in order else len(order))  # a re-run stage keeps its place
+    lines += [f"| {name} | {st[name]['seconds']:.1f} |" for name in ranked if st[name].get("done")]
     lines += [f"| **total** | **{sum(v['seconds'] for v in st.values() if v.get('done')):.1f}** |", ""]
 
     lines += ["## Overlays", ""]
