@@ -135,8 +135,9 @@ def main() -> int:
         name = ", ".join(f"{k} {v}" for k, v in overrides.items()) or "the cohort's support (default)"
         rows.append([name, slices, fg, int((scribbles == ids[BACKGROUND]).sum()), val,
                      float(np.mean(list(train.values()))), *unet, *train.values()])
-        print(f"  {name}: drafts validation {val:.3f}, train {rows[-1][5]:.3f}; UNet {unet} "
-              f"({time.perf_counter() - t0:.0f} s)", flush=True)
+        fitted = f"; UNet validation {unet[0]:.3f}, test {unet[1]:.3f}" if args.unet else ""
+        print(f"  {name}: drafts validation {val:.3f}, train {rows[-1][5]:.3f}{fitted} ({time.perf_counter() - t0:.0f} s)",
+              flush=True)
 
     header = ["support scribbles", "axial slices stroked", "foreground voxels", "background voxels",
               "drafts, validation", "drafts, train", "UNet on them, validation", "UNet on them, test"] + list(organs)
