@@ -5,6 +5,7 @@
     .venv/bin/python scripts/bench_noise.py robustness  [--epochs 6 --steps 40 --rates 0 20 40 60 80]
     .venv/bin/python scripts/bench_noise.py plc         [--epochs 20 --steps 50]   (the app's budget by default)
     .venv/bin/python scripts/bench_noise.py schedule    [--drafts <run>/datastore_oneshot/labels/original] [--seeds 0 1]
+    .venv/bin/python scripts/bench_noise.py oeem        [--drafts <run>/datastore_oneshot/labels/original] [--seeds 0]
 
 cost:        seconds per training step of each strategy vs `none`, same batch, same network, median
              of ``--repeats`` samples after 2 warm-up (a sample: one MCPM meta cycle of ``meta_every``
@@ -28,6 +29,8 @@ schedule:    the learning-rate schedule (``segmentation.lr_decay``: none vs poly
              trains on the drafts of support + pseudo_01..04 (``--drafts``: a one-shot run's pre-labels, tag
              ``original``; default: the oracle GeoS drafts as in ``plc``), the app's budget, each seed of ``--seeds``;
              Dice (after the app's fragment removal) on the validation study pseudo_05 and on pseudo_06..08.
+oeem:        OEEM's Eq. 6 over the whole patch (the paper) vs within each class (``segmentation.oeem.per_class``), on the
+             same drafts as ``schedule``, each seed of ``--seeds``; validation and test Dice.
 
 Prints the tables and writes them to ``<out>/noise_cost.md`` / ``<out>/noise_robustness.md`` / ``<out>/noise_plc.md``
 (and the raw numbers as JSON beside them; a finished robustness run is not redone).
@@ -61,7 +64,7 @@ from lib.geos import GeoSConfig, normalize_intensity  # noqa: E402
 from lib.io import read_volume  # noqa: E402
 from lib.prnet.prelabel import Prelabel, pseudo_mask, pseudo_mask_geos, support_points  # noqa: E402
 from lib.prnet.propagate import Propagation  # noqa: E402
-from lib.segmentation.config import STRATEGIES, SegConfig  # noqa: E402
+from lib.segmentation.config import STRATEGIES, OEEMConfig, SegConfig  # noqa: E402
 from lib.segmentation.data import Study  # noqa: E402
 from lib.segmentation.train import SegTrainer  # noqa: E402
 
@@ -333,14 +336,42 @@ def train_and_score(cfg: SegConfig, drafts: dict[str, np.ndarray], images: dict[
     return score
 
 
+def load_drafts(args, conf: dict) -> tuple[list[str], dict[str, np.ndarray]]:
+    """The training studies (support + ``PLC_TRAIN``) and their drafts: ``--drafts`` (a run's tag ``original``) or oracle."""
+    train = [*PLC_TRAIN, "subject_a"]  # sorted, the order the trainer reads the datastore in
+    if args.drafts:
+        return train, {s: np.rint(read_volume(str(args.drafts / f"{s}.nii.gz")).array).astype(np.int64) for s in train}
+    return train, oracle_drafts(args.cohort, conf, studies=train)
+
+
+def bench_oeem(args, cfg: SegConfig, window) -> str:
+    images, gt, names = load_cohort(args.cohort, window)
+    conf = app_config()
+    train, drafts = load_drafts(args, conf)
+    fraction = float(conf["segmentation"]["min_component_fraction"])
+    rows = []
+    for per_class in (False, True):
+        run = replace(cfg, noise_strategy="oeem", oeem=OEEMConfig(per_class=per_class), epochs=args.epochs or cfg.epochs,
+                      steps_per_epoch=args.steps or cfg.steps_per_epoch)
+        for seed in args.seeds:
+            t0 = time.perf_counter()
+            score = train_and_score(run, drafts, images, gt, names, seed, fraction)
+            v, t = (float(np.mean(list(score[k].values()))) for k in ("val", "test"))
+            rows.append(["per class" if per_class else "over the patch (the paper)", seed, v, t]
+                        + [score["test"][n] for n in names] + [round(time.perf_counter() - t0)])
+            print(f"  oeem per_class {per_class}, seed {seed}: validation {v:.3f}, test {t:.3f}", flush=True)
+    source = f"the drafts in `{args.drafts}`" if args.drafts else "oracle GeoS drafts"
+    return "\n".join([
+        f"## OEEM's Eq. 6 over the patch vs per class\n\nStrategy `oeem` on {source} of {', '.join(train)}; budget "
+        f"{run.epochs} epochs × {run.steps_per_epoch} steps; fragment removal {fraction}; validation {', '.join(VAL)}, "
+        f"test {', '.join(TEST)}; {machine()}.\n",
+        md_table(["OEEM weights", "seed", "validation", "test"] + list(names) + ["s (train + infer)"], rows) + "\n"])
+
+
 def bench_schedule(args, cfg: SegConfig, window) -> str:
     images, gt, names = load_cohort(args.cohort, window)
     conf = app_config()
-    train = [*PLC_TRAIN, "subject_a"]  # sorted, the order the trainer reads the datastore in
-    if args.drafts:
-        drafts = {s: np.rint(read_volume(str(args.drafts / f"{s}.nii.gz")).array).astype(np.int64) for s in train}
-    else:
-        drafts = oracle_drafts(args.cohort, conf, studies=train)
+    train, drafts = load_drafts(args, conf)
     fraction = float(conf["segmentation"]["min_component_fraction"])
     val = VAL
     rows, means = [], {}
@@ -367,7 +398,7 @@ def bench_schedule(args, cfg: SegConfig, window) -> str:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("part", choices=("cost", "robustness", "plc", "schedule"))
+    p.add_argument("part", choices=("cost", "robustness", "plc", "schedule", "oeem"))
     p.add_argument("--cohort", type=Path, default=REPO / "sample-data" / "cohort")
     p.add_argument("--out", type=Path, default=REPO / "benchmarks-out")
     p.add_argument("--repeats", type=int, default=7)
@@ -376,8 +407,8 @@ def main() -> int:
     p.add_argument("--rates", type=int, nargs="+", default=[0, 20, 40, 60, 80])
     p.add_argument("--strategies", nargs="+", default=list(STRATEGIES), choices=STRATEGIES)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="schedule: the seeds of each variant")
-    p.add_argument("--drafts", type=Path, help="schedule: a folder of drafts <study>.nii.gz (default: oracle drafts)")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="schedule, oeem: the seeds of each variant")
+    p.add_argument("--drafts", type=Path, help="schedule, oeem: a folder of drafts <study>.nii.gz (default: oracle drafts)")
     args = p.parse_args()
     if not (args.cohort / "ground_truth").exists():
         print(f"no cohort at {args.cohort}: run  .venv/bin/python sample-data/build_cohort.py  first", file=sys.stderr)
@@ -388,7 +419,7 @@ def main() -> int:
     cfg = SegConfig.from_dict(conf["segmentation"])
     if args.part == "robustness":
         args.epochs, args.steps = args.epochs or 6, args.steps or 40
-    text = {"cost": bench_cost, "robustness": bench_robustness, "plc": bench_plc, "schedule": bench_schedule}[args.part](args, cfg, (geos.window_hu, geos.window_out))
+    text = {"cost": bench_cost, "robustness": bench_robustness, "plc": bench_plc, "schedule": bench_schedule, "oeem": bench_oeem}[args.part](args, cfg, (geos.window_hu, geos.window_out))
     print(text)
     atomic_write_text(str(args.out / f"noise_{args.part}.md"), text)
     return 0
