@@ -28,7 +28,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-ASGI_APP = "lib.tasks.asgi:app"  # MONAI Label's app + request validation (see lib/tasks/asgi.py)
+ASGI_APP = "lib.api.app:app"  # MONAI Label's app + request validation (see lib/api/app.py)
 
 
 @dataclass

@@ -9,4 +9,4 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 export MONAI_LABEL_TRACKING_ENABLED=${MONAI_LABEL_TRACKING_ENABLED:-false}
 exec .venv/bin/python -m monailabel.main start_server \
   --app apps/oneshot --studies sample-data/cohort/studies --host 127.0.0.1 --port "${PORT:-8000}" \
-  --uvicorn_app lib.tasks.asgi:app "$@"
+  --uvicorn_app lib.api.app:app "$@"

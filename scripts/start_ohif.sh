@@ -21,7 +21,7 @@ DICOMWEB="http://127.0.0.1:$OPORT/dicom-web"
 
 .venv/bin/python -m monailabel.main start_server \
   --app apps/oneshot --studies "$DICOMWEB" --host 127.0.0.1 --port "$PORT" \
-  --uvicorn_app lib.tasks.asgi:app "$@" &
+  --uvicorn_app lib.api.app:app "$@" &
 server=$!
 trap 'kill $server 2>/dev/null || true' INT TERM EXIT
 until curl -sf "http://127.0.0.1:$PORT/info/" >/dev/null; do

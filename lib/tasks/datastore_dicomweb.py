@@ -257,6 +257,13 @@ class OneShotDICOMwebDatastore(DICOMWebDatastore, AtomicLocalDatastore):
             if converted:
                 os.unlink(converted)
 
+    def add_image(self, image_id: str, image_filename: str, image_info: Dict[str, Any]) -> str:
+        raise ClientError(f"images live on the DICOMweb server {self._url}: store the series there (STOW-RS, "
+                          "scripts/load_dicom.py), not through this server", status_code=405)
+
+    def remove_image(self, image_id: str) -> None:
+        raise ClientError(f"images live on the DICOMweb server {self._url}: remove the series there", status_code=405)
+
     def datalist(self, full_path=True) -> List[Dict[str, Any]]:
         for image_id in self.get_labeled_images():
             self.get_label_uri(image_id, FINAL)

@@ -31,12 +31,25 @@ from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
 from lib.geos import GeoSConfig, geos_segment, seeds_from_points
 from lib.io import Volume, VolumeCache, read_volume, write_like
 from lib.tasks.errors import ClientError
+from lib.tasks.params import number
 from lib.tasks.results import write_result
 
 logger = logging.getLogger(__name__)
 
-# request keys a client may send to tune GeoS (also shown by Slicer as the task's config)
-TUNABLE = ("lamb", "iterations", "margin_mm", "intensity_weight", "refine_iterations", "median_filter", "opening", "border_similarity_sd")
+# request keys a client may send to tune GeoS (also shown by Slicer as the task's config): (lowest, highest,
+# whole number). The ranges bound one request's work: a raster-scan pass over a 512 x 512 x 100 crop takes ~5 s here.
+TUNABLE: dict[str, tuple[float, float, bool]] = {
+    "lamb": (0.0, 1.0, False),
+    "iterations": (1, 16, True),
+    "margin_mm": (0.0, 300.0, False),
+    "intensity_weight": (0.0, 100.0, False),
+    "refine_iterations": (0, 5, True),
+    "median_filter": (0, 7, True),
+    "opening": (0, 5, True),
+    "border_similarity_sd": (0.0, 100.0, False),
+}
+POINT_RADIUS_MM = (0.0, 50.0)  # a click's seed ball
+MAX_POINTS = 1000  # clicks per list
 
 
 class _GeoSTask(InferTask):
@@ -52,18 +65,21 @@ class _GeoSTask(InferTask):
 
     # -- helpers -----------------------------------------------------------------------------------
     def _cfg(self, request: Mapping[str, Any]) -> GeoSConfig:
-        updates = {}
-        for k in TUNABLE:
-            if k in request and request[k] not in (None, ""):
-                try:
-                    v = request[k]
-                    updates[k] = (tuple(float(x) for x in v) if isinstance(v, (list, tuple)) else float(v)) \
-                        if k == "margin_mm" else type(getattr(self.cfg, k))(v)
-                except (TypeError, ValueError):
-                    raise ClientError(f"parameter '{k}' must be a number, got {request[k]!r}") from None
+        updates: dict[str, Any] = {}
+        for k, (lo, hi, integer) in TUNABLE.items():
+            v = request.get(k)
+            if v is None or v == "":
+                continue
+            if k == "margin_mm" and isinstance(v, (list, tuple)):
+                if len(v) != 3:
+                    raise ClientError(f"'margin_mm' must be one number or three (I, J, K) in mm, got {str(v)[:60]}")
+                updates[k] = tuple(float(number({k: x}, k, 0, lo, hi)) for x in v)
+            else:
+                x = number(request, k, 0, lo, hi, integer)
+                updates[k] = type(getattr(self.cfg, k))(x) if k != "margin_mm" else float(x)
         try:
             return replace(self.cfg, **updates) if updates else self.cfg
-        except ValueError as e:  # a value of the right type that GeoSConfig refuses
+        except ValueError as e:  # a value in range that GeoSConfig refuses (an even median filter)
             raise ClientError(str(e)) from None
 
     def _image(self, request: Mapping[str, Any]) -> Volume:
@@ -102,16 +118,29 @@ class _GeoSTask(InferTask):
                 read_volume(write_like(label, reference, os.path.join(d, "out" + ext)))
 
 
-def _roi(request: Mapping[str, Any]) -> list[int] | None:
+def _roi(request: Mapping[str, Any], shape: Sequence[int]) -> list[int] | None:
+    """The request's ``roi`` ``[i0, i1, j0, j1, k0, k1]`` (voxels) as whole numbers; None when absent."""
     roi = request.get("roi")
     if roi in (None, "", []):
         return None
     if not isinstance(roi, (list, tuple)) or len(roi) != 6:
-        raise ClientError(f"'roi' must be [i0, i1, j0, j1, k0, k1] in voxels, got {roi!r}")
-    try:
-        return [int(round(float(v))) for v in roi]
-    except (TypeError, ValueError):
-        raise ClientError(f"'roi' must hold 6 numbers, got {roi!r}") from None
+        raise ClientError(f"'roi' must be [i0, i1, j0, j1, k0, k1] in voxels, got {str(roi)[:80]}")
+    big = 4 * max(shape)
+    return [int(round(number({"roi": v}, "roi", 0, -big, big))) for v in roi]
+
+
+def _label_info(info: Any) -> dict[str, int]:
+    """Slicer's ``label_info`` ``[{"name": ..., "id": ...}, ...]`` as ``{name: id}`` (ids 0-65535)."""
+    if info in (None, ""):
+        return {}
+    if not isinstance(info, list) or not all(isinstance(d, Mapping) and "name" in d and "id" in d for d in info):
+        raise ClientError("'label_info' must be a list of {\"name\": ..., \"id\": ...}")
+    out = {}
+    for d in info:
+        if not isinstance(d["name"], str) or not d["name"]:
+            raise ClientError(f"'label_info' names must be strings, got {str(d['name'])[:60]}")
+        out[d["name"]] = number(d, "id", 0, 0, 65535, integer=True)
+    return out
 
 
 class ScribblesGeoS(_GeoSTask):
@@ -145,11 +174,10 @@ class ScribblesGeoS(_GeoSTask):
             )
         scribbles = np.rint(scribbles).astype(np.int64)
 
-        info = request.get("label_info") or []
-        if not isinstance(info, list) or not all(isinstance(d, Mapping) and "name" in d and "id" in d for d in info):
-            raise ClientError("'label_info' must be a list of {\"name\": ..., \"id\": ...}")
-        names = {str(d["name"]): int(d["id"]) for d in info}
+        names = _label_info(request.get("label_info"))
         selected = request.get("selected_label_name")
+        if selected is not None and not isinstance(selected, str):
+            raise ClientError(f"'selected_label_name' must be a segment's name (a string), got {str(selected)[:60]}")
         if selected and names and selected not in names:
             raise ClientError(f"unknown label '{selected}': selected_label_name must be one of {sorted(names)}")
 
@@ -173,7 +201,7 @@ class ScribblesGeoS(_GeoSTask):
                     "draw at least one foreground stroke"
                 )
 
-        label, stats = self._segment(request, vol, seeds, background, _roi(request), t0)
+        label, stats = self._segment(request, vol, seeds, background, _roi(request, vol.array.shape), t0)
         if len(classes) > 1 and selected in classes:
             label = (label == classes[selected]).astype(np.uint8)
             label_names = {selected: 1}
@@ -204,16 +232,15 @@ class PointsGeoS(_GeoSTask):
     @staticmethod
     def _points(request, key: str, shape: Sequence[int]) -> list[list[int]]:
         pts = request.get(key) or []
-        if not isinstance(pts, (list, tuple)):
-            raise ClientError(f"'{key}' must be a list of [i, j, k] voxel points, got {pts!r}")
+        if not isinstance(pts, (list, tuple)) or len(pts) > MAX_POINTS:
+            raise ClientError(f"'{key}' must be a list of at most {MAX_POINTS} [i, j, k] voxel points, got {str(pts)[:80]}")
         out = []
         for p in pts:
             if not isinstance(p, (list, tuple)) or len(p) < 3:
                 raise ClientError(f"'{key}' point {p!r} must be [i, j, k] voxel indices")
-            try:
-                q = [int(round(float(v))) for v in p[:3]]
-            except (TypeError, ValueError):
-                raise ClientError(f"'{key}' point {p!r} must hold numbers") from None
+            if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and abs(v) < 1e9 for v in p[:3]):
+                raise ClientError(f"'{key}' point {str(p)[:60]} must hold 3 numbers (voxel indices)")
+            q = [int(round(v)) for v in p[:3]]
             if any(v < 0 or v >= s for v, s in zip(q, shape)):
                 raise ClientError(f"'{key}' point {q} lies outside the volume of shape {list(shape)} (voxel indices)")
             out.append(q)
@@ -227,13 +254,10 @@ class PointsGeoS(_GeoSTask):
         bg_pts = self._points(request, "background", shape)
         if not fg_pts:
             raise ClientError("no foreground point: click at least one point inside the structure ('foreground')")
-        try:
-            radius = float(request.get("point_radius_mm", self.point_radius_mm))
-        except (TypeError, ValueError):
-            raise ClientError(f"'point_radius_mm' must be a number, got {request.get('point_radius_mm')!r}") from None
+        radius = number(request, "point_radius_mm", self.point_radius_mm, *POINT_RADIUS_MM)
         fg = seeds_from_points(shape, fg_pts, vol.spacing, radius)
         bg = seeds_from_points(shape, bg_pts, vol.spacing, radius) & ~fg
-        label, stats = self._segment(request, vol, {1: fg}, bg, _roi(request), t0)
+        label, stats = self._segment(request, vol, {1: fg}, bg, _roi(request, vol.array.shape), t0)
         label = (label > 0).astype(np.uint8)
         result = self._write(request, label)
         stats["total_s"] = round(time.perf_counter() - t0, 4)

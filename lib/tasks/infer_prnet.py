@@ -33,6 +33,7 @@ from lib.io import read_volume
 from lib.prnet.prelabel import propagate_support, pseudo_mask, with_tau
 from lib.prnet.propagate import PropagationConfig
 from lib.tasks.errors import ClientError
+from lib.tasks.params import number
 from lib.tasks.labels import label_names_from_info
 from lib.tasks.results import write_result
 from lib.tasks.train_prnet import load_prnet
@@ -157,11 +158,8 @@ class PRNetPrelabel(InferTask):
         device = "cuda" if torch.cuda.is_available() and str(request.get("device", "cuda")).startswith("cuda") else "cpu"
         models, _ = self._net(device)
         support = find_support(self.datastore, str(request.get("support_tag", self.support_tag)), self._support_cache)
-        try:
-            tau = float(request.get("tau", self.propagation.tau))
-            stride = max(1, int(request.get("stride", self.stride)))
-        except (TypeError, ValueError):
-            raise ClientError("'tau' must be a number and 'stride' an integer") from None
+        tau = number(request, "tau", self.propagation.tau, -1.0, 1.0)
+        stride = number(request, "stride", self.stride, 1, 1000, integer=True)
         query = read_volume(path)
         image_id = self._image_id(request)
 

@@ -10,6 +10,9 @@ import numpy as np
 
 from lib.io import write_like
 from lib.tasks.errors import ClientError
+from lib.tasks.ids import VOLUME_EXTENSIONS
+
+RESULT_DTYPES = ("uint8", "uint16", "int16", "int32", "float32")
 
 
 def write_result(request: Mapping[str, Any], label: np.ndarray, prefix: str) -> str:
@@ -19,7 +22,11 @@ def write_result(request: Mapping[str, Any], label: np.ndarray, prefix: str) -> 
     ext = str(request.get("result_extension") or ".nii.gz")
     if not ext.startswith("."):
         ext = "." + ext
+    if ext.lower() not in VOLUME_EXTENSIONS:
+        raise ClientError(f"'result_extension' must be one of {', '.join(VOLUME_EXTENSIONS)}, got {ext[:40]!r}")
     dtype = str(request.get("result_dtype") or "uint8")
+    if dtype not in RESULT_DTYPES:
+        raise ClientError(f"'result_dtype' must be one of {', '.join(RESULT_DTYPES)}, got {dtype[:40]!r}")
     fd, out = tempfile.mkstemp(suffix=ext, prefix=prefix)
     os.close(fd)
     try:

@@ -30,6 +30,7 @@ from lib.prnet.network import PRNet
 from lib.prnet.propagate import Localizer
 from lib.prnet.train import PRNetConfig, train_prnet
 from lib.tasks.errors import ClientError
+from lib.tasks.params import number
 
 logger = logging.getLogger(__name__)
 
@@ -84,12 +85,10 @@ class PRNetTrain(TrainTask):
 
     def validate(self, request: Dict[str, Any], datastore: Datastore) -> tuple[int, int, float]:
         """``(max_steps, checkpoint_every, lr)`` of a request; ClientError (4xx) with what to fix."""
-        try:
-            max_steps = int(request.get("max_steps", self.max_steps))
-            every = max(1, int(request.get("checkpoint_every", self.checkpoint_every)))
-            lr = float(request.get("lr", self.cfg.lr))
-        except (TypeError, ValueError) as e:
-            raise ClientError(f"max_steps / checkpoint_every must be integers and lr a number: {e}") from None
+        max_steps = number(request, "max_steps", self.max_steps, 0, 10_000_000, integer=True)
+        every = max(1, number(request, "checkpoint_every", self.checkpoint_every, 1, 10_000_000, integer=True))
+        lr = number(request, "lr", self.cfg.lr, 1e-8, 1.0)
+        number(request, "seed", 0, 0, 2**31 - 1, integer=True)
         if not datastore.list_images():
             raise ClientError("the datastore has no studies to train PRNet on; add images first")
         return max_steps, every, lr

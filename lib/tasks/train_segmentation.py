@@ -35,6 +35,7 @@ from lib.segmentation.config import LR_DECAYS, STRATEGIES, SegConfig
 from lib.segmentation.data import Study
 from lib.segmentation.train import SegTrainer
 from lib.tasks.errors import ClientError
+from lib.tasks.params import number
 from lib.tasks.labels import label_names_from_info
 
 logger = logging.getLogger(__name__)
@@ -99,16 +100,14 @@ class SegmentationTrain(TrainTask):
         strategy = str(request.get("noise_strategy", self.cfg.noise_strategy))
         if strategy not in STRATEGIES:
             raise ClientError(f"unknown noise_strategy '{strategy}'; valid: {', '.join(STRATEGIES)}")
-        try:
-            cfg = replace(
-                self.cfg, noise_strategy=strategy,
-                epochs=int(request.get("epochs", self.cfg.epochs)),
-                steps_per_epoch=int(request.get("steps_per_epoch", self.cfg.steps_per_epoch)),
-                lr=float(request.get("lr", self.cfg.lr)),
-                lr_decay=str(request.get("lr_decay", self.cfg.lr_decay)),
-            )
-        except (TypeError, ValueError) as e:
-            raise ClientError(f"epochs / steps_per_epoch must be integers and lr a number: {e}") from None
+        cfg = replace(
+            self.cfg, noise_strategy=strategy,
+            epochs=number(request, "epochs", self.cfg.epochs, 0, 100_000, integer=True),
+            steps_per_epoch=number(request, "steps_per_epoch", self.cfg.steps_per_epoch, 1, 1_000_000, integer=True),
+            lr=number(request, "lr", self.cfg.lr, 1e-8, 1.0),
+            lr_decay=str(request.get("lr_decay", self.cfg.lr_decay)),
+        )
+        number(request, "seed", 0, 0, 2**31 - 1, integer=True)
         if cfg.lr_decay not in LR_DECAYS:
             raise ClientError(f"unknown lr_decay '{cfg.lr_decay}'; valid: {', '.join(LR_DECAYS)}")
         return cfg
