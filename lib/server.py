@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,15 +53,18 @@ class Server:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-n:])
 
 
-def start_server(studies: Path, workdir: Path, conf: Mapping[str, str] | None = None, timeout: float = 180) -> Server:
-    """Start ``monailabel start_server`` for our app on a free loopback port; wait for ``/info``."""
+def start_server(studies: Path, workdir: Path, conf: Mapping[str, str] | None = None, timeout: float = 180,
+                 env: Mapping[str, str] | None = None) -> Server:
+    """Start ``monailabel start_server`` for our app on a free loopback port; wait for ``/info``.
+
+    ``env``: more environment variables for the server (e.g. ``MONAI_LABEL_SESSION_PATH``)."""
     workdir.mkdir(parents=True, exist_ok=True)
     port = free_port()
     args = [sys.executable, "-m", "monailabel.main", "start_server", "--app", str(APP_DIR),
             "--studies", str(studies), "--host", "127.0.0.1", "--port", str(port), "--uvicorn_app", ASGI_APP]
     for k, v in (conf or {}).items():
         args += ["--conf", k, str(v)]
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "MONAI_LABEL_TRACKING_ENABLED": "false"}
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "MONAI_LABEL_TRACKING_ENABLED": "false", **(env or {})}
     log = workdir / f"server-{port}.log"
     t0 = time.perf_counter()
     with open(log, "w") as out:
@@ -76,6 +80,11 @@ def start_server(studies: Path, workdir: Path, conf: Mapping[str, str] | None = 
                 if r.status == 200:
                     server.started_s = time.perf_counter() - t0
                     return server
+        except urllib.error.HTTPError as e:
+            if e.code == 401:  # up, and asking for its access token
+                server.started_s = time.perf_counter() - t0
+                return server
+            time.sleep(0.3)
         except OSError:
             time.sleep(0.3)
     stop_server(server)

@@ -66,7 +66,9 @@ async def api_datastore(output: Optional[ml_datastore.ResultType] = None, user: 
 def add_image(image: Optional[str], params: str, file: UploadFile, user: str | None) -> Dict[str, Any]:
     save_params = parse_object(params)
     if not image:
-        name = os.path.basename(str(file.filename or ""))
+        name = str(file.filename or "")
+        if "/" in name or "\\" in name:
+            raise ClientError(f"the file name '{name[:80]}' holds a folder; give the image id with ?image=<id>")
         ext = volume_extension(name)
         image = name[: len(name) - len(ext)] if name.lower().endswith(ext) else name
     check_name(image, "image id")

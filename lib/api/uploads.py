@@ -9,12 +9,15 @@ answered 4xx and nothing is written.
 
 from __future__ import annotations
 
+import gzip
 import os
 import shutil
 import tempfile
+import zlib
 from contextlib import contextmanager
 from typing import Iterator
 
+import nibabel as nib
 import numpy as np
 import SimpleITK as sitk
 from fastapi import UploadFile
@@ -63,10 +66,20 @@ def _header(path: str, what: str) -> sitk.ImageFileReader:
 
 
 def _pixels(path: str, what: str) -> np.ndarray:
+    truncated = ClientError(f"the {what} could not be read to the end (truncated or corrupt file)", status_code=422)
+    if path.endswith(".gz"):  # ITK reads a truncated gzip stream without complaint
+        try:
+            with gzip.open(path, "rb") as f:
+                while f.read(1 << 24):
+                    pass
+        except (OSError, EOFError, zlib.error):
+            raise truncated from None
     try:
-        return sitk.GetArrayViewFromImage(sitk.ReadImage(path))
-    except RuntimeError:
-        raise ClientError(f"the {what} could not be read to the end (truncated or corrupt file)", status_code=422) from None
+        if path.endswith((".nii", ".nii.gz")):  # nibabel: ITK maps NaN voxels of some NIfTI files to 0
+            return np.asanyarray(nib.load(path).dataobj)
+        return sitk.GetArrayFromImage(sitk.ReadImage(path))
+    except (RuntimeError, ValueError, OSError, EOFError):
+        raise truncated from None
 
 
 def check_image(path: str) -> None:

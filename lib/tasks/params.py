@@ -39,6 +39,8 @@ def parse_object(text: str | bytes | None, what: str = "params") -> dict[str, An
         value = json.loads(text, parse_float=_finite, parse_constant=_reject_constant)
     except (ValueError, RecursionError) as e:
         raise ClientError(f"'{what}' must be a JSON object of finite numbers, strings and lists ({str(e)[:120]})") from None
+    if not isinstance(value, Mapping):
+        raise ClientError(f"'{what}' must be a JSON object ({{\"key\": value, ...}}), got {type(value).__name__}")
     return check_object(value, what)
 
 
