@@ -129,5 +129,6 @@ class OneShotApp(MONAILabelApp):
 
     def init_batch_infer(self) -> Callable:
         return HostAwareBatchInferTask(
-            multi_gpu=self.cfg.get("batch_multi_gpu", "auto"), max_workers=self.cfg.get("batch_max_workers", 1)
+            multi_gpu=self.cfg.get("batch_multi_gpu", "auto"), max_workers=self.cfg.get("batch_max_workers", 1),
+            model_dir=self.model_dir,
         )

@@ -19,7 +19,7 @@ from monailabel.interfaces.exception import MONAILabelError, MONAILabelException
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from lib.api import access, datastore, infer, jobs, logs, session
+from lib.api import access, datastore, infer, jobs, lifecycle, logs, session
 from lib.api.dicom_proxy import proxy_dicom, upstream_unreachable
 from lib.api.ohif import get_ohif
 from lib.config import app_config
@@ -66,6 +66,7 @@ def _install() -> None:
         app.add_exception_handler(exc, upstream_unreachable)
     app.add_exception_handler(MONAILabelException, monailabel_error)
     access.install(app)
+    lifecycle.install()
 
 
 _install()

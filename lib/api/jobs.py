@@ -10,9 +10,9 @@ first (4xx with what to fix); synchronous runs wait in a worker thread, so the s
 
 from __future__ import annotations
 
-from typing import Any, Dict, Iterable, Optional
+from typing import Any, Callable, Dict, Iterable, Optional
 
-from fastapi import APIRouter, Depends, UploadFile
+from fastapi import APIRouter, Depends, HTTPException, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from monailabel.config import RBAC_ADMIN, RBAC_ANNOTATOR, RBAC_USER, settings
 from monailabel.endpoints import activelearning as ml_activelearning
@@ -27,6 +27,7 @@ from monailabel.interfaces.utils.app import app_instance
 
 from lib.tasks.errors import ClientError
 from lib.tasks.ids import check_name
+from lib.tasks.jobs import running_job
 from lib.tasks.params import check_object, number
 
 USER = Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_USER))
@@ -60,15 +61,46 @@ def validate_training(model: str, params: Optional[dict]) -> dict:
     return params
 
 
+def _model_dir() -> str:
+    return str(getattr(app_instance(), "model_dir", "") or "")
+
+
+def job_status(kind: str, status: Callable[[bool, bool], Any], all: bool, check_if_running: bool) -> Any:
+    """MONAI Label's status of its ``kind`` jobs; a job that an earlier server process started (it holds the
+    job lock, :mod:`lib.tasks.jobs`) is reported as running too."""
+    holder = running_job(_model_dir(), kind) if _model_dir() else None
+    try:
+        result = status(all, check_if_running)
+    except HTTPException:
+        if holder is None:
+            raise
+        result = None
+    if holder is not None and not (isinstance(result, dict) and result.get("status") == "RUNNING"):
+        earlier = {"status": "RUNNING", "pid": holder.get("pid"), "what": holder.get("what"), "start_ts": holder.get("started"),
+                   "details": ["started by an earlier server process"]}
+        return [*(result if isinstance(result, list) else []), earlier] if all else earlier
+    return result
+
+
+def refuse_if_running(kind: str) -> None:
+    """409 when a ``kind`` job holds its lock (also one started by an earlier server process)."""
+    holder = running_job(_model_dir(), kind) if _model_dir() else None
+    if holder is not None:
+        raise ClientError(f"a {kind} job is running (PID {holder.get('pid')}, {holder.get('what')}, since "
+                          f"{holder.get('started')}); wait for it, or stop it first", status_code=409)
+
+
 @train_router.get("/", summary=f"{RBAC_USER}Get Status of Training Task")
 async def api_train_status(all: bool = False, check_if_running: bool = False, user: User = USER):
-    return ml_train.status(all, check_if_running)
+    return job_status("train", ml_train.status, all, check_if_running)
 
 
 @train_router.post("/{model}", summary=f"{RBAC_ADMIN} Run Training Task for specific model")
 async def api_train_model(model: str, params: Optional[dict] = None, run_sync: Optional[bool] = False,
                           enqueue: Optional[bool] = False, user: User = ADMIN):
     params = await run_in_threadpool(validate_training, model, params)
+    if not enqueue:
+        refuse_if_running("train")
     return await run_in_threadpool(ml_train.run_model, model, params, run_sync, enqueue)
 
 
@@ -93,13 +125,14 @@ def validate_batch(model: str, params: Optional[dict]) -> dict:
 
 @batch_router.get("/infer", summary=f"{RBAC_USER}Get Status of Batch Inference Task")
 async def api_batch_status(all: bool = False, check_if_running: bool = False, user: User = USER):
-    return ml_batch.status(all, check_if_running)
+    return job_status("batch", ml_batch.status, all, check_if_running)
 
 
 @batch_router.post("/infer/{model}", summary=f"{RBAC_ADMIN}Run Batch Inference Task")
 async def api_batch_run(model: str, images: Optional[BatchInferImageType] = BatchInferImageType.IMAGES_ALL,
                         params: Optional[dict] = None, run_sync: Optional[bool] = False, user: User = ADMIN):
     params = validate_batch(model, params)
+    refuse_if_running("batch")
     return await run_in_threadpool(ml_batch.run, model, images, params, run_sync)
 
 

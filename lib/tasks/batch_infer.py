@@ -13,10 +13,14 @@ import torch
 from monailabel.interfaces.datastore import Datastore
 from monailabel.interfaces.tasks.batch_infer import BatchInferTask
 
+from lib.tasks.jobs import job
+
 
 class HostAwareBatchInferTask(BatchInferTask):
-    def __init__(self, multi_gpu: str | bool = "auto", max_workers: int = 1):
+    def __init__(self, multi_gpu: str | bool = "auto", max_workers: int = 1, model_dir: str = ""):
+        """``model_dir``: where the one-batch-job-at-a-time lock lives (see :mod:`lib.tasks.jobs`)."""
         super().__init__()
+        self.model_dir = model_dir
         self.multi_gpu = multi_gpu
         self.max_workers = int(max_workers)
 
@@ -32,4 +36,7 @@ class HostAwareBatchInferTask(BatchInferTask):
             request["multi_gpu"] = False
             if str(request.get("device", "cpu")).startswith("cuda"):
                 request["device"] = "cpu"
-        return super().__call__(request, datastore, infer)
+        if not self.model_dir:
+            return super().__call__(request, datastore, infer)
+        with job(self.model_dir, "batch", str(request.get("model", ""))):
+            return super().__call__(request, datastore, infer)

@@ -30,6 +30,7 @@ from lib.prnet.network import PRNet
 from lib.prnet.propagate import Localizer
 from lib.prnet.train import PRNetConfig, train_prnet
 from lib.tasks.errors import ClientError
+from lib.tasks.jobs import job
 from lib.tasks.params import number
 
 logger = logging.getLogger(__name__)
@@ -94,6 +95,11 @@ class PRNetTrain(TrainTask):
         return max_steps, every, lr
 
     def __call__(self, request: Dict[str, Any], datastore: Datastore) -> Dict[str, Any]:
+        """Train (one training job at a time on this model folder; see :mod:`lib.tasks.jobs`)."""
+        with job(self.model_dir, "train", "prnet"):
+            return self._train(request, datastore)
+
+    def _train(self, request: Dict[str, Any], datastore: Datastore) -> Dict[str, Any]:
         os.makedirs(self.model_dir, exist_ok=True)
         max_steps, every, lr = self.validate(request, datastore)
         images = datastore.list_images()

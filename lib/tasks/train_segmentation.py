@@ -35,6 +35,7 @@ from lib.segmentation.config import LR_DECAYS, STRATEGIES, SegConfig
 from lib.segmentation.data import Study
 from lib.segmentation.train import SegTrainer
 from lib.tasks.errors import ClientError
+from lib.tasks.jobs import job
 from lib.tasks.params import number
 from lib.tasks.labels import label_names_from_info
 
@@ -125,6 +126,11 @@ class SegmentationTrain(TrainTask):
         return cfg
 
     def __call__(self, request: Dict[str, Any], datastore: Datastore) -> Dict[str, Any]:
+        """Train (one training job at a time on this model folder; see :mod:`lib.tasks.jobs`)."""
+        with job(self.model_dir, "train", "segmentation"):
+            return self._train(request, datastore)
+
+    def _train(self, request: Dict[str, Any], datastore: Datastore) -> Dict[str, Any]:
         cfg = self.validate(request, datastore)
         studies, names, data_key = training_set(datastore, self.window)
         if not names:
