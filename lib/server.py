@@ -54,14 +54,15 @@ class Server:
 
 
 def start_server(studies: Path, workdir: Path, conf: Mapping[str, str] | None = None, timeout: float = 180,
-                 env: Mapping[str, str] | None = None) -> Server:
+                 env: Mapping[str, str] | None = None, asgi_app: str = ASGI_APP) -> Server:
     """Start ``monailabel start_server`` for our app on a free loopback port; wait for ``/info``.
 
-    ``env``: more environment variables for the server (e.g. ``MONAI_LABEL_SESSION_PATH``)."""
+    ``env``: more environment variables for the server (e.g. ``MONAI_LABEL_SESSION_PATH``); ``asgi_app``: the entry
+    point (``monailabel.app:app`` serves MONAI Label's own, a benchmark's baseline)."""
     workdir.mkdir(parents=True, exist_ok=True)
     port = free_port()
     args = [sys.executable, "-m", "monailabel.main", "start_server", "--app", str(APP_DIR),
-            "--studies", str(studies), "--host", "127.0.0.1", "--port", str(port), "--uvicorn_app", ASGI_APP]
+            "--studies", str(studies), "--host", "127.0.0.1", "--port", str(port), "--uvicorn_app", asgi_app]
     for k, v in (conf or {}).items():
         args += ["--conf", k, str(v)]
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "MONAI_LABEL_TRACKING_ENABLED": "false", **(env or {})}
