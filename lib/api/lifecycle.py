@@ -41,19 +41,28 @@ def _shutdown(grace_s: float) -> None:
     os._exit(0)
 
 
+def _start_watchdog(signum: int, grace_s: float) -> None:
+    if not _started.is_set():
+        _started.set()
+        logger.warning(f"signal {signal.Signals(signum).name}: stopping jobs; exiting within {grace_s:g} s")
+        threading.Thread(target=_shutdown, args=(grace_s,), name="shutdown", daemon=True).start()
+
+
 def install(grace_s: float = 6.0) -> bool:
-    """Chain the stop-signal handlers installed by uvicorn (call from the main thread while it serves)."""
-    if threading.current_thread() is not threading.main_thread():
+    """Chain uvicorn's stop-signal handler (the app module is imported before uvicorn captures the signals,
+    so its ``Server.handle_exit`` is wrapped); True when uvicorn is there."""
+    try:
+        from uvicorn.server import Server
+    except ImportError:
         return False
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        previous = signal.getsignal(sig)
+    if getattr(Server.handle_exit, "_oneshot_chained", False):
+        return True
+    original: Callable = Server.handle_exit
 
-        def handler(signum, frame, previous: Callable | object = previous) -> None:
-            if callable(previous):
-                previous(signum, frame)
-            if not _started.is_set():
-                _started.set()
-                threading.Thread(target=_shutdown, args=(grace_s,), name="shutdown", daemon=True).start()
+    def handle_exit(self, sig, frame) -> None:
+        original(self, sig, frame)
+        _start_watchdog(sig, grace_s)
 
-        signal.signal(sig, handler)
+    handle_exit._oneshot_chained = True  # type: ignore[attr-defined]
+    Server.handle_exit = handle_exit
     return True
