@@ -57,11 +57,6 @@ class WorkerPool:
         self._busy = 0
         self._lock = threading.Lock()
 
-    @property
-    def busy(self) -> int:
-        """Computations running or waiting."""
-        return self._busy
-
     def _done(self, _future) -> None:
         with self._lock:
             self._busy -= 1
@@ -81,9 +76,6 @@ class WorkerPool:
         except asyncio.TimeoutError:
             raise ClientError(f"inference took longer than the server's limit of {limit:g} s (server.infer_timeout_s); "
                               "draw a smaller ROI or lower 'iterations'", status_code=503) from None
-
-    def shutdown(self) -> None:
-        self._executor.shutdown(wait=False, cancel_futures=True)
 
 
 _pool: WorkerPool | None = None
