@@ -47,6 +47,8 @@ import GeodisTK
 import numpy as np
 from scipy import ndimage as ndi
 
+from lib.intensity import normalize_intensity
+
 Box = tuple[slice, slice, slice]
 _CROSS = ndi.generate_binary_structure(3, 1)  # the 6-connected structuring element
 
@@ -94,11 +96,6 @@ class GeoSConfig:
             raise ValueError(f"median_filter must be 0 (none) or an odd number of voxels, got {self.median_filter}")
         if self.opening < 0:
             raise ValueError(f"opening must be 0 (none) or a number of voxels, got {self.opening}")
-
-
-def normalize_intensity(image: np.ndarray, window_hu: Sequence[float], window_out: Sequence[float]) -> np.ndarray:
-    """Piecewise-linear map of ``image`` (HU) through ``window_hu`` → ``window_out``; float32 in [0, 1]."""
-    return np.interp(image, window_hu, window_out).astype(np.float32)
 
 
 def crop_box(
@@ -166,16 +163,20 @@ def geos_segment(
     spacing: Sequence[float],
     cfg: GeoSConfig = GeoSConfig(),
     roi: Sequence[int] | None = None,
+    window: tuple[Sequence[float], Sequence[float]] | None = None,
 ) -> tuple[np.ndarray, dict]:
     """Multi-class GeoS: every voxel of the crop takes the class of its geodesically nearest seed.
 
     Args:
-        image_hu: ``(I, J, K)`` CT in HU.
+        image_hu: ``(I, J, K)`` CT in HU (or MR, with its ``window``).
         seeds: ``{class_id: bool (I, J, K)}`` foreground seeds, one entry per class (ids > 0).
         background: bool ``(I, J, K)`` background seeds (may be empty when a ROI is given).
         spacing: mm per axis.
         cfg: settings.
         roi: optional ``[i0, i1, j0, j1, k0, k1]`` voxel box; outside it the result is 0.
+        window: the study's intensity knots ``(window_in, window_out)`` to [0, 1]
+            (:func:`lib.intensity.study_window`; an MR study's come from its own range); default the
+            HU window of ``cfg``.
 
     Returns:
         ``(label, stats)``: uint8 ``(I, J, K)`` with class ids (0 = background) and a dict with the
@@ -188,7 +189,7 @@ def geos_segment(
         all_seeds |= m
     box = crop_box(image_hu.shape, all_seeds | background, spacing, cfg.margin_mm, roi)
 
-    img = normalize_intensity(image_hu[box], cfg.window_hu, cfg.window_out)
+    img = normalize_intensity(image_hu[box], *(window or (cfg.window_hu, cfg.window_out)))
     if cfg.median_filter > 1:
         img = ndi.median_filter(img, size=cfg.median_filter, mode="nearest")
     fg = {c: m[box] for c, m in seeds.items() if m[box].any()}

@@ -14,11 +14,19 @@ from dataclasses import dataclass
 import numpy as np
 import SimpleITK as sitk
 
+from lib.frame import View, world_affine
+
 
 @dataclass(frozen=True)
 class Volume:
     array: np.ndarray  # (I, J, K)
     spacing: tuple[float, float, float]  # mm, (I, J, K) order
+    affine: np.ndarray | None = None  # (4, 4) voxel index -> world RAS+ mm (lib/frame.py)
+
+    def view(self, spacing_mm=None) -> View:
+        """This study in the canonical frame (RAS axes, ``spacing_mm`` per axis; see :class:`lib.frame.View`)."""
+        affine = self.affine if self.affine is not None else np.diag([*self.spacing, 1.0])
+        return View.of(self.array.shape, affine, spacing_mm)
 
 
 def read_volume(path: str) -> Volume:
@@ -33,7 +41,8 @@ def read_volume(path: str) -> Volume:
             f"expected a single-channel 3D volume, got {img.GetDimension()}D with "
             f"{img.GetNumberOfComponentsPerPixel()} component(s)"
         )
-    return Volume(sitk.GetArrayFromImage(img).transpose(2, 1, 0), tuple(float(s) for s in img.GetSpacing()))
+    return Volume(sitk.GetArrayFromImage(img).transpose(2, 1, 0), tuple(float(s) for s in img.GetSpacing()),
+                  world_affine(img.GetOrigin(), img.GetSpacing(), img.GetDirection()))
 
 
 def write_like(array: np.ndarray, reference: str, out_path: str, dtype: str = "uint8", compress: bool = True) -> str:

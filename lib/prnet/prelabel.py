@@ -11,7 +11,10 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from lib.geos import GeoSConfig, geos_segment, normalize_intensity
+from lib.frame import View, axcodes
+from lib.geos import GeoSConfig, geos_segment
+from lib.intensity import normalize_intensity, study_window
+from lib.io import Volume
 from lib.prnet.propagate import Localizer, Propagation, PropagationConfig, encode_support, fit_subset, propagate
 
 
@@ -22,12 +25,17 @@ class Prelabel:
     propagation: dict[int, Propagation] = field(default_factory=dict)  # class id -> located / sim / keep
     warnings: list[str] = field(default_factory=list)
     geos: dict = field(default_factory=dict)
+    view: View | None = None  # the query's canonical view when the arrays above are on it (:func:`prelabel`)
+    native_label: np.ndarray | None = None  # ``label`` on the query's own grid (:func:`prelabel`)
+    frame: dict = field(default_factory=dict)  # what the frame was: orientations, spacings, modalities
 
     def stats(self, names: Mapping[str, int]) -> dict:
-        """Per class: points propagated, kept, mean DFD similarity; and the overall confidence."""
+        """Per class: points propagated, landed inside the query, kept; mean DFD similarity of those inside;
+        and the overall confidence (the mean over classes of their mean similarity)."""
         by_id = {i: n for n, i in names.items()}
         classes = {
-            by_id.get(c, str(c)): {"points": int(len(p.sim)), "kept": int(p.keep.sum()), "mean_sim": float(np.mean(p.sim)) if len(p.sim) else 0.0}
+            by_id.get(c, str(c)): {"points": int(len(p.sim)), "inside": int(p.inside.sum()), "kept": int(p.keep.sum()),
+                                   "mean_sim": float(np.mean(p.sim[p.inside])) if p.inside.any() else 0.0}
             for c, p in self.propagation.items()
         }
         sims = [v["mean_sim"] for v in classes.values()]
@@ -35,9 +43,17 @@ class Prelabel:
 
     def located(self, names: Mapping[str, int]) -> dict:
         """Per class name: the propagated points in the query, ``kept`` and ``rejected`` by DFD, each a list
-        of ``[i, j, k]`` voxel indices (the query's axis order), e.g. for a viewer to show what DFD did."""
+        of ``[i, j, k]`` voxel indices of the query as it is stored, e.g. for a viewer to show what DFD did
+        (points outside the query's field of view are left out)."""
         by_id = {i: n for n, i in names.items()}
-        return {by_id.get(c, str(c)): {"kept": p.located[p.keep].tolist(), "rejected": p.located[~p.keep].tolist()}
+
+        def native(pts: np.ndarray) -> list:
+            if self.view is None:
+                return pts.tolist()
+            ijk = np.rint(self.view.world_to_native(self.view.to_world(pts))).astype(int)
+            return np.clip(ijk, 0, np.asarray(self.view.native_shape) - 1).tolist()
+
+        return {by_id.get(c, str(c)): {"kept": native(p.located[p.keep]), "rejected": native(p.located[~p.keep & p.inside])}
                 for c, p in self.propagation.items()}
 
 
@@ -65,6 +81,8 @@ def propagate_support(
     encodings: dict | None = None,
     support_spacing: Sequence[float] | None = None,
     class_strides: Mapping[str, int] | None = None,
+    points: Mapping[int, np.ndarray] | None = None,
+    query_window: tuple[Sequence[float], Sequence[float]] | None = None,
 ) -> Prelabel:
     """Propagate every class's support points (``stride``-subsampled, or as ``class_strides`` ``{class name:
     stride}`` says for a class) to the query with ``models``; no mask yet.
@@ -73,11 +91,16 @@ def propagate_support(
     ``encodings``: a dict kept by the caller across queries of the same support, network and strides;
     the support points' encodings are stored in it (key ``"support"``) and reused.
     All classes are propagated together (:func:`propagate`'s spatial regularisation fits one map to all).
-    Volumes ``(I, J, K)`` HU, normalised with ``window`` (HU knots, [0, 1] values); spacings in mm (the
-    support's defaults to the query's).
+    Volumes ``(I, J, K)`` HU, normalised with ``window`` (knots, [0, 1] values; the query with
+    ``query_window`` when given, e.g. each MR study with its own); spacings in mm (the support's defaults
+    to the query's). ``points``: the support points ``{class id: (N, 3)}`` when the caller chose them
+    (:func:`prelabel` maps the stored scribbles into the canonical frame), instead of ``scribbles``.
     """
     out = Prelabel(label=None)
-    pts = support_points(scribbles, names.values(), stride, {names[n]: s for n, s in (class_strides or {}).items() if n in names})
+    if points is None:
+        pts = support_points(scribbles, names.values(), stride, {names[n]: s for n, s in (class_strides or {}).items() if n in names})
+    else:
+        pts = {c: np.asarray(points.get(c, np.zeros((0, 3), int)), int).reshape(-1, 3) for c in names.values()}
     classes = []
     for name, cid in sorted(names.items(), key=lambda kv: kv[1]):
         if len(pts[cid]) == 0:
@@ -95,7 +118,7 @@ def propagate_support(
     # every class in one call: the batches are full and the spatial regularisation sees all points
     every = np.concatenate([pts[c] for c in classes])
     s01 = normalize_intensity(support_hu, *window)
-    q01 = normalize_intensity(query_hu, *window)
+    q01 = normalize_intensity(query_hu, *(query_window or window))
     enc = None
     if encodings is not None:
         if "support" not in encodings:
@@ -107,7 +130,7 @@ def propagate_support(
     start = 0
     for cid in classes:
         part = slice(start, start + len(pts[cid]))
-        out.propagation[cid] = Propagation(pr.located[part], pr.sim[part], pr.keep[part])
+        out.propagation[cid] = Propagation(pr.located[part], pr.sim[part], pr.keep[part], pr.inside[part])
         start = part.stop
     return out
 
@@ -119,14 +142,16 @@ def pseudo_mask(
     query_spacing: Sequence[float],
     geos: GeoSConfig = GeoSConfig(),
     tau: float | None = None,
+    window: tuple[Sequence[float], Sequence[float]] | None = None,
 ) -> Prelabel:
-    """GeoS from the kept points (``sim > tau`` when ``tau`` is given, else each propagation's ``keep``).
+    """GeoS from the kept points (``sim > tau`` and inside when ``tau`` is given, else each propagation's
+    ``keep``); ``window``: the query's intensity knots (default the HU window of ``geos``).
 
     Sets ``result.label`` (None when no foreground point is kept) and ``result.geos``; returns ``result``.
     """
     seeds = {}
     for cid, pr in result.propagation.items():
-        keep = pr.keep if tau is None else pr.sim > tau
+        keep = pr.keep if tau is None else (pr.sim > tau) & pr.inside
         mask = np.zeros(query_hu.shape, bool)
         mask[tuple(pr.located[keep].T)] = True
         seeds[cid] = mask
@@ -134,7 +159,7 @@ def pseudo_mask(
     result.label, result.geos = None, {}
     if fg:
         bg = seeds.get(background_id, np.zeros(query_hu.shape, bool))
-        result.label, result.geos = geos_segment(query_hu, fg, bg, query_spacing, geos)
+        result.label, result.geos = geos_segment(query_hu, fg, bg, query_spacing, geos, window=window)
     return result
 
 
@@ -145,3 +170,74 @@ def pseudo_mask_geos(conf: Mapping) -> GeoSConfig:
 
 def with_tau(cfg: PropagationConfig, tau: float) -> PropagationConfig:
     return replace(cfg, tau=float(tau))
+
+
+def canonical_points(view: View, native_points: np.ndarray) -> np.ndarray:
+    """Stored voxel indices ``(N, 3)`` of a study → the nearest voxels of its canonical ``view`` (duplicates
+    removed, first occurrence kept)."""
+    if len(native_points) == 0:
+        return np.zeros((0, 3), int)
+    can = np.rint(view.from_world(view.native_to_world(native_points))).astype(int)
+    can = np.clip(can, 0, np.asarray(view.shape) - 1)
+    _, first = np.unique(can, axis=0, return_index=True)
+    return can[np.sort(first)]
+
+
+def prelabel(
+    models: Localizer | None,
+    support: Volume,
+    scribbles: np.ndarray,
+    names: Mapping[str, int],
+    query: Volume,
+    background_id: int,
+    geos: GeoSConfig,
+    propagation: PropagationConfig = PropagationConfig(),
+    spacing_mm: Sequence[float] = (3.0, 3.0, 3.0),
+    stride: int = 2,
+    device: str = "cpu",
+    identity: bool = False,
+    encodings: dict | None = None,
+    class_strides: Mapping[str, int] | None = None,
+    support_modality: str | None = None,
+    query_modality: str | None = None,
+) -> Prelabel:
+    """The draft of ``query`` from the scribbles of ``support``, in one physical frame.
+
+    Both studies are seen in the canonical frame (:mod:`lib.frame`: RAS axes, voxels of ``spacing_mm``,
+    the PRNet's training frame); the stored scribbles ``(I, J, K)`` of ``support`` (``stride``-subsampled
+    per class) are carried there through world coordinates, propagated (:func:`propagate_support`; a
+    point that lands outside the query's field of view is dropped), and GeoS expands the kept points
+    on the query's canonical grid. ``result.native_label`` is the draft on the query's own grid and
+    orientation. Intensities are normalised per study (:func:`lib.intensity.study_window`: the HU
+    window of ``geos`` for CT, the study's own range for MR); a support and a query of different
+    modalities raise ``ValueError`` (PRNet's features do not carry across modalities).
+    """
+    sview = support.view(spacing_mm)
+    qview = sview if identity else query.view(spacing_mm)
+    s_hu = sview.image(support.array)
+    q_hu = s_hu if identity else qview.image(query.array)
+    s_win = study_window(s_hu, geos.window_hu, geos.window_out, support_modality)
+    q_win = s_win if identity else study_window(q_hu, geos.window_hu, geos.window_out, query_modality)
+    if s_win[2] != q_win[2]:
+        raise ValueError(f"the support study is {s_win[2]} and this study {q_win[2]}: PRNet propagation needs a support "
+                         f"of the same modality (scribble a {q_win[2]} study as the support of {q_win[2]} studies)")
+    per = {names[n]: s for n, s in (class_strides or {}).items() if n in names}
+    native = support_points(scribbles, names.values(), stride, per)
+    pts = {c: canonical_points(sview, p) for c, p in native.items()}
+    result = propagate_support(
+        models, s_hu, scribbles, names, q_hu, qview.spacing, s_win[:2], propagation, stride, device,
+        identity=identity, encodings=encodings, support_spacing=sview.spacing, points=pts, query_window=q_win[:2],
+    )
+    by_id = {i: n for n, i in names.items()}
+    for cid, pr in result.propagation.items():
+        if len(pr.inside) and not pr.inside.any():
+            result.warnings.append(f"none of the {len(pr.inside)} support points of '{by_id.get(cid, cid)}' falls inside this "
+                                   "study's field of view: no draft for it")
+    pseudo_mask(result, background_id, q_hu, qview.spacing, geos, window=q_win[:2])
+    result.view = qview
+    result.native_label = None if result.label is None else qview.to_native(result.label)
+    result.frame = {"support_orientation": axcodes(sview.native_affine), "orientation": axcodes(qview.native_affine),
+                    "support_spacing_mm": [round(x, 3) for x in sview.native_spacing],
+                    "spacing_mm": [round(x, 3) for x in qview.native_spacing],
+                    "frame_spacing_mm": [round(x, 3) for x in qview.spacing], "modality": q_win[2]}
+    return result

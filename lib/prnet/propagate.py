@@ -30,7 +30,11 @@ For every support point ``c0`` (its patch encoded once: ``p(c0)``, ``f2(c0)``, `
 
 All forward passes run in batches of ``batch_size`` patches, under bfloat16 autocast with ``precision``
 ``bf16`` (or ``auto`` on hardware with native bfloat16). Points are integer ``(I, J, K)`` voxel
-indices; ``r`` is in mm, spacings in mm per axis.
+indices; ``r`` is in mm, spacings in mm per axis. Both volumes are on canonical grids
+(:mod:`lib.frame`: the same axis directions, voxel sizes chosen in mm): PRNet's patches are voxels,
+so they must cover the same millimetres in the support and in the query. A point whose estimate falls
+outside the query's grid is reported as not ``inside`` (a slab or a smaller scan does not show it)
+and is never kept.
 """
 
 from __future__ import annotations
@@ -99,9 +103,14 @@ class Localizer:
 
 @dataclass
 class Propagation:
-    located: np.ndarray  # (N, 3) int voxel indices in the query
+    located: np.ndarray  # (N, 3) int voxel indices in the query (clipped to its grid)
     sim: np.ndarray  # (N,) DFD similarity
-    keep: np.ndarray  # (N,) bool, sim > tau
+    keep: np.ndarray  # (N,) bool, sim > tau (and inside the query)
+    inside: np.ndarray | None = None  # (N,) bool: the estimate lies within the query's grid (None: all)
+
+    def __post_init__(self):
+        if self.inside is None:
+            self.inside = np.ones(len(self.sim), bool)
 
 
 def bf16_enabled(precision: str, device="cpu") -> bool:
@@ -228,7 +237,7 @@ def propagate(
     """
     pts = np.asarray(support_points, int)
     if len(pts) == 0:
-        return Propagation(np.zeros((0, 3), int), np.zeros(0), np.zeros(0, bool))
+        return Propagation(np.zeros((0, 3), int), np.zeros(0), np.zeros(0, bool), np.zeros(0, bool))
     shape = np.asarray(query.shape)
     e = torch.tensor(query_spacing, dtype=torch.float32)
     r = torch.tensor(models.r_mm, dtype=torch.float32)
@@ -262,5 +271,8 @@ def propagate(
                                       cfg.register_steps, cfg.register_levels_mm, device=device)
         located = torch.from_numpy(apply_affine(transform, pts))
     final = clip(located)
+    # a point whose estimate falls beyond the query's grid (by more than half a voxel) lies outside its
+    # field of view: the query does not show it (a slab, a smaller scan); DFD never keeps it
+    inside = np.all((located.numpy() >= -0.5) & (located.numpy() <= shape - 0.5), axis=1)
     sim = dfd_similarity(src, encode(models.features, query, final, cfg.batch_size, decode=True, device=device, precision=cfg.precision))
-    return Propagation(final, sim, sim > cfg.tau)
+    return Propagation(final, sim, (sim > cfg.tau) & inside, inside)

@@ -42,6 +42,8 @@ class PRNetConfig:
     fine_r_mm: tuple[float, float, float] | None = (60.0, 60.0, 60.0)  # None: no fine model
     fine_max_offset_mm: float = 30.0
     body_min: float | None = 0.0  # c0 where the normalised intensity exceeds this; None: anywhere
+    spacing_mm: tuple[float, float, float] = (3.0, 3.0, 3.0)  # the canonical frame's voxel (lib/frame.py): studies are
+    # resampled to it for training and propagation, so a patch covers the same millimetres in every study
 
     def stage(self, fine: bool) -> tuple[tuple[float, float, float], float | None, bool]:
         """``(r_mm, max_offset_mm, reconstruct)`` of the coarse or the fine model."""

@@ -29,8 +29,9 @@ from lib.config import is_true
 from lib.data.labels import BACKGROUND
 from lib.data.scribbles import ScribbleConfig, simulate_scribbles
 from lib.geos import GeoSConfig
-from lib.io import read_volume
-from lib.prnet.prelabel import propagate_support, pseudo_mask, with_tau
+from lib.intensity import MODALITIES
+from lib.io import Volume, read_volume
+from lib.prnet.prelabel import prelabel, with_tau
 from lib.prnet.propagate import PropagationConfig
 from lib.tasks.errors import ClientError
 from lib.tasks.params import number
@@ -42,10 +43,21 @@ logger = logging.getLogger(__name__)
 
 
 class Support:
-    """The one-shot support: image, scribble map ``(I, J, K)`` and ``{name: id}`` (background included)."""
+    """The one-shot support: the study (:class:`lib.io.Volume`, with its geometry), its scribble map
+    ``(I, J, K)`` on the same grid and ``{name: id}`` (background included)."""
 
-    def __init__(self, image_id: str, image: np.ndarray, spacing, scribbles: np.ndarray, names: Dict[str, int], source: str):
-        self.image_id, self.image, self.spacing, self.scribbles, self.names, self.source = image_id, image, spacing, scribbles, names, source
+    def __init__(self, image_id: str, volume: Volume, scribbles: np.ndarray, names: Dict[str, int], source: str):
+        self.image_id, self.volume, self.scribbles, self.names, self.source = image_id, volume, scribbles, names, source
+
+
+def _modality(request: Mapping[str, Any]) -> str | None:
+    """The request's ``modality`` (CT or MR) when it states one; None: told from the intensities."""
+    value = request.get("modality")
+    if value in (None, "", "auto"):
+        return None
+    if str(value).upper() not in MODALITIES:
+        raise ClientError(f"modality must be one of {list(MODALITIES)} or 'auto', got {value!r}")
+    return str(value).upper()
 
 
 def images_with_tag(datastore: Datastore, tag: str) -> list[str]:
@@ -86,7 +98,9 @@ def _load_support(datastore: Datastore, tag: str, image_id: str) -> Support:
         raise ClientError(f"the '{tag}' label of '{image_id}' names no '{BACKGROUND}' class; scribble the background too")
     img = read_volume(datastore.get_image_uri(image_id))
     scribbles = read_volume(datastore.get_label_uri(image_id, tag)).array
-    return Support(image_id, img.array.astype(np.float32), img.spacing, np.rint(scribbles).astype(np.int64), dict(names), tag)
+    if scribbles.shape != img.array.shape:
+        raise ClientError(f"the '{tag}' label of '{image_id}' has shape {list(scribbles.shape)}, its image {list(img.array.shape)}")
+    return Support(image_id, img, np.rint(scribbles).astype(np.int64), dict(names), tag)
 
 
 def _support_from_final(datastore: Datastore, image_id: str) -> Support | None:
@@ -98,7 +112,7 @@ def _support_from_final(datastore: Datastore, image_id: str) -> Support | None:
     label = np.rint(read_volume(datastore.get_label_uri(image_id, "final")).array).astype(np.int64)
     bg = max(names.values()) + 1
     s = simulate_scribbles(label, img.array.astype(np.float32), names, bg, ScribbleConfig())
-    return Support(image_id, img.array.astype(np.float32), img.spacing, s.astype(np.int64), {**names, BACKGROUND: bg}, "final")
+    return Support(image_id, img, s.astype(np.int64), {**names, BACKGROUND: bg}, "final")
 
 
 class PRNetPrelabel(InferTask):
@@ -156,7 +170,7 @@ class PRNetPrelabel(InferTask):
         if not isinstance(path, str) or not os.path.exists(path):
             raise ClientError(f"image '{request.get('image')}' is not in the datastore", status_code=404)
         device = "cuda" if torch.cuda.is_available() and str(request.get("device", "cuda")).startswith("cuda") else "cpu"
-        models, _ = self._net(device)
+        models, prnet_cfg = self._net(device)
         support = find_support(self.datastore, str(request.get("support_tag", self.support_tag)), self._support_cache)
         tau = number(request, "tau", self.propagation.tau, -1.0, 1.0)
         stride = number(request, "stride", self.stride, 1, 1000, integer=True)
@@ -169,26 +183,30 @@ class PRNetPrelabel(InferTask):
             if self._encodings[0] != key:
                 self._encodings = (key, {})
             encodings = self._encodings[1]
-        query_hu = query.array.astype(np.float32)
-        result = propagate_support(
-            models, support.image, support.scribbles, support.names, query_hu, query.spacing,
-            (self.geos.window_hu, self.geos.window_out), with_tau(self.propagation, tau), stride, device,
-            identity=image_id == support.image_id, encodings=encodings, support_spacing=support.spacing,
-            class_strides=self.class_strides,
-        )
-        pseudo_mask(result, bg_id, query_hu, query.spacing, self.geos)
+        try:
+            result = prelabel(
+                models, support.volume, support.scribbles, support.names, query, bg_id, self.geos,
+                with_tau(self.propagation, tau), prnet_cfg.spacing_mm, stride, device,
+                identity=image_id == support.image_id, encodings=encodings, class_strides=self.class_strides,
+                query_modality=_modality(request),
+            )
+        except ValueError as e:
+            raise ClientError(str(e), status_code=422) from None
         warnings = list(result.warnings)
+        if result.label is None and not any(p.inside.any() for c, p in result.propagation.items() if c != bg_id):
+            raise ClientError("none of the support's scribbled structures lies inside this study's field of view: "
+                              "no draft (" + "; ".join(warnings) + ")", status_code=422)
         if result.label is None:
             raise ClientError(f"no propagated foreground point survived DFD (tau={tau}); lower 'tau' or retrain 'prnet'", status_code=422)
         label_names = {n: c for n, c in support.names.items() if n != BACKGROUND}
-        summary = {**result.stats(support.names), "tau": tau, "support": support.image_id,
+        summary = {**result.stats(support.names), "tau": tau, "support": support.image_id, "frame": result.frame,
                    "support_source": support.source, "seconds": round(time.perf_counter() - t0, 2)}
         if image_id and image_id != support.image_id:
             try:
                 self.datastore.update_image_info(image_id, {"prnet": summary})
             except Exception as e:  # the label is still returned; the strategy just lacks this study's score
                 warnings.append(f"could not store the propagation statistics in the image info: {e}")
-        out = write_result(request, result.label, prefix="prnet_")
+        out = write_result(request, result.native_label, prefix="prnet_")
         body = {"label_names": label_names, "prnet": summary, "geos": result.geos, "warnings": warnings}
         if is_true(request.get("points", "")):
             body["points"] = result.located(support.names)

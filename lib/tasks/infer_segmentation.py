@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
 
-from lib.geos import normalize_intensity
+from lib.intensity import normalize_intensity
 from lib.io import read_volume
 from lib.segmentation.postprocess import remove_fragments
 from lib.segmentation.train import predict_probs

@@ -24,7 +24,7 @@ from monailabel.interfaces.tasks.train import TrainTask
 
 from lib.atomic import atomic_torch_save, atomic_write_json
 from lib.config import is_true
-from lib.geos import normalize_intensity
+from lib.intensity import normalise_study
 from lib.io import read_volume
 from lib.prnet.network import PRNet
 from lib.prnet.propagate import Localizer
@@ -105,10 +105,11 @@ class PRNetTrain(TrainTask):
         images = datastore.list_images()
         device = "cuda" if torch.cuda.is_available() else "cpu"
         volumes, spacings = [], []
-        for image_id in images:
+        for image_id in images:  # each study in the canonical frame (RAS axes, cfg.spacing_mm), normalised per study
             vol = read_volume(datastore.get_image_uri(image_id))
-            volumes.append(normalize_intensity(vol.array.astype(np.float32), *self.window))
-            spacings.append(vol.spacing)
+            view = vol.view(self.cfg.spacing_mm)
+            volumes.append(normalise_study(view.image(vol.array), *self.window)[0])
+            spacings.append(view.spacing)
         # r must cover the largest offset: the largest extent (mm) over the studies, per axis
         extent = np.max([np.asarray(v.shape) * np.asarray(s) for v, s in zip(volumes, spacings)], axis=0)
         cfg = PRNetConfig(**{**asdict(self.cfg), "lr": lr, "r_mm": tuple(float(x) for x in extent)})

@@ -29,7 +29,7 @@ from monailabel.interfaces.tasks.train import TrainTask
 
 from lib.atomic import atomic_torch_save, atomic_write_json
 from lib.config import is_true
-from lib.geos import normalize_intensity
+from lib.intensity import normalize_intensity
 from lib.io import read_volume, write_like
 from lib.segmentation.config import LR_DECAYS, STRATEGIES, SegConfig
 from lib.segmentation.data import Study
