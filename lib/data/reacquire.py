@@ -1,0 +1,65 @@
+"""Re-acquire a study the ways clinical scans differ, keeping its world geometry (SimpleITK images).
+
+Each operation changes how the same anatomy is *stored* (orientation, voxel size, field of view,
+noise) and never where it lies in world coordinates, so a label map put through the same operation
+stays the ground truth of the result. Used to build the development set
+(``sample-data/build_devset.py``) and the geometry-invariance tests.
+
+Images are ``SimpleITK.Image`` (3D, ITK's LPS+ geometry); orientations are three letters in the
+convention of ``SimpleITK.DICOMOrient`` and nibabel (the direction each stored axis runs towards,
+e.g. ``"LPS"``: DICOM's, ``"RAS"``: NIfTI tools').
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import SimpleITK as sitk
+
+
+def reorient(image: sitk.Image, orientation: str) -> sitk.Image:
+    """The same voxels stored in ``orientation`` (an exact permutation and flip of the axes)."""
+    return sitk.DICOMOrient(image, orientation.upper())
+
+
+def resample(image: sitk.Image, spacing_mm: Sequence[float], label: bool = False) -> sitk.Image:
+    """``image`` on a grid of ``spacing_mm`` (per stored axis) covering the same field of view (the outer
+    faces of the first and last voxels stay in place). Images: Gaussian low-pass where voxels grow
+    (σ = half the new voxel), then linear interpolation; ``label``: nearest neighbour."""
+    old = np.asarray(image.GetSpacing(), float)
+    new = np.asarray(spacing_mm, float)
+    size = [max(1, int(round(n * o / s))) for n, o, s in zip(image.GetSize(), old, new)]
+    direction = np.asarray(image.GetDirection()).reshape(3, 3)
+    origin = np.asarray(image.GetOrigin()) + direction @ ((new - old) / 2.0)
+    src = image
+    if not label and (new > old * 1.01).any():
+        sigma = [float(max(0.0, (s - o) / 2.0)) if s > o * 1.01 else 0.0 for o, s in zip(old, new)]
+        src = sitk.SmoothingRecursiveGaussian(sitk.Cast(image, sitk.sitkFloat32), [max(x, 1e-3) for x in sigma])
+    out = sitk.Resample(src, size, sitk.Transform(), sitk.sitkNearestNeighbor if label else sitk.sitkLinear,
+                        tuple(origin), tuple(new), image.GetDirection(), 0, image.GetPixelID())
+    return out
+
+
+def slab(image: sitk.Image, axis: int, start: int, count: int) -> sitk.Image:
+    """``count`` slices from ``start`` along the stored ``axis`` (0, 1, 2 = ITK x, y, z), geometry kept."""
+    index = [0, 0, 0]
+    size = list(image.GetSize())
+    index[axis], size[axis] = int(start), int(count)
+    if start < 0 or start + count > image.GetSize()[axis]:
+        raise ValueError(f"slices {start}..{start + count} are outside 0..{image.GetSize()[axis]} along axis {axis}")
+    return sitk.RegionOfInterest(image, size, index)
+
+
+def add_noise(image: sitk.Image, sd: float, seed: int) -> sitk.Image:
+    """``image`` plus seeded Gaussian noise of ``sd`` (image units), same pixel type and geometry."""
+    a = sitk.GetArrayFromImage(image).astype(np.float32)
+    a += np.random.default_rng(seed).normal(0.0, sd, a.shape).astype(np.float32)
+    dtype = sitk.GetArrayViewFromImage(image).dtype
+    if np.issubdtype(dtype, np.integer):
+        info = np.iinfo(dtype)
+        a = np.clip(np.rint(a), info.min, info.max)
+    out = sitk.GetImageFromArray(a.astype(dtype))
+    out.CopyInformation(image)
+    return out
+
