@@ -54,18 +54,20 @@ class Server:
 
 
 def start_server(studies: Path, workdir: Path, conf: Mapping[str, str] | None = None, timeout: float = 180,
-                 env: Mapping[str, str] | None = None, asgi_app: str = ASGI_APP) -> Server:
+                 env: Mapping[str, str] | None = None, asgi_app: str = ASGI_APP, repo: Path | None = None) -> Server:
     """Start ``monailabel start_server`` for our app on a free loopback port; wait for ``/info``.
 
     ``env``: more environment variables for the server (e.g. ``MONAI_LABEL_SESSION_PATH``); ``asgi_app``: the entry
-    point (``monailabel.app:app`` serves MONAI Label's own, a benchmark's baseline)."""
+    point (``monailabel.app:app`` serves MONAI Label's own, a benchmark's baseline); ``repo``: serve the app of another
+    checkout of this repository (a benchmark's "before" column, e.g. a ``git worktree`` of an older commit)."""
     workdir.mkdir(parents=True, exist_ok=True)
     port = free_port()
-    args = [sys.executable, "-m", "monailabel.main", "start_server", "--app", str(APP_DIR),
+    root = Path(repo).resolve() if repo else REPO_ROOT
+    args = [sys.executable, "-m", "monailabel.main", "start_server", "--app", str(root / "apps" / "oneshot"),
             "--studies", str(studies), "--host", "127.0.0.1", "--port", str(port), "--uvicorn_app", asgi_app]
     for k, v in (conf or {}).items():
         args += ["--conf", k, str(v)]
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "MONAI_LABEL_TRACKING_ENABLED": "false", **(env or {})}
+    env = {**os.environ, "PYTHONPATH": str(root), "MONAI_LABEL_TRACKING_ENABLED": "false", **(env or {})}
     log = workdir / f"server-{port}.log"
     t0 = time.perf_counter()
     with open(log, "w") as out:

@@ -60,7 +60,8 @@ from lib.data.cohort import true_locations  # noqa: E402
 from lib.data.corrupt import corrupt_labels  # noqa: E402
 from lib.data.deform import DeformConfig  # noqa: E402
 from lib.data.labels import BACKGROUND  # noqa: E402
-from lib.geos import GeoSConfig, normalize_intensity  # noqa: E402
+from lib.geos import GeoSConfig  # noqa: E402
+from lib.intensity import normalize_intensity  # noqa: E402
 from lib.io import read_volume  # noqa: E402
 from lib.prnet.prelabel import Prelabel, pseudo_mask, pseudo_mask_geos, support_points  # noqa: E402
 from lib.prnet.propagate import Propagation  # noqa: E402

@@ -45,7 +45,7 @@ from lib.config import app_config, load_yaml  # noqa: E402
 from lib.data.cohort import true_locations  # noqa: E402
 from lib.data.deform import DeformConfig  # noqa: E402
 from lib.data.labels import BACKGROUND  # noqa: E402
-from lib.geos import normalize_intensity  # noqa: E402
+from lib.intensity import normalize_intensity  # noqa: E402
 from lib.io import read_volume  # noqa: E402
 from lib.prnet.prelabel import Prelabel, propagate_support, pseudo_mask, pseudo_mask_geos, support_points  # noqa: E402
 from lib.prnet.propagate import Propagation, PropagationConfig, apply_affine, bf16_enabled, encode_support, fit_subset, propagate  # noqa: E402

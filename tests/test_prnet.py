@@ -207,7 +207,7 @@ def trained_on_phantoms():
     """Tiny coarse + fine PRNets trained 60 steps each (~30 s) on three shifted two-organ phantoms;
     ``(models, cfg, vols, labels, single)``; ``single``: one PRNet trained on the whole of Eq. 3 over
     independent pairs (the configuration without a fine model)."""
-    from lib.geos import normalize_intensity
+    from lib.intensity import normalize_intensity
     from test_prnet_server import phantom
 
     torch.manual_seed(0)
