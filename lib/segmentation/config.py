@@ -41,7 +41,8 @@ class SegConfig:
     channels: tuple[int, ...] = (16, 32, 64, 128)
     strides: tuple[int, ...] = (2, 2, 2)
     num_res_units: int = 1
-    patch_size: tuple[int, int, int] = (48, 48, 48)  # voxels (I, J, K); multiples of the total stride
+    patch_size: tuple[int, int, int] = (48, 48, 48)  # voxels of the canonical frame (R, A, S); multiples of the total stride
+    spacing_mm: tuple[float, float, float] = (3.0, 3.0, 3.0)  # the canonical frame (lib/frame.py) it trains and infers in
     batch_size: int = 2
     lr: float = 1e-3
     lr_decay: str = "poly"  # poly: lr · (1 − step / (epochs · steps_per_epoch))^0.9 (nnU-Net's schedule); none: constant

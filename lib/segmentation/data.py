@@ -1,6 +1,7 @@
 """Training volumes and class-balanced patch sampling (MONAI ``RandCropByLabelClassesd``).
 
-Arrays are ``(I, J, K)``; images normalised to [0, 1]; labels integer class ids ``0..C-1``.
+Arrays are ``(I, J, K)`` on each study's canonical grid (:mod:`lib.frame`); images normalised to [0, 1];
+labels integer class ids ``0..C-1``.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import numpy as np
 import torch
 from monai.transforms import ClassesToIndices, RandCropByLabelClassesd, SpatialPadd
 
+from lib.frame import View
+
 
 @dataclass
 class Study:
@@ -18,6 +21,7 @@ class Study:
     image: np.ndarray  # (I, J, K) float32 in [0, 1]
     label: np.ndarray  # (I, J, K) int, 0..C-1: the draft (noisy) or final (clean) label
     clean: bool = False  # a `final` label: used as MCPM's meta set and never corrected by PLC
+    view: View | None = None  # how the stored study maps to these arrays (the canonical frame; None: as stored)
     _indices: list | None = field(default=None, repr=False)
 
     def set_label(self, label: np.ndarray) -> None:

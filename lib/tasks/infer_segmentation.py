@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
 
-from lib.intensity import normalize_intensity
+from lib.intensity import normalise_study
 from lib.io import read_volume
 from lib.segmentation.postprocess import remove_fragments
 from lib.segmentation.train import predict_probs
@@ -87,9 +87,11 @@ class SegmentationInfer(InferTask):
             vol = read_volume(path)
         except ValueError as e:
             raise ClientError(f"the image could not be read: {e}", status_code=422) from None
-        image = normalize_intensity(vol.array.astype(np.float32), *meta["window"]).astype(np.float32)
+        # the model's frame (RAS axes, its voxel size; lib/frame.py), the study normalised on its own (CT: the window)
+        view = vol.view(meta["config"].spacing_mm)
+        image = normalise_study(view.image(vol.array), *meta["window"])[0]
         probs = predict_probs(net, image, meta["config"], device)
-        label = remove_fragments(probs, fraction).astype(np.uint8)
+        label = view.to_native(remove_fragments(probs, fraction).astype(np.uint8))
         out = write_result(request, label, prefix="seg_")
         return out, {"label_names": meta["label_names"], "device": device, "epoch": meta.get("epoch"),
                      "noise_strategy": meta.get("noise_strategy"),

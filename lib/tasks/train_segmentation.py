@@ -29,7 +29,7 @@ from monailabel.interfaces.tasks.train import TrainTask
 
 from lib.atomic import atomic_torch_save, atomic_write_json
 from lib.config import is_true
-from lib.intensity import normalize_intensity
+from lib.intensity import normalise_study
 from lib.io import read_volume, write_like
 from lib.segmentation.config import LR_DECAYS, STRATEGIES, SegConfig
 from lib.segmentation.data import Study
@@ -44,8 +44,11 @@ logger = logging.getLogger(__name__)
 PLC_TAG = "plc"
 
 
-def training_set(datastore: Datastore, window: tuple) -> tuple[list[Study], dict[str, int], list[tuple]]:
-    """Studies to train on, ``{name: id}`` of the classes and a key of the data (ids, tags, label times)."""
+def training_set(datastore: Datastore, window: tuple, spacing_mm=(3.0, 3.0, 3.0)) -> tuple[list[Study], dict[str, int], list[tuple]]:
+    """Studies to train on, ``{name: id}`` of the classes and a key of the data (ids, tags, label times).
+
+    Each study is seen in the canonical frame (RAS axes, ``spacing_mm`` voxels; labels by nearest
+    neighbour) and normalised per study (:func:`lib.intensity.normalise_study`: ``window`` for CT)."""
     studies, names, key = [], {}, []
     for image_id in sorted(datastore.list_images()):
         tag = next((t for t in ("final", "original") if datastore.get_label_uri(image_id, t)), None)
@@ -61,8 +64,9 @@ def training_set(datastore: Datastore, window: tuple) -> tuple[list[Study], dict
         label = np.rint(read_volume(datastore.get_label_uri(image_id, tag)).array).astype(np.int64)
         if label.shape != image.array.shape:
             raise ClientError(f"the '{tag}' label of '{image_id}' has shape {label.shape}, its image {image.array.shape}")
-        img01 = normalize_intensity(image.array.astype(np.float32), *window).astype(np.float32)
-        studies.append(Study(image_id, img01, label, clean=tag == "final"))
+        view = image.view(spacing_mm)
+        img01 = normalise_study(view.image(image.array), *window)[0]
+        studies.append(Study(image_id, img01, view.labels(label), clean=tag == "final", view=view))
         key.append((image_id, tag, info.get("ts")))
     return studies, names, key
 
@@ -132,7 +136,7 @@ class SegmentationTrain(TrainTask):
 
     def _train(self, request: Dict[str, Any], datastore: Datastore) -> Dict[str, Any]:
         cfg = self.validate(request, datastore)
-        studies, names, data_key = training_set(datastore, self.window)
+        studies, names, data_key = training_set(datastore, self.window, cfg.spacing_mm)
         if not names:
             raise ClientError("the labels name no classes: save them with label_names / label_info")
         num_classes = max(names.values()) + 1
@@ -192,7 +196,7 @@ class SegmentationTrain(TrainTask):
             fd, tmp = tempfile.mkstemp(suffix=".nii.gz", prefix="plc_")
             os.close(fd)
             try:
-                write_like(s.label, datastore.get_image_uri(s.id), tmp)
+                write_like(s.view.to_native(s.label) if s.view else s.label, datastore.get_image_uri(s.id), tmp)
                 datastore.save_label(s.id, tmp, PLC_TAG, {"label_names": names, "epoch": epoch, "delta": delta})
             finally:
                 os.unlink(tmp)
@@ -202,7 +206,8 @@ class SegmentationTrain(TrainTask):
         for s in studies:
             uri = None if s.clean else datastore.get_label_uri(s.id, PLC_TAG)
             if uri:
-                s.set_label(np.rint(read_volume(uri).array).astype(np.int64))
+                label = np.rint(read_volume(uri).array).astype(np.int64)
+                s.set_label(s.view.labels(label) if s.view else label)
 
 
 def _config_dict(cfg: SegConfig) -> dict:
