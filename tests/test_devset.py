@@ -1,0 +1,51 @@
+"""The development set builder (small version): real scans, and copies that keep their world geometry."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import numpy as np
+import pytest
+
+from conftest import REPO_ROOT
+from lib.io import read_volume
+
+
+@pytest.fixture(scope="module")
+def devset(tmp_path_factory):
+    spec = importlib.util.spec_from_file_location("build_devset", REPO_ROOT / "sample-data" / "build_devset.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out = tmp_path_factory.mktemp("devset") / "devset"
+    cache = REPO_ROOT / "sample-data" / "cache"
+    assert module.main(["--out", str(out), "--small", "--cache", str(cache)]) == 0
+    assert module.main(["--out", str(out), "--small", "--cache", str(cache)]) == 0  # up to date: kept as it is
+    return out
+
+
+def test_the_set_holds_real_variety_with_provenance(devset):
+    studies = json.loads((devset / "manifest.json").read_text())["studies"]
+    assert {"subject_a", "mr_b", "lung1", "lung2", "brain1", "brain2", "a_lps", "a_slab20", "a_08x08x5"} <= set(studies)
+    assert "a_07x07x15" not in studies  # --small
+    assert {s["modality"] for s in studies.values()} == {"CT", "MR"}
+    assert {s["orientation"] for s in studies.values()} >= {"RAS", "LPS", "LAS", "AIL"}
+    assert studies["lung1"]["spacing_mm"][2] == 5.0 and studies["lung1"]["shape"][:2] == [512, 512]
+    for s in studies.values():
+        assert s["license"] and s["source"] and (devset / "studies" / s["image"]).exists()
+    assert (devset / "LICENSE-TotalSegmentator").exists() and (devset / "LICENSE-pyradiomics").exists()
+    info = json.loads((devset / "scribbles" / "label_info.json").read_text())
+    assert {d["name"] for d in info["mr_b"]} >= {"liver", "spleen", "background"}
+
+
+@pytest.mark.parametrize("copy", ["a_lps", "a_ail", "a_08x08x5", "a_slab40"])
+def test_a_reacquired_copy_keeps_the_anatomy_where_it_was_in_world_space(devset, copy):
+    ref = read_volume(str(devset / "ground_truth" / "subject_a.nii.gz"))
+    other = read_volume(str(devset / "ground_truth" / f"{copy}.nii.gz"))
+    assert other.array.shape == read_volume(str(next((devset / "studies").glob(f"{copy}.*")))).array.shape
+    # every liver voxel of the copy, carried through world mm into subject A's grid, is liver there
+    ijk = np.argwhere(other.array == 1)
+    back = np.rint(ref.view().world_to_native(other.view().native_to_world(ijk))).astype(int)
+    inside = np.all((back >= 0) & (back < ref.array.shape), axis=1)
+    assert inside.mean() > 0.99
+    assert np.mean(ref.array[tuple(back[inside].T)] == 1) > (0.97 if copy != "a_08x08x5" else 0.85)
