@@ -15,7 +15,8 @@ inside the organ, while a background seed one edge away stays cheap. Measured on
   ``score_c(x) = D(x; S_c) / s − β · log P(c | I(x))`` with ``s`` the crop's median nearest-seed
   distance (so β means the same for a large and a small structure);
 - **crop and box prior**: the computation runs on the ROI (or the seeds' bounding box plus a
-  margin) and the crop's outer shell is background, as a box drawn around a structure means.
+  margin) and the crop's outer shell is background, as a box drawn around a structure means, except
+  where the crop reaches the image's own edge (an organ cut by the field of view goes on beyond it).
 
 A median filter (``median_filter`` voxels per side) denoises the crop first: it removes the noise
 that accumulates along paths inside an organ and keeps the edges between organs. On the sample
@@ -199,8 +200,7 @@ def geos_segment(
     for m in fg.values():
         bg &= ~m
     if cfg.roi_border_background or not bg.any():
-        shell = np.ones(bg.shape, bool)
-        shell[1:-1, 1:-1, 1:-1] = False
+        shell = _crop_shell(bg.shape, box, image_hu.shape, keep_image_edges=bg.any())
         for m in fg.values():
             shell &= ~m
         if cfg.border_similarity_sd > 0:
@@ -239,6 +239,21 @@ def geos_segment(
     label[box] = crop_label
     stats = {"crop": [[s.start, s.stop] for s in box], "crop_voxels": int(np.prod(crop_label.shape))}
     return label, stats
+
+
+def _crop_shell(shape: Sequence[int], box: Box, image_shape: Sequence[int], keep_image_edges: bool) -> np.ndarray:
+    """The one-voxel outer shell of a crop of ``shape``, without the faces that lie on the image's own edge
+    (a structure cut by the field of view goes on beyond it: that face is no evidence of background),
+    unless ``keep_image_edges`` is False (no other background seed: the whole shell)."""
+    shell = np.zeros(shape, bool)
+    for axis in range(3):
+        for end, on_edge in ((0, box[axis].start == 0), (-1, box[axis].stop == image_shape[axis])):
+            if on_edge and keep_image_edges:
+                continue
+            index = [slice(None)] * 3
+            index[axis] = end
+            shell[tuple(index)] = True
+    return shell
 
 
 def _like_seeds(img: np.ndarray, seeds, n_sd: float) -> np.ndarray:

@@ -260,3 +260,27 @@ def test_opening_cuts_a_thin_leak_into_touching_tissue_of_the_same_intensity():
     assert thin[tube].mean() > 0.9
     with pytest.raises(ValueError, match="opening"):
         GeoSConfig(opening=-1)
+
+
+def test_an_organ_cut_by_the_field_of_view_runs_on_to_the_image_edge():
+    """The crop's shell is background only where the crop ends inside the image: a face on the image's own
+    edge (an organ cut by a slab) is no evidence of background, so the segment reaches that edge."""
+    from lib.geos import GeoSConfig, geos_segment
+
+    rng = np.random.default_rng(0)
+    shape, spacing = (64, 64, 12), (3.0, 3.0, 3.0)
+    grid = np.stack(np.meshgrid(*[np.arange(n) for n in shape], indexing="ij"), -1)
+    organ = np.linalg.norm((grid - [32, 32, 3]) * [1.0, 1.0, 0.5], axis=-1) <= 12  # runs out of the top and bottom
+    image = np.where(organ, 120.0, 20.0) + rng.normal(0, 10, shape)
+    seeds = np.zeros(shape, bool)
+    seeds[26:39, 32, 4] = True
+    background = np.zeros(shape, bool)
+    background[14:50, [14, 49], 4] = True
+    label, stats = geos_segment(image, {1: seeds}, background, spacing, GeoSConfig(margin_mm=30.0))
+    assert stats["crop"][2] == [0, 12]  # the crop spans the slab's whole axial extent
+    seg = label == 1
+    assert seg[:, :, 0].sum() > 0.8 * organ[:, :, 0].sum()  # on the image's edge slice the organ goes on
+    assert 2 * (seg & organ).sum() / (seg.sum() + organ.sum()) > 0.9
+    # inside the image, the crop's faces are still background: the segment stops at the in-plane crop faces
+    i0, i1 = stats["crop"][0]
+    assert i0 > 0 and not seg[i0].any() and not seg[i1 - 1].any()
