@@ -119,3 +119,46 @@ def refine_affine(
             loss.backward()
             opt.step()
     return normalised_to_voxel(theta.detach().cpu().numpy(), moving.shape, fixed.shape)
+
+
+@torch.no_grad()
+def affine_ncc(
+    moving: np.ndarray,
+    fixed: np.ndarray,
+    transform: np.ndarray,
+    moving_spacing: Sequence[float],
+    fixed_spacing: Sequence[float],
+    level_mm: float = 6.0,
+    device: str | torch.device = "cpu",
+) -> float:
+    """Global NCC of ``fixed`` and ``moving`` resampled through ``transform`` (``(4, 3)``, moving voxel →
+    fixed voxel), both average-pooled to about ``level_mm``: how well the map aligns the two images
+    (1 = perfectly; a map that carries the support onto the wrong anatomy or off the query scores low)."""
+    theta = torch.tensor(voxel_to_normalised(transform, moving.shape, fixed.shape), dtype=torch.float32, device=device)
+    mov = torch.from_numpy(np.ascontiguousarray(moving, np.float32))[None, None].to(device)
+    fix = torch.from_numpy(np.ascontiguousarray(fixed, np.float32))[None, None].to(device)
+    m, gm = _pool(mov, moving_spacing, level_mm)
+    f, gf = _pool(fix, fixed_spacing, level_mm)
+    u_fixed = _centres(f.shape[2:], gf, fixed.shape, device)
+    hm = torch.as_tensor(_half_extent(moving.shape), dtype=torch.float32, device=device)
+    n_m = torch.as_tensor(m.shape[2:], dtype=torch.float32, device=device)
+    g = torch.as_tensor(gm, dtype=torch.float32, device=device)
+    x = (u_fixed @ theta[:, :3].T + theta[:, 3] + 1.0) * hm
+    grid = (2.0 * (x - (g - 1.0) / 2.0) / (g * (n_m - 1.0)) - 1.0).flip(-1)[None]
+    return float(global_ncc(F.grid_sample(m, grid, align_corners=True), f))
+
+
+def centroid_map(moving: np.ndarray, fixed: np.ndarray, moving_spacing: Sequence[float], fixed_spacing: Sequence[float],
+                 threshold: float = 0.05) -> np.ndarray:
+    """The ``(4, 3)`` map (moving voxel → fixed voxel) that lays the two bodies' intensity centroids on each
+    other, at true size and without rotation: the prior of two studies in the same canonical frame (RAS
+    axes, :mod:`lib.frame`). ``threshold``: voxels above it (of [0, 1] volumes) make up a body."""
+    def centroid(v: np.ndarray) -> np.ndarray:
+        w = np.where(v > threshold, v, 0.0)
+        if w.sum() <= 0:
+            return (np.asarray(v.shape) - 1) / 2.0
+        return np.array([(w.sum(axis=tuple(a for a in range(3) if a != ax)) * np.arange(n)).sum() / w.sum()
+                         for ax, n in enumerate(v.shape)])
+
+    scale = np.asarray(moving_spacing, float) / np.asarray(fixed_spacing, float)
+    return np.vstack([np.diag(scale), centroid(fixed) - centroid(moving) * scale])

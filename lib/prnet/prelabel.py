@@ -39,7 +39,9 @@ class Prelabel:
             for c, p in self.propagation.items()
         }
         sims = [v["mean_sim"] for v in classes.values()]
-        return {"confidence": float(np.mean(sims)) if sims else 0.0, "classes": classes}
+        ncc = next((p.ncc for p in self.propagation.values() if p.ncc is not None), None)
+        return {"confidence": float(np.mean(sims)) if sims else 0.0, "classes": classes,
+                "registration_ncc": None if ncc is None else round(float(ncc), 4)}
 
     def located(self, names: Mapping[str, int]) -> dict:
         """Per class name: the propagated points in the query, ``kept`` and ``rejected`` by DFD, each a list
@@ -130,7 +132,7 @@ def propagate_support(
     start = 0
     for cid in classes:
         part = slice(start, start + len(pts[cid]))
-        out.propagation[cid] = Propagation(pr.located[part], pr.sim[part], pr.keep[part], pr.inside[part])
+        out.propagation[cid] = Propagation(pr.located[part], pr.sim[part], pr.keep[part], pr.inside[part], pr.ncc)
         start = part.stop
     return out
 

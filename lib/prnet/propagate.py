@@ -19,9 +19,10 @@ For every support point ``c0`` (its patch encoded once: ``p(c0)``, ``f2(c0)``, `
    11.8 → 13.1 mm); with it, 64, 128 or all 804 points end at the same 3.0 mm;
 2c. *intensity refinement* (not in the paper; ``register_steps``, with ``regularize: affine``): the
    affine map is refined by maximising the normalised cross-correlation of the query and the support
-   resampled through it (:func:`lib.registration.refine_affine`, a few seconds on a CPU). PRNet's map is
-   the starting point (it brings studies with different fields of view into the basin of the
-   optimisation); the images make it precise: on the sample cohort the median localisation error
+   resampled through it (:func:`lib.registration.refine_affine`, a few seconds on a CPU), from two
+   starts (:func:`register`: PRNet's map, and the bodies' centroids laid on each other; the one that ends
+   better aligned wins, its NCC is the propagation's ``ncc``). PRNet's map brings studies with
+   different fields of view into the basin of the optimisation; the images make it precise: on the sample cohort the median localisation error
    falls from ≈ 11 mm to ≈ 3 mm. The sample cohort is one subject deformed by smooth, mostly affine
    warps, the case most favourable to a global map; between different patients the residual,
    non-affine part is larger;
@@ -48,7 +49,7 @@ import torch.nn.functional as F
 
 from lib.prnet.network import PRNet
 from lib.prnet.train import extract_patches
-from lib.registration import refine_affine
+from lib.registration import affine_ncc, centroid_map, refine_affine
 
 
 @dataclass(frozen=True)
@@ -107,6 +108,7 @@ class Propagation:
     sim: np.ndarray  # (N,) DFD similarity
     keep: np.ndarray  # (N,) bool, sim > tau (and inside the query)
     inside: np.ndarray | None = None  # (N,) bool: the estimate lies within the query's grid (None: all)
+    ncc: float | None = None  # how well the final affine map aligns the images (step 2c), None without it
 
     def __post_init__(self):
         if self.inside is None:
@@ -214,6 +216,30 @@ def robust_affine(
     return apply_affine(fit_robust_affine(source, target, spacing, trim, iterations), source)
 
 
+def register(
+    support: np.ndarray, query: np.ndarray, prnet_map: np.ndarray, support_spacing: Sequence[float],
+    query_spacing: Sequence[float], cfg: PropagationConfig, device="cpu",
+) -> tuple[np.ndarray, float]:
+    """Step 2c from two starts, PRNet's affine map and the bodies' centroids laid on each other (both
+    studies are in the canonical frame: same axes, true size); each refined by NCC, the better aligned
+    one kept. PRNet's start is what finds a slab inside a longer support; the centroid start keeps a
+    weakly trained PRNet (a degenerate map, all points collapsed) from ruining a whole-body study.
+    Returns ``(map, its NCC)``."""
+    best = None
+    starts = [centroid_map(support, query, support_spacing, query_spacing)]
+    in_mm = np.diag(query_spacing) @ np.asarray(prnet_map)[:3].T @ np.diag(1.0 / np.asarray(support_spacing, float))
+    stretch = np.linalg.svd(in_mm, compute_uv=False)
+    if stretch.min() > 0.5 and stretch.max() < 2.0:  # a body 0.5-2x the support's size per axis: a plausible map
+        starts.insert(0, prnet_map)
+    for start in starts:
+        refined = refine_affine(support, query, start, support_spacing, query_spacing, cfg.register_steps,
+                                cfg.register_levels_mm, device=device)
+        score = affine_ncc(support, query, refined, support_spacing, query_spacing, min(cfg.register_levels_mm), device)
+        if best is None or score > best[1]:
+            best = (refined, score)
+    return best
+
+
 def propagate(
     models: Localizer,
     support: np.ndarray,
@@ -264,15 +290,15 @@ def propagate(
     for model, r_stage, key in stages:
         p_cur = encode(model, query, clip(located), cfg.batch_size, decode=False, device=device, precision=cfg.precision)["p"]
         located = torch.from_numpy(clip(located)).float() + r_stage * torch.tanh(p_cur - src[key]) / e
+    ncc = None
     if cfg.regularize == "affine":
         transform = fit_robust_affine(pts[located_ids], located.numpy(), query_spacing, cfg.trim)
         if cfg.register_steps:
-            transform = refine_affine(support, query, transform, support_spacing or query_spacing, query_spacing,
-                                      cfg.register_steps, cfg.register_levels_mm, device=device)
+            transform, ncc = register(support, query, transform, support_spacing or query_spacing, query_spacing, cfg, device)
         located = torch.from_numpy(apply_affine(transform, pts))
     final = clip(located)
     # a point whose estimate falls beyond the query's grid (by more than half a voxel) lies outside its
     # field of view: the query does not show it (a slab, a smaller scan); DFD never keeps it
     inside = np.all((located.numpy() >= -0.5) & (located.numpy() <= shape - 0.5), axis=1)
     sim = dfd_similarity(src, encode(models.features, query, final, cfg.batch_size, decode=True, device=device, precision=cfg.precision))
-    return Propagation(final, sim, (sim > cfg.tau) & inside, inside)
+    return Propagation(final, sim, (sim > cfg.tau) & inside, inside, ncc)
