@@ -51,3 +51,23 @@ def atomic_torch_save(obj: Any, dest: str) -> None:
 
     with atomic_path(dest) as tmp:
         torch.save(obj, tmp)
+
+
+@contextmanager
+def atomic_directory(dest) -> Iterator:
+    """Yield a new temporary folder beside ``dest`` (a ``pathlib.Path``) to build into; on success it
+    replaces ``dest`` (the old one removed, the new one renamed into place), on failure it is removed,
+    so a reader never sees a half-built folder."""
+    from pathlib import Path
+
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}-building-", dir=dest.parent))
+    try:
+        yield tmp
+        if dest.exists():
+            shutil.rmtree(dest)
+        tmp.rename(dest)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)

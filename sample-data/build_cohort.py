@@ -31,6 +31,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
+from lib.atomic import atomic_directory  # noqa: E402
 from lib.config import load_yaml  # noqa: E402
 from lib.data.cohort import CohortSpec, build_cohort  # noqa: E402
 from lib.data.deform import DeformConfig  # noqa: E402
@@ -116,20 +117,12 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.time()
     args.cache.mkdir(parents=True, exist_ok=True)
     files = fetch_source(args.cache.resolve(), cfg["source"])
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-building-", dir=out.parent))
-    try:
+    with atomic_directory(out) as tmp:
         summary = build_cohort(files["image"], files["label"], tmp, spec, progress=lambda m: print(m, flush=True))
         info = json.loads((tmp / "scribbles" / "label_info.json").read_text())
         register_support(tmp / "studies", spec.subject_id, tmp / "scribbles" / f"{spec.subject_id}.nii.gz", info)
         shutil.copy(files["license"], tmp / "LICENSE-TotalSegmentator")
         (tmp / "manifest.json").write_text(json.dumps({"digest": digest, **settings, **summary}, indent=2))
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     print(f"built {len(summary['studies'])} studies in {time.time() - t0:.1f} s: {out / 'studies'}")
     print(f"support scribbles (voxels): {summary['scribbles']}")
     return 0

@@ -20,7 +20,6 @@ import hashlib
 import json
 import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -30,6 +29,7 @@ import SimpleITK as sitk
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
+from lib.atomic import atomic_directory  # noqa: E402
 from lib.config import load_yaml  # noqa: E402
 from lib.data.labels import BACKGROUND, label_info, reduce_labels  # noqa: E402
 from lib.data.reacquire import add_noise, reorient, resample, slab  # noqa: E402
@@ -103,15 +103,13 @@ def main(argv: list[str] | None = None) -> int:
                              [ts["license"], *ts["subject_a"].values(), *ts["mr_b"].values()])
     pr_files = fetch_members(args.cache, "pyradiomics", pr["version"],
                              [pr["license"], *[f for c in pr["cases"].values() for f in (c["image"], c["label"])]])
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-building-", dir=out.parent))
-    studies, truth, scrib = tmp / "studies", tmp / "ground_truth", tmp / "scribbles"
-    for d in (studies, truth, scrib):
-        d.mkdir(parents=True)
-    manifest: dict[str, dict] = {}
-    ts_licence = f"Apache-2.0 (TotalSegmentator {ts['version']}, Wasserthal et al.)"
-    pr_licence = f"BSD-3-Clause code (pyradiomics {pr['version']}); data provenance not stated"
-    try:
+    with atomic_directory(out) as tmp:
+        studies, truth, scrib = tmp / "studies", tmp / "ground_truth", tmp / "scribbles"
+        for d in (studies, truth, scrib):
+            d.mkdir(parents=True)
+        manifest: dict[str, dict] = {}
+        ts_licence = f"Apache-2.0 (TotalSegmentator {ts['version']}, Wasserthal et al.)"
+        pr_licence = f"BSD-3-Clause code (pyradiomics {pr['version']}); data provenance not stated"
         infos = {}
         for subject, organ_key, modality in (("subject_a", "ct", "CT"), ("mr_b", "mr", "MR")):
             src = ts[subject]
@@ -156,12 +154,6 @@ def main(argv: list[str] | None = None) -> int:
         shutil.copy(ts_files[ts["license"]], tmp / "LICENSE-TotalSegmentator")
         shutil.copy(pr_files[pr["license"]], tmp / "LICENSE-pyradiomics")
         (tmp / "manifest.json").write_text(json.dumps({"digest": digest, **settings, "studies": manifest}, indent=2))
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     print(f"built {len(manifest)} studies in {time.time() - t0:.1f} s: {out}")
     return 0
 
