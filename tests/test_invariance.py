@@ -83,7 +83,6 @@ def test_drafts_agree_in_world_space_across_orientation_spacing_and_field_of_vie
     # 20-step PRNet the drafts agree to 0.89 / 0.85 (the 0.95 is not reached here; docs/benchmarks.md
     # has the development set with a trained PRNet)
     assert scores["p_fine"] >= 0.8 and scores["p_slab"] >= 0.75, scores
-    # the slab does not show every organ's support points: per class, how many landed inside
+    # per class, how many support points landed inside the study's field of view (and were kept)
     classes = bodies["p_slab"]["prnet"]["classes"]
     assert all(0 <= c["kept"] <= c["inside"] <= c["points"] for c in classes.values())
-    assert sum(c["inside"] for c in classes.values()) < sum(c["points"] for c in classes.values())
