@@ -141,12 +141,8 @@ class View:
             c = (np.arange(n) - (f - 1.0) / 2.0) / f  # canonical coordinate of each stored voxel centre
             idx.append(np.clip(np.floor(c + 0.5), 0, self.shape[ax] - 1).astype(int))
         out = np.asarray(label)[np.ix_(*idx)]
-        back = nio.ornt_transform(nio.axcodes2ornt("RAS"), self.ornt_codes())
+        back = nio.ornt_transform(nio.axcodes2ornt("RAS"), self.ornt)
         return np.ascontiguousarray(nio.apply_orientation(out, back))
-
-    def ornt_codes(self) -> np.ndarray:
-        """The stored axes as a nibabel orientation relative to RAS (for the way back)."""
-        return nio.io_orientation(self.native_affine)
 
     def to_world(self, points: np.ndarray) -> np.ndarray:
         """Canonical voxel coordinates ``(N, 3)`` → world mm."""

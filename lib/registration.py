@@ -23,6 +23,7 @@ from typing import Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy import ndimage as ndi
 
 
 def global_ncc(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -155,10 +156,7 @@ def centroid_map(moving: np.ndarray, fixed: np.ndarray, moving_spacing: Sequence
     axes, :mod:`lib.frame`). ``threshold``: voxels above it (of [0, 1] volumes) make up a body."""
     def centroid(v: np.ndarray) -> np.ndarray:
         w = np.where(v > threshold, v, 0.0)
-        if w.sum() <= 0:
-            return (np.asarray(v.shape) - 1) / 2.0
-        return np.array([(w.sum(axis=tuple(a for a in range(3) if a != ax)) * np.arange(n)).sum() / w.sum()
-                         for ax, n in enumerate(v.shape)])
+        return np.asarray(ndi.center_of_mass(w)) if w.sum() > 0 else (np.asarray(v.shape) - 1) / 2.0
 
     scale = np.asarray(moving_spacing, float) / np.asarray(fixed_spacing, float)
     return np.vstack([np.diag(scale), centroid(fixed) - centroid(moving) * scale])

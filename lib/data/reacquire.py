@@ -53,9 +53,9 @@ def slab(image: sitk.Image, axis: int, start: int, count: int) -> sitk.Image:
 
 def add_noise(image: sitk.Image, sd: float, seed: int) -> sitk.Image:
     """``image`` plus seeded Gaussian noise of ``sd`` (image units), same pixel type and geometry."""
+    dtype = sitk.GetArrayViewFromImage(image).dtype
     a = sitk.GetArrayFromImage(image).astype(np.float32)
     a += np.random.default_rng(seed).normal(0.0, sd, a.shape).astype(np.float32)
-    dtype = sitk.GetArrayViewFromImage(image).dtype
     if np.issubdtype(dtype, np.integer):
         info = np.iinfo(dtype)
         a = np.clip(np.rint(a), info.min, info.max)
