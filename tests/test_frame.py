@@ -117,3 +117,19 @@ def test_ct_and_mr_are_told_apart_and_mr_is_normalised_from_its_own_range():
 def test_view_rejects_a_zero_voxel_size():
     with pytest.raises(ValueError, match="> 0 mm"):
         View.of((4, 4, 4), np.eye(4), (1.0, 0.0, 1.0))
+
+
+def test_a_support_and_a_study_of_different_modalities_get_no_draft(tmp_path):
+    """PRNet's features do not carry across modalities: the draft is refused with what to scribble instead."""
+    from lib.geos import GeoSConfig
+    from lib.prnet.prelabel import prelabel
+
+    ct = volume(ct_like(), tmp_path, "ct")
+    mr_array = np.where(ct.array > -500, 400.0 + ct.array, 10.0).astype(np.int16)
+    img = sitk.GetImageFromArray(mr_array.transpose(2, 1, 0))
+    img.CopyInformation(ct_like())
+    mr = volume(img, tmp_path, "mr")
+    scribbles = np.zeros(ct.array.shape, np.int64)
+    scribbles[18:22, 9, 7], scribbles[5:25, 2, 7] = 1, 2
+    with pytest.raises(ValueError, match="support study is CT and this study MR"):
+        prelabel(None, ct, scribbles, {"blob": 1, "background": 2}, mr, 2, GeoSConfig())
