@@ -18,7 +18,7 @@ inside the organ, while a background seed one edge away stays cheap. Measured on
   margin) and the crop's outer shell is background, as a box drawn around a structure means, except
   where the crop reaches the image's own edge (an organ cut by the field of view goes on beyond it).
 
-A median filter (``median_filter`` voxels per side) denoises the crop first: it removes the noise
+A median filter (``median_filter_mm``, the box's side in mm) denoises the crop first: it removes the noise
 that accumulates along paths inside an organ and keeps the edges between organs. On the sample
 cohort (non-contrast CT at 3 mm, neighbouring organs within ~30 HU of each other), GeoS from every
 support scribble point at its true location in 4 of the pseudo-studies goes from mean Dice 0.688 to
@@ -28,7 +28,7 @@ interactive task) it costs the small organs (mean 0.819 → 0.787, aorta 0.77 �
 default there. A structure thinner than the filter (≈ 1 voxel) is smoothed away.
 
 Several foreground classes compete in one argmin (nearest seed wins). Post-processing, per class:
-an optional morphological opening (``opening`` voxels, 6-connected structuring element) cuts the thin
+an optional morphological opening (a ball of ``opening_mm``; 3 mm on 3 mm voxels is the 6-connected cross) cuts the thin
 leaks by which a geodesic front crosses a partial-volume fat plane into touching tissue of the same
 intensity (spleen into the abdominal wall, pancreas into bowel loops; the cut voxels become
 background), then the connected components that contain its seeds are kept and their holes filled.
@@ -56,9 +56,11 @@ _CROSS = ndi.generate_binary_structure(3, 1)  # the 6-connected structuring elem
 
 @dataclass(frozen=True)
 class GeoSConfig:
-    """GeoS settings (defaults measured on the sample cohort, see ``scripts/bench_scribbles.py``).
+    """GeoS settings (defaults chosen on the development set, see ``scripts/bench_geos.py``).
 
-    ``window_hu`` → ``window_out`` is the piecewise-linear intensity normalisation (HU knots to [0, 1]).
+    ``window_hu`` → ``window_out`` is the piecewise-linear intensity normalisation of a CT study (HU
+    knots to [0, 1]); an MR study brings its own (:func:`lib.intensity.study_window`). Every size is
+    in mm, so a setting means the same on a 0.7 mm and on a 5 mm study.
     """
 
     window_hu: Sequence[float] = (-500.0, -100.0, 200.0, 1500.0)
@@ -67,8 +69,14 @@ class GeoSConfig:
     iterations: int = 4
     margin_mm: float | tuple[float, float, float] = 30.0  # one value, or one per axis (I, J, K)
     intensity_weight: float = 1.5  # β; 0 gives plain nearest-seed GeoS
-    median_filter: int = 0  # side of the median filter's cube, voxels (odd); 0 or 1 = none
-    opening: int = 0  # per-class morphological opening after the argmin, voxels (iterations of a 6-connected element); 0 = none
+    median_filter_mm: float = 0.0  # side of the median filter's box, mm (per axis: the nearest odd voxel count); 0 = none
+    opening_mm: float = 0.0  # radius of the per-class opening's ball (an ellipsoid in voxels), mm; 0 = none
+    # the geodesics, the intensity model and the clean-up run on working voxels: blocks of whole stored
+    # voxels of about ``working_spacing_mm`` (never coarser per axis; 0 = the stored voxels), coarser still
+    # while the crop would hold more than ``working_voxels`` of them (0 = no limit); the boundary is then
+    # decided again on the stored voxels
+    working_spacing_mm: float = 0.0
+    working_voxels: int = 0
     refine_iterations: int = 1
     histogram_bins: int = 48
     roi_border_background: bool = True
@@ -78,6 +86,9 @@ class GeoSConfig:
     border_similarity_sd: float = 0.0
     largest_component: bool = True
     fill_holes: bool = True
+    # MR (no fixed intensities): the interactive tasks' window is centred on the foreground seeds, this
+    # fraction of the study's robust range to each side (lib.intensity.seed_window)
+    mr_window_half_width: float = 0.2
 
     @classmethod
     def from_dict(cls, d: Mapping) -> "GeoSConfig":
@@ -93,10 +104,49 @@ class GeoSConfig:
             margins = np.array([-1.0])
         if margins.shape not in ((), (3,)) or (margins < 0).any():
             raise ValueError(f"margin_mm must be one number or three (I, J, K), each at least 0 mm, got {self.margin_mm!r}")
-        if self.median_filter < 0 or (self.median_filter > 1 and self.median_filter % 2 == 0):
-            raise ValueError(f"median_filter must be 0 (none) or an odd number of voxels, got {self.median_filter}")
-        if self.opening < 0:
-            raise ValueError(f"opening must be 0 (none) or a number of voxels, got {self.opening}")
+        if not int(self.working_voxels) >= 0:
+            raise ValueError(f"working_voxels must be 0 (stored voxels) or a number of voxels, got {self.working_voxels!r}")
+        for key in ("median_filter_mm", "opening_mm", "working_spacing_mm"):
+            if not float(getattr(self, key)) >= 0:
+                raise ValueError(f"{key} must be 0 (none) or a size in mm, got {getattr(self, key)!r}")
+
+
+def odd_sizes(side_mm: float, spacing: Sequence[float]) -> tuple[int, int, int]:
+    """Per axis, the odd number of voxels nearest to ``side_mm`` (at least 1): a filter box of that side."""
+    return tuple(max(1, 2 * int(round((side_mm / s - 1.0) / 2.0)) + 1) if side_mm > 0 else 1 for s in spacing)  # type: ignore
+
+
+def ball(radius_mm: float, spacing: Sequence[float]) -> np.ndarray:
+    """Bool structuring element: the voxels whose centres lie within ``radius_mm`` of the centre (an
+    ellipsoid in voxels on an anisotropic grid; 3 mm on 3 mm voxels is the 6-connected cross)."""
+    r = [int(np.floor(radius_mm / s + 1e-6)) for s in spacing]
+    grid = np.stack(np.meshgrid(*[np.arange(-x, x + 1) for x in r], indexing="ij"), -1)
+    return ((grid * np.asarray(spacing, float)) ** 2).sum(-1) <= radius_mm**2 + 1e-6
+
+
+def working_factors(shape: Sequence[int], spacing: Sequence[float], working_spacing_mm: float,
+                    max_voxels: int = 0) -> tuple[int, int, int]:
+    """Stored voxels per working voxel along each axis for a crop of ``shape`` (``spacing`` mm): per axis
+    ``floor(t / spacing)`` whole voxels (at least 1) for the working size ``t`` = ``working_spacing_mm``,
+    grown by 10 % steps while the working grid would hold more than ``max_voxels`` (0 = no limit)."""
+    n = np.asarray(shape, float)
+    s = np.asarray(spacing, float)
+    t = max(float(working_spacing_mm), float(s.min()))
+    while True:
+        f = np.maximum(1, np.floor(t / s + 1e-6)).astype(int)
+        if max_voxels <= 0 or np.ceil(n / f).prod() <= max_voxels or (f >= n).all():
+            return tuple(int(x) for x in f)  # type: ignore
+        t *= 1.1
+
+
+def block_reduce(a: np.ndarray, factors: Sequence[int], how: str) -> np.ndarray:
+    """``a`` ``(I, J, K)`` in blocks of ``factors`` voxels: their ``"mean"`` (edge-padded) or ``"any"``."""
+    pad = [(0, (-n) % f) for n, f in zip(a.shape, factors)]
+    if any(p for _, p in pad):
+        a = np.pad(a, pad, mode="edge" if how == "mean" else "constant")
+    n = [m // f for m, f in zip(a.shape, factors)]
+    blocks = a.reshape(n[0], factors[0], n[1], factors[1], n[2], factors[2])
+    return blocks.mean(axis=(1, 3, 5), dtype=np.float32) if how == "mean" else blocks.any(axis=(1, 3, 5))
 
 
 def crop_box(
@@ -141,20 +191,58 @@ def geodesic_distance(
     return GeodisTK.geodesic3d_raster_scan(img, s, [float(x) for x in spacing], float(lamb), int(iterations))
 
 
+def exact_geodesic_distance(image: np.ndarray, seeds: np.ndarray, spacing: Sequence[float]) -> np.ndarray:
+    """The exact minimum of GeodisTK's λ = 1 path cost (each step between 26-neighbours costs its
+    length in mm × (|ΔI| + 1e-5)) to ``seeds``, by Dijkstra on the voxel graph (scipy): the accuracy
+    oracle of the raster scan, seconds for 10⁵ voxels. ``image`` float ``(I, J, K)`` in [0, 1]."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import dijkstra
+
+    shape = image.shape
+    index = np.arange(image.size).reshape(shape)
+    rows, cols, costs = [], [], []
+    for d in np.argwhere(np.ones((3, 3, 3))) - 1:
+        if tuple(d) <= (0, 0, 0):  # one of each opposite pair (the graph is undirected)
+            continue
+        src = tuple(slice(max(0, -x), n - max(0, x)) for x, n in zip(d, shape))
+        dst = tuple(slice(s.start + x, s.stop + x) for s, x in zip(src, d))
+        step = float(np.sqrt(((d * np.asarray(spacing, float)) ** 2).sum()))
+        rows.append(index[src].ravel())
+        cols.append(index[dst].ravel())
+        costs.append((step * (np.abs(image[src] - image[dst]) + 1e-5)).ravel())
+    r, c, w = np.concatenate(rows), np.concatenate(cols), np.concatenate(costs)
+    graph = coo_matrix((w, (r, c)), shape=(image.size, image.size)).tocsr()
+    dist = dijkstra(graph, directed=False, indices=np.flatnonzero(seeds), min_only=True)
+    return dist.reshape(shape).astype(np.float32)
+
+
+def intensity_likelihoods(image01: np.ndarray, masks: Mapping[int, np.ndarray], bins: int) -> np.ndarray:
+    """``P(I | c)`` per class: smoothed histograms (``bins`` over [0, 1]) of ``image01`` in each mask;
+    ``(C, bins)`` in the order of ``masks``."""
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    out = []
+    for m in masks.values():
+        h, _ = np.histogram(image01[m], bins=edges)
+        h = ndi.gaussian_filter1d(h.astype(np.float64), sigma=1.5) + 1e-3
+        out.append(h / h.sum())
+    return np.stack(out)
+
+
+def log_posteriors(image01: np.ndarray, likelihoods: np.ndarray) -> np.ndarray:
+    """``log P(c | I)`` (equal priors) of every voxel of ``image01`` (any shape): ``(C, *image01.shape)``."""
+    bins = likelihoods.shape[1]
+    idx = np.clip((np.asarray(image01) * bins).astype(np.int64), 0, bins - 1)
+    post = likelihoods / likelihoods.sum(0, keepdims=True)
+    return np.log(post[:, idx]).astype(np.float32)
+
+
 def class_posteriors(image01: np.ndarray, seeds: Mapping[int, np.ndarray], bins: int) -> dict[int, np.ndarray]:
     """``P(c | I)`` per class from smoothed histograms of each class's seed intensities (equal priors).
 
     ``image01``: ``(I, J, K)`` in [0, 1]; returns one float32 ``(I, J, K)`` map per class, summing to 1.
     """
-    edges = np.linspace(0.0, 1.0, bins + 1)
-    idx = np.clip(np.digitize(image01, edges) - 1, 0, bins - 1)
-    likelihoods = {}
-    for c, m in seeds.items():
-        h, _ = np.histogram(image01[m], bins=edges)
-        h = ndi.gaussian_filter1d(h.astype(np.float64), sigma=1.5) + 1e-3
-        likelihoods[c] = h / h.sum()
-    total = sum(likelihoods.values())
-    return {c: (lh / total)[idx].astype(np.float32) for c, lh in likelihoods.items()}
+    logp = log_posteriors(image01, intensity_likelihoods(image01, seeds, bins))
+    return {c: np.exp(lp) for c, lp in zip(seeds, logp)}
 
 
 def geos_segment(
@@ -181,7 +269,7 @@ def geos_segment(
 
     Returns:
         ``(label, stats)``: uint8 ``(I, J, K)`` with class ids (0 = background) and a dict with the
-        crop box and its size.
+        crop box, its size and the working voxel size (mm).
     """
     if not seeds or not any(m.any() for m in seeds.values()):
         raise ValueError("no foreground seeds")
@@ -189,56 +277,119 @@ def geos_segment(
     for m in seeds.values():
         all_seeds |= m
     box = crop_box(image_hu.shape, all_seeds | background, spacing, cfg.margin_mm, roi)
+    w_in, w_out = window or (cfg.window_hu, cfg.window_out)
 
-    img = normalize_intensity(image_hu[box], *(window or (cfg.window_hu, cfg.window_out)))
-    if cfg.median_filter > 1:
-        img = ndi.median_filter(img, size=cfg.median_filter, mode="nearest")
     fg = {c: m[box] for c, m in seeds.items() if m[box].any()}
     if not fg:
         raise ValueError("every foreground seed lies outside the ROI")
+    crop_hu = image_hu[box]
     bg = background[box].copy()
     for m in fg.values():
         bg &= ~m
+    shell = None
     if cfg.roi_border_background or not bg.any():
         shell = _crop_shell(bg.shape, box, image_hu.shape, keep_image_edges=bg.any())
         for m in fg.values():
             shell &= ~m
-        if cfg.border_similarity_sd > 0:
-            shell &= ~_like_seeds(img, fg.values(), cfg.border_similarity_sd)
-        bg |= shell
 
-    classes = {0: bg, **fg}
+    # the working grid: whole blocks of stored voxels (mean intensity; a block holding a seed is a seed)
+    f = working_factors(crop_hu.shape, spacing, cfg.working_spacing_mm, cfg.working_voxels)
+    coarse = any(x > 1 for x in f)
+    work_spacing = tuple(float(s) * x for s, x in zip(spacing, f))
+    img = normalize_intensity(block_reduce(crop_hu, f, "mean") if coarse else crop_hu, w_in, w_out)
+    if cfg.median_filter_mm > 0:
+        size = odd_sizes(cfg.median_filter_mm, work_spacing)
+        if max(size) > 1:
+            img = ndi.median_filter(img, size=size, mode="nearest")
+    work_fg = {c: block_reduce(m, f, "any") for c, m in fg.items()} if coarse else fg
+    work_bg = block_reduce(bg, f, "any") if coarse else bg
+    if shell is not None:
+        work_shell = block_reduce(shell, f, "any") if coarse else shell
+        if cfg.border_similarity_sd > 0:
+            work_shell = work_shell & ~_like_seeds(img, work_fg.values(), cfg.border_similarity_sd)
+        work_bg = work_bg | work_shell
+    for m in work_fg.values():
+        work_bg &= ~m
+
+    classes = {0: work_bg, **work_fg}
     ids = np.array(list(classes.keys()), dtype=np.uint8)
-    dists = np.stack([geodesic_distance(img, classes[c], spacing, cfg.lamb, cfg.iterations) for c in classes])
+    dists = np.stack([geodesic_distance(img, classes[c], work_spacing, cfg.lamb, cfg.iterations) for c in classes])
+    likelihoods = None
     crop_label = ids[np.argmin(dists, axis=0)]
     if cfg.intensity_weight > 0:
-        scaled = dists / (float(np.median(dists.min(axis=0))) + 1e-6)
+        dists = dists / (float(np.median(dists.min(axis=0))) + 1e-6)
         models = classes
         for _ in range(1 + cfg.refine_iterations):
-            post = class_posteriors(img, models, cfg.histogram_bins)
-            score = scaled - cfg.intensity_weight * np.log(np.stack([post[c] for c in classes]))
+            likelihoods = intensity_likelihoods(img, models, cfg.histogram_bins)
+            score = dists - cfg.intensity_weight * log_posteriors(img, likelihoods)
             crop_label = ids[np.argmin(score, axis=0)]
             models = {c: crop_label == c for c in classes}
             models = {c: m if m.any() else classes[c] for c, m in models.items()}
 
-    if cfg.largest_component or cfg.fill_holes or cfg.opening:
-        for c, m in fg.items():
-            region = crop_label == c
-            if cfg.opening:
-                opened = ndi.binary_opening(region, _CROSS, iterations=cfg.opening)
-                if (opened & m).any():  # else the class is thinner than the opening: left as it is
-                    region = opened
-            if cfg.largest_component:
-                region = _components_touching(region, m)
-            if cfg.fill_holes:
-                region = ndi.binary_fill_holes(region)
-            crop_label[(crop_label == c) & ~region] = 0
-            crop_label[region & (crop_label == 0)] = c
+    element = ball(cfg.opening_mm, work_spacing) if cfg.opening_mm > 0 else None
+    if element is not None and element.sum() <= 1:
+        element = None
+    crop_label = _tidy(crop_label, work_fg, element, cfg.largest_component, cfg.fill_holes)
+    if coarse:
+        crop_label = _refine(crop_label, dists, likelihoods, ids, f, crop_hu, (w_in, w_out), cfg.intensity_weight)
+        for c, m in fg.items():  # every stored seed voxel keeps its class
+            crop_label[m] = c
+        crop_label = _tidy(crop_label, fg, None, cfg.largest_component, cfg.fill_holes)
 
     label = np.zeros(image_hu.shape, np.uint8)
     label[box] = crop_label
-    stats = {"crop": [[s.start, s.stop] for s in box], "crop_voxels": int(np.prod(crop_label.shape))}
+    stats = {"crop": [[s.start, s.stop] for s in box], "crop_voxels": int(np.prod(crop_label.shape)),
+             "working_spacing_mm": [round(s, 3) for s in work_spacing]}
     return label, stats
+
+
+def _tidy(label: np.ndarray, fg: Mapping[int, np.ndarray], element: np.ndarray | None,
+          largest_component: bool, fill_holes: bool) -> np.ndarray:
+    """Per foreground class: the opening by ``element`` (unless it would erase the class), the connected
+    components that hold its seeds, its holes filled. ``label`` is changed in place and returned."""
+    if not (largest_component or fill_holes or element is not None):
+        return label
+    for c, m in fg.items():
+        region = label == c
+        if element is not None:
+            opened = ndi.binary_opening(region, element)
+            if (opened & m).any():  # else the class is thinner than the opening: left as it is
+                region = opened
+        if largest_component:
+            region = _components_touching(region, m)
+        if fill_holes:
+            region = ndi.binary_fill_holes(region)
+        label[(label == c) & ~region] = 0
+        label[region & (label == 0)] = c
+    return label
+
+
+def _refine(work_label: np.ndarray, scores: np.ndarray, likelihoods: np.ndarray | None, ids: np.ndarray,
+            f: Sequence[int], crop_hu: np.ndarray, window, intensity_weight: float) -> np.ndarray:
+    """The working grid's label on the stored voxels of the crop (``crop_hu.shape``): each voxel takes
+    its block's class, except in the band of working voxels next to a class change, where the class is
+    decided again per stored voxel from the working distances (trilinear) and, with the intensity model,
+    the stored voxel's own intensity."""
+    change = np.zeros(work_label.shape, bool)
+    for axis in range(3):
+        d = np.diff(work_label, axis=axis) != 0
+        lo = [slice(None)] * 3
+        hi = [slice(None)] * 3
+        lo[axis], hi[axis] = slice(0, -1), slice(1, None)
+        change[tuple(lo)] |= d
+        change[tuple(hi)] |= d
+    band = ndi.binary_dilation(change, _CROSS) if change.any() else change
+    idx = [np.minimum(np.arange(n) // x, m - 1) for n, x, m in zip(crop_hu.shape, f, work_label.shape)]
+    out = work_label[np.ix_(*idx)]
+    where = np.nonzero(band[np.ix_(*idx)])
+    if where[0].size == 0:
+        return np.ascontiguousarray(out)
+    coords = np.stack([(w - (x - 1) / 2.0) / x for w, x in zip(where, f)])
+    s = np.stack([ndi.map_coordinates(sc, coords, order=1, mode="nearest") for sc in scores])
+    if likelihoods is not None and intensity_weight > 0:
+        s = s - intensity_weight * log_posteriors(normalize_intensity(crop_hu[where], *window), likelihoods)
+    out[where] = ids[np.argmin(s, axis=0)]
+    return np.ascontiguousarray(out)
 
 
 def _crop_shell(shape: Sequence[int], box: Box, image_shape: Sequence[int], keep_image_edges: bool) -> np.ndarray:

@@ -69,6 +69,10 @@ class VolumeCache:
         self._items: OrderedDict[tuple, Volume] = OrderedDict()
         self._lock = threading.Lock()
 
+    def values(self) -> list[Volume]:
+        with self._lock:
+            return list(self._items.values())
+
     def get(self, path: str) -> Volume:
         st = os.stat(path)
         key = (os.path.realpath(path), st.st_size, st.st_mtime_ns)

@@ -180,8 +180,8 @@ def test_bad_input_is_answered_4xx_with_what_to_fix(sphere_server, tmp_path):
     _expect_4xx(lambda: client.infer("scribbles_geos", "sphere", {**params, "roi": [1, 2, 3]}, label_in=ok), "roi")
     _expect_4xx(lambda: client.infer("scribbles_geos", "sphere", {**params, "roi": [90, 99, 0, 5, 0, 5]}, label_in=ok), "roi")
     _expect_4xx(lambda: client.infer("scribbles_geos", "sphere", {**params, "iterations": "many"}, label_in=ok), "iterations")
-    _expect_4xx(lambda: client.infer("scribbles_geos", "sphere", {**params, "median_filter": 4}, label_in=ok), "median_filter", "odd")
-    _expect_4xx(lambda: client.infer("scribbles_geos", "sphere", {**params, "opening": -1}, label_in=ok), "opening")
+    _expect_4xx(lambda: client.infer("scribbles_geos", "sphere", {**params, "median_filter_mm": -3}, label_in=ok), "median_filter_mm")
+    _expect_4xx(lambda: client.infer("scribbles_geos", "sphere", {**params, "opening_mm": "wide"}, label_in=ok), "opening_mm")
     for margin in (-5, [10, 10], [10, "x", 10]):
         _expect_4xx(lambda: client.infer("scribbles_geos", "sphere", {**params, "margin_mm": margin}, label_in=ok), "margin_mm")
 
@@ -193,7 +193,7 @@ def test_bad_input_is_answered_4xx_with_what_to_fix(sphere_server, tmp_path):
 
 def test_median_filter_keeps_geos_inside_a_low_contrast_organ():
     """Two soft-tissue regions 40 HU apart under 40 HU noise (non-contrast CT): raw, the noise along a
-    long path inside the organ costs more than crossing the edge; the 3×3×3 median fixes it."""
+    long path inside the organ costs more than crossing the edge; the 9 mm (3×3×3) median fixes it."""
     from dataclasses import replace
 
     from lib.geos import GeoSConfig, geos_segment
@@ -213,17 +213,17 @@ def test_median_filter_keeps_geos_inside_a_low_contrast_organ():
         label, _ = geos_segment(image, {1: seeds}, background, spacing, cfg)
         return 2 * float((label.astype(bool) & organ).sum()) / float(label.astype(bool).sum() + organ.sum())
 
-    raw, filtered = dice(GeoSConfig()), dice(replace(GeoSConfig(), median_filter=3))
+    raw, filtered = dice(GeoSConfig()), dice(replace(GeoSConfig(), median_filter_mm=9.0))
     assert filtered > 0.8 and filtered > raw + 0.1, (raw, filtered)
     # PRNet's pseudo masks use it; the interactive tasks do not (it costs small organs in a ROI)
     from lib.config import app_config
     from lib.prnet.prelabel import pseudo_mask_geos
 
     conf = app_config()
-    assert pseudo_mask_geos(conf).median_filter == 3 and GeoSConfig.from_dict(conf["geos"]).median_filter == 0
-    assert pseudo_mask_geos(conf) == replace(GeoSConfig.from_dict(conf["geos"]), median_filter=3, opening=1, margin_mm=(30, 30, 60))
-    with pytest.raises(ValueError, match="odd"):
-        GeoSConfig(median_filter=2)
+    assert pseudo_mask_geos(conf).median_filter_mm == 9 and GeoSConfig.from_dict(conf["geos"]).median_filter_mm == 0
+    assert pseudo_mask_geos(conf) == replace(GeoSConfig.from_dict(conf["geos"]), median_filter_mm=9, opening_mm=3, margin_mm=(30, 30, 60))
+    with pytest.raises(ValueError, match="median_filter_mm"):
+        GeoSConfig(median_filter_mm=-2)
 
 
 def test_opening_cuts_a_thin_leak_into_touching_tissue_of_the_same_intensity():
@@ -249,17 +249,17 @@ def test_opening_cuts_a_thin_leak_into_touching_tissue_of_the_same_intensity():
     def segment(cfg: GeoSConfig) -> np.ndarray:
         return geos_segment(image, {1: seeds}, background, spacing, replace(cfg, intensity_weight=0.0))[0] == 1
 
-    leaky, opened = segment(GeoSConfig()), segment(GeoSConfig(opening=1))
+    leaky, opened = segment(GeoSConfig()), segment(GeoSConfig(opening_mm=3.0))
     assert leaky[slab].mean() > 0.9, "without the opening the front runs into the slab"
     assert opened[slab].sum() == 0 and opened[organ].mean() > 0.95
     # a structure thinner than the opening keeps its region instead of vanishing
     tube = np.zeros(shape, bool)
     tube[10:40, 24, 12] = True
     thin = geos_segment(np.where(tube, 50.0, -100.0), {1: tube & (grid[..., 0] < 20)}, background, spacing,
-                        GeoSConfig(opening=1, intensity_weight=0.0))[0] == 1
+                        GeoSConfig(opening_mm=3.0, intensity_weight=0.0))[0] == 1
     assert thin[tube].mean() > 0.9
-    with pytest.raises(ValueError, match="opening"):
-        GeoSConfig(opening=-1)
+    with pytest.raises(ValueError, match="opening_mm"):
+        GeoSConfig(opening_mm=-1)
 
 
 def test_an_organ_cut_by_the_field_of_view_runs_on_to_the_image_edge():

@@ -21,6 +21,8 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import dijkstra
 from skimage.morphology import skeletonize
 
+from lib.frame import View
+
 
 @dataclass(frozen=True)
 class ScribbleConfig:
@@ -154,3 +156,36 @@ def simulate_scribbles(
             free = scribbles[:, :, k] == 0
             scribbles[:, :, k][ring & free] = background_id
     return scribbles
+
+
+def scaled(cfg: ScribbleConfig, inplane_mm: float, reference_mm: float = 3.0) -> ScribbleConfig:
+    """``cfg`` (voxel sizes meant for ``reference_mm`` in-plane voxels) for a study with ``inplane_mm``
+    voxels: the same strokes in mm (an annotator's brush and ring are drawn in the viewer's mm, not in
+    voxels). Stroke width stays whole voxels (at least 1)."""
+    f = reference_mm / max(float(inplane_mm), 1e-3)
+
+    def vox(v: int) -> int:
+        return max(1, int(round(v * f))) if v else 0
+
+    return ScribbleConfig(cfg.slices_per_organ, vox(cfg.erosion_vox), vox(cfg.stroke_width_vox),
+                          vox(cfg.background_margin_vox), vox(cfg.background_ring_vox), cfg.body_threshold_hu)
+
+
+def study_scribbles(
+    label: np.ndarray,
+    image: np.ndarray,
+    affine: np.ndarray,
+    organ_ids: Mapping[str, int],
+    background_id: int,
+    cfg: ScribbleConfig = ScribbleConfig(),
+) -> np.ndarray:
+    """:func:`simulate_scribbles` on a study stored in any orientation and spacing: strokes on its axial
+    (superior-inferior) slices, sized in mm as ``cfg`` is at 3 mm (:func:`scaled`).
+
+    ``label`` / ``image``: ``(I, J, K)`` as stored, ``affine`` voxel → world RAS mm. Returns the
+    scribbles on the stored grid (``uint8``)."""
+    view = View.of(label.shape, affine, None)  # reoriented to R-A-S, stored voxel sizes
+    inplane = float(np.mean(view.spacing[:2]))
+    s = simulate_scribbles(view.labels(label), view.labels(image).astype(np.float32), organ_ids, background_id,
+                           scaled(cfg, inplane))
+    return view.to_native(s)

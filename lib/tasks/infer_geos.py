@@ -29,6 +29,7 @@ import numpy as np
 from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
 
 from lib.geos import GeoSConfig, geos_segment, seeds_from_points
+from lib.intensity import MODALITIES, modality_of, seed_window, study_window
 from lib.io import Volume, VolumeCache, read_volume, write_like
 from lib.tasks.errors import ClientError
 from lib.tasks.params import number
@@ -44,9 +45,12 @@ TUNABLE: dict[str, tuple[float, float, bool]] = {
     "margin_mm": (0.0, 300.0, False),
     "intensity_weight": (0.0, 100.0, False),
     "refine_iterations": (0, 5, True),
-    "median_filter": (0, 7, True),
-    "opening": (0, 5, True),
+    "median_filter_mm": (0.0, 30.0, False),
+    "opening_mm": (0.0, 15.0, False),
+    "working_spacing_mm": (0.0, 10.0, False),
+    "working_voxels": (0, 50_000_000, True),
     "border_similarity_sd": (0.0, 100.0, False),
+    "mr_window_half_width": (0.01, 1.0, False),
 }
 POINT_RADIUS_MM = (0.0, 50.0)  # a click's seed ball
 MAX_POINTS = 1000  # clicks per list
@@ -59,6 +63,7 @@ class _GeoSTask(InferTask):
         super().__init__(type=type, labels=labels, dimension=3, description=description, config=config)
         self.cfg = cfg
         self.images = VolumeCache(size=4)
+        self._intensity: dict[int, tuple[Volume, str, tuple[float, float]]] = {}  # id -> (volume, modality, MR range)
 
     def is_valid(self) -> bool:
         return True
@@ -94,12 +99,37 @@ class _GeoSTask(InferTask):
     def _write(self, request: Mapping[str, Any], label: np.ndarray) -> str:
         return write_result(request, label, prefix="geos_")
 
+    def _modality(self, request: Mapping[str, Any], vol: Volume) -> tuple[str, tuple[float, float]]:
+        """The study's modality (the request's ``modality``, else told from its intensities) and, for MR,
+        its robust intensity range; computed once per cached study."""
+        asked = request.get("modality")
+        if asked not in (None, ""):
+            if not isinstance(asked, str) or asked.upper() not in MODALITIES:
+                raise ClientError(f"'modality' must be one of {list(MODALITIES)}, got {str(asked)[:40]}")
+        entry = self._intensity.get(id(vol))
+        if entry is None or entry[0] is not vol or (asked and entry[1] != asked.upper()):
+            modality = asked.upper() if asked else modality_of(vol.array)
+            rng = (0.0, 1.0)
+            if modality == "MR":
+                w_in, _, _ = study_window(vol.array, self.cfg.window_hu, self.cfg.window_out, "MR")
+                rng = (float(w_in[0]), float(w_in[-1]))
+            live = {id(v) for v in self.images.values()}
+            self._intensity = {k: v for k, v in self._intensity.items() if k in live}
+            entry = self._intensity[id(vol)] = (vol, modality, rng)
+        return entry[1], entry[2]
+
     def _segment(self, request, vol: Volume, seeds: Dict[int, np.ndarray], background: np.ndarray, roi, t0: float):
         cfg = self._cfg(request)
+        modality, rng = self._modality(request, vol)
+        window = None  # CT: the HU window of cfg
+        if modality == "MR":
+            values = vol.array[np.logical_or.reduce(list(seeds.values()))]
+            window = seed_window(rng, values, cfg.mr_window_half_width)
         try:
-            label, stats = geos_segment(vol.array, seeds, background, vol.spacing, cfg, roi=roi or None)
+            label, stats = geos_segment(vol.array, seeds, background, vol.spacing, cfg, roi=roi or None, window=window)
         except ValueError as e:
             raise ClientError(str(e)) from None
+        stats["modality"] = modality
         stats["geos_s"] = round(time.perf_counter() - t0, 4)
         return label, stats
 
