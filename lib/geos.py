@@ -392,6 +392,24 @@ def _refine(work_label: np.ndarray, scores: np.ndarray, likelihoods: np.ndarray 
     return np.ascontiguousarray(out)
 
 
+def reaches_crop_face(label: np.ndarray, crop: Sequence[Sequence[int]], image_shape: Sequence[int],
+                      min_fraction: float = 0.02, depth: int = 2) -> bool:
+    """Whether the foreground of ``label`` (full-size ``(I, J, K)``) covers more than ``min_fraction`` of a
+    face of the ``crop`` (``[[i0, i1], [j0, j1], [k0, k1]]``) that lies inside the image (within ``depth``
+    voxels of it): the region was cut by the crop, not by the structure's own boundary."""
+    box = tuple(slice(a, b) for a, b in crop)
+    fg = label[box] > 0
+    for axis in range(3):
+        for end in (0, 1):
+            if (crop[axis][0] == 0) if end == 0 else (crop[axis][1] == image_shape[axis]):
+                continue  # the image's own edge
+            index = [slice(None)] * 3
+            index[axis] = slice(0, depth) if end == 0 else slice(-depth, None)
+            if fg[tuple(index)].mean() > min_fraction:
+                return True
+    return False
+
+
 def _crop_shell(shape: Sequence[int], box: Box, image_shape: Sequence[int], keep_image_edges: bool) -> np.ndarray:
     """The one-voxel outer shell of a crop of ``shape``, without the faces that lie on the image's own edge
     (a structure cut by the field of view goes on beyond it: that face is no evidence of background),

@@ -89,6 +89,7 @@ class OneShotApp(MONAILabelApp):
             "points_geos": PointsGeoS(
                 replace(geos, margin_mm=float(points["margin_mm"]), border_similarity_sd=float(points["border_similarity_sd"])),
                 point_radius_mm=float(points["radius_mm"]),
+                max_growth=int(points.get("max_growth", 3)),
                 labels={str(k): int(v) for k, v in (points.get("labels") or {}).items()},
             ),
             "prnet_prelabel": PRNetPrelabel(

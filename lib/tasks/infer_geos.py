@@ -28,7 +28,7 @@ from typing import Any, Dict, Mapping, Sequence, Tuple
 import numpy as np
 from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
 
-from lib.geos import GeoSConfig, geos_segment, seeds_from_points
+from lib.geos import GeoSConfig, geos_segment, reaches_crop_face, seeds_from_points
 from lib.intensity import MODALITIES, modality_of, seed_window, study_window
 from lib.io import Volume, VolumeCache, read_volume, write_like
 from lib.tasks.errors import ClientError
@@ -118,8 +118,9 @@ class _GeoSTask(InferTask):
             entry = self._intensity[id(vol)] = (vol, modality, rng)
         return entry[1], entry[2]
 
-    def _segment(self, request, vol: Volume, seeds: Dict[int, np.ndarray], background: np.ndarray, roi, t0: float):
-        cfg = self._cfg(request)
+    def _segment(self, request, vol: Volume, seeds: Dict[int, np.ndarray], background: np.ndarray, roi, t0: float,
+                 cfg: GeoSConfig | None = None):
+        cfg = cfg or self._cfg(request)
         modality, rng = self._modality(request, vol)
         window = None  # CT: the HU window of cfg
         if modality == "MR":
@@ -248,8 +249,10 @@ class ScribblesGeoS(_GeoSTask):
 class PointsGeoS(_GeoSTask):
     """``points_geos``: GeoS from OHIF v3 click points (type ``deepgrow``)."""
 
-    def __init__(self, cfg: GeoSConfig = GeoSConfig(), labels=None, point_radius_mm: float = 4.0):
-        """``cfg.margin_mm`` is the shell beyond the points that is background when none is clicked."""
+    def __init__(self, cfg: GeoSConfig = GeoSConfig(), labels=None, point_radius_mm: float = 4.0, max_growth: int = 3):
+        """``cfg.margin_mm`` is the shell beyond the points that is background when none is clicked; a
+        region that reaches a face of that crop inside the image doubles the margin, at most ``max_growth``
+        times."""
         super().__init__(
             InferType.DEEPGROW,
             "Geodesic (GeoS) segmentation from foreground/background click points (OHIF)",
@@ -258,6 +261,7 @@ class PointsGeoS(_GeoSTask):
             extra_config={"point_radius_mm": point_radius_mm},
         )
         self.point_radius_mm = point_radius_mm
+        self.max_growth = max_growth
 
     @staticmethod
     def _points(request, key: str, shape: Sequence[int]) -> list[list[int]]:
@@ -287,7 +291,17 @@ class PointsGeoS(_GeoSTask):
         radius = number(request, "point_radius_mm", self.point_radius_mm, *POINT_RADIUS_MM)
         fg = seeds_from_points(shape, fg_pts, vol.spacing, radius)
         bg = seeds_from_points(shape, bg_pts, vol.spacing, radius) & ~fg
-        label, stats = self._segment(request, vol, {1: fg}, bg, _roi(request, vol.array.shape), t0)
+        roi = _roi(request, vol.array.shape)
+        cfg = self._cfg(request)
+        margin = cfg.margin_mm
+        for grown in range(self.max_growth + 1):
+            # without a ROI the crop is the clicks' box + the margin: a region that runs into a face of it
+            # was cut by the crop, not by the structure, so the crop grows (the working grid coarsens with it)
+            label, stats = self._segment(request, vol, {1: fg}, bg, roi, t0, replace(cfg, margin_mm=margin))
+            if roi or grown == self.max_growth or not reaches_crop_face(label, stats["crop"], shape):
+                break
+            margin = tuple(2.0 * np.broadcast_to(np.asarray(margin, float), (3,)))
+        stats["crop_grown"] = grown
         label = (label > 0).astype(np.uint8)
         result = self._write(request, label)
         stats["total_s"] = round(time.perf_counter() - t0, 4)
