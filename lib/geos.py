@@ -68,15 +68,15 @@ class GeoSConfig:
     lamb: float = 1.0
     iterations: int = 4
     margin_mm: float | tuple[float, float, float] = 30.0  # one value, or one per axis (I, J, K)
-    intensity_weight: float = 1.5  # β; 0 gives plain nearest-seed GeoS
+    intensity_weight: float = 0.0  # β; 0 = nearest seed (the pseudo masks and one OHIF click use 1.5)
     median_filter_mm: float = 0.0  # side of the median filter's box, mm (per axis: the nearest odd voxel count); 0 = none
     opening_mm: float = 0.0  # radius of the per-class opening's ball (an ellipsoid in voxels), mm; 0 = none
     # the geodesics, the intensity model and the clean-up run on working voxels: blocks of whole stored
     # voxels of about ``working_spacing_mm`` (never coarser per axis; 0 = the stored voxels), coarser still
     # while the crop would hold more than ``working_voxels`` of them (0 = no limit); the boundary is then
     # decided again on the stored voxels
-    working_spacing_mm: float = 0.0
-    working_voxels: int = 0
+    working_spacing_mm: float = 2.0
+    working_voxels: int = 300_000
     refine_iterations: int = 1
     histogram_bins: int = 48
     roi_border_background: bool = True

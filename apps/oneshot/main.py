@@ -87,7 +87,8 @@ class OneShotApp(MONAILabelApp):
         infers: Dict[str, InferTask] = {
             "scribbles_geos": ScribblesGeoS(geos),
             "points_geos": PointsGeoS(
-                replace(geos, margin_mm=float(points["margin_mm"]), border_similarity_sd=float(points["border_similarity_sd"])),
+                replace(geos, margin_mm=float(points["margin_mm"]), border_similarity_sd=float(points["border_similarity_sd"]),
+                        intensity_weight=float(points["intensity_weight"]), working_voxels=int(points["working_voxels"])),
                 point_radius_mm=float(points["radius_mm"]),
                 max_growth=int(points.get("max_growth", 3)),
                 labels={str(k): int(v) for k, v in (points.get("labels") or {}).items()},
