@@ -41,6 +41,8 @@ Arrays are ``(I, J, K)`` in the image's voxel order; ``spacing`` is mm per axis 
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
@@ -51,6 +53,7 @@ from scipy import ndimage as ndi
 from lib.intensity import normalize_intensity
 
 Box = tuple[slice, slice, slice]
+_POOL = ThreadPoolExecutor(max_workers=max(1, min(8, os.cpu_count() or 1)), thread_name_prefix="geodesic")
 _CROSS = ndi.generate_binary_structure(3, 1)  # the 6-connected structuring element
 
 
@@ -273,10 +276,13 @@ def geos_segment(
     """
     if not seeds or not any(m.any() for m in seeds.values()):
         raise ValueError("no foreground seeds")
-    all_seeds = np.zeros(image_hu.shape, bool)
-    for m in seeds.values():
-        all_seeds |= m
-    box = crop_box(image_hu.shape, all_seeds | background, spacing, cfg.margin_mm, roi)
+    if roi:
+        box = crop_box(image_hu.shape, None, spacing, cfg.margin_mm, roi)  # no full-size work on a large study
+    else:
+        all_seeds = background.copy()
+        for m in seeds.values():
+            all_seeds |= m
+        box = crop_box(image_hu.shape, all_seeds, spacing, cfg.margin_mm)
     w_in, w_out = window or (cfg.window_hu, cfg.window_out)
 
     fg = {c: m[box] for c, m in seeds.items() if m[box].any()}
@@ -313,7 +319,9 @@ def geos_segment(
 
     classes = {0: work_bg, **work_fg}
     ids = np.array(list(classes.keys()), dtype=np.uint8)
-    dists = np.stack([geodesic_distance(img, classes[c], work_spacing, cfg.lamb, cfg.iterations) for c in classes])
+    # one distance map per class, in parallel threads (GeodisTK releases the GIL)
+    dists = np.stack(list(_POOL.map(lambda m: geodesic_distance(img, m, work_spacing, cfg.lamb, cfg.iterations),
+                                    classes.values())))
     likelihoods = None
     crop_label = ids[np.argmin(dists, axis=0)]
     if cfg.intensity_weight > 0:
@@ -336,7 +344,7 @@ def geos_segment(
             crop_label[m] = c
         crop_label = _tidy(crop_label, fg, None, cfg.largest_component, cfg.fill_holes)
 
-    label = np.zeros(image_hu.shape, np.uint8)
+    label = np.zeros(image_hu.shape, np.uint8, order="F")  # ITK's memory order: written without a transposed copy
     label[box] = crop_label
     stats = {"crop": [[s.start, s.stop] for s in box], "crop_voxels": int(np.prod(crop_label.shape)),
              "working_spacing_mm": [round(s, 3) for s in work_spacing]}

@@ -65,12 +65,14 @@ def main() -> int:
     rows = []  # (study, organ, roi?, method, dice, seconds)
     ours_cfg = GeoSConfig.from_dict(app_config()["geos"])
     ablation = {  # in-process, same scribbles and ROI: what each addition to plain GeoS buys
-        "plain GeoS (nearest seed, 2 passes)": GeoSConfig(iterations=2, intensity_weight=0.0, largest_component=False, fill_holes=False),
-        "+ intensity model": GeoSConfig(largest_component=False, fill_holes=False),
-        "+ components / holes (ours)": ours_cfg,
-        "+ median filter 3×3×3": replace(ours_cfg, median_filter=3),
-        "+ opening 1": replace(ours_cfg, opening=1),
-        "+ median 3 + opening 1 (PRNet's pseudo masks)": replace(ours_cfg, median_filter=3, opening=1),
+        "plain GeoS (nearest seed, 2 passes)": GeoSConfig(iterations=2, intensity_weight=0.0, largest_component=False,
+                                                          fill_holes=False, working_spacing_mm=0.0),
+        "+ components / holes, working 2 mm (ours)": ours_cfg,
+        "+ intensity model β 1.5": replace(ours_cfg, intensity_weight=1.5),
+        "+ median filter 9 mm": replace(ours_cfg, median_filter_mm=9.0),
+        "+ opening 3 mm": replace(ours_cfg, opening_mm=3.0),
+        "+ β 1.5, median 9 mm, opening 3 mm (PRNet's pseudo masks)": replace(ours_cfg, intensity_weight=1.5,
+                                                                              median_filter_mm=9.0, opening_mm=3.0),
     }
     ablation_rows = []  # (organ, variant, dice)
     first = {}  # method -> (first request after start, median of 5 repeats of the same request)

@@ -203,7 +203,8 @@ class ScribblesGeoS(_GeoSTask):
                 f"the scribbles volume has shape {list(scribbles.shape)} but the image has shape "
                 f"{list(vol.array.shape)}; export the scribbles on the image's grid"
             )
-        scribbles = np.rint(scribbles).astype(np.int64)
+        if not np.issubdtype(scribbles.dtype, np.integer):
+            scribbles = np.rint(scribbles).astype(np.int32)
 
         names = _label_info(request.get("label_info"))
         selected = request.get("selected_label_name")
