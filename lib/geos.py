@@ -239,15 +239,6 @@ def log_posteriors(image01: np.ndarray, likelihoods: np.ndarray) -> np.ndarray:
     return np.log(post[:, idx]).astype(np.float32)
 
 
-def class_posteriors(image01: np.ndarray, seeds: Mapping[int, np.ndarray], bins: int) -> dict[int, np.ndarray]:
-    """``P(c | I)`` per class from smoothed histograms of each class's seed intensities (equal priors).
-
-    ``image01``: ``(I, J, K)`` in [0, 1]; returns one float32 ``(I, J, K)`` map per class, summing to 1.
-    """
-    logp = log_posteriors(image01, intensity_likelihoods(image01, seeds, bins))
-    return {c: np.exp(lp) for c, lp in zip(seeds, logp)}
-
-
 def geos_segment(
     image_hu: np.ndarray,
     seeds: Mapping[int, np.ndarray],

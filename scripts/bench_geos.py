@@ -45,7 +45,7 @@ from lib.data.interactive import BACKGROUND, devset_cases  # noqa: E402
 from lib.geos import (GeoSConfig, block_reduce, exact_geodesic_distance, geodesic_distance,  # noqa: E402
                       geos_segment, seeds_from_points, working_factors)
 from lib.intensity import normalize_intensity, seed_window, study_window  # noqa: E402
-from lib.io import write_like  # noqa: E402
+from lib.io import read_volume, write_like  # noqa: E402
 from lib.server import start_server, stop_server  # noqa: E402
 from lib.workflow.metrics import dice, leave_one_group_out  # noqa: E402
 
@@ -161,8 +161,6 @@ def server_runs(cases, checkouts: dict[str, Path], work: Path) -> tuple[list[str
                 t = time.perf_counter()
                 out, _ = client.infer("scribbles_geos", image_id, params, label_in=files[(c.scan, c.structure)])
                 dt = time.perf_counter() - t
-                from lib.io import read_volume
-
                 d = dice(read_volume(out).array > 0, c.truth)
                 Path(out).unlink(missing_ok=True)
                 t = time.perf_counter()
