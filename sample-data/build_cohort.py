@@ -28,14 +28,13 @@ import tempfile
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
+from lib.atomic import atomic_directory
+from lib.config import load_yaml
+from lib.data.cohort import CohortSpec, build_cohort
+from lib.data.deform import DeformConfig
+from lib.data.scribbles import ScribbleConfig
 
-from lib.atomic import atomic_directory  # noqa: E402
-from lib.config import load_yaml  # noqa: E402
-from lib.data.cohort import CohortSpec, build_cohort  # noqa: E402
-from lib.data.deform import DeformConfig  # noqa: E402
-from lib.data.scribbles import ScribbleConfig  # noqa: E402
+HERE = Path(__file__).resolve().parent
 
 BUILDER_VERSION = 2  # bump when the output of the same settings changes
 

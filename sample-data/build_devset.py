@@ -26,16 +26,15 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
+from lib.atomic import atomic_directory
+from lib.config import load_yaml
+from lib.data.labels import BACKGROUND, label_info, reduce_labels
+from lib.data.reacquire import add_noise, reorient, resample, slab
+from lib.data.scribbles import ScribbleConfig, simulate_scribbles
+from lib.data.sdist import fetch_members
+from lib.frame import axcodes, world_affine
 
-from lib.atomic import atomic_directory  # noqa: E402
-from lib.config import load_yaml  # noqa: E402
-from lib.data.labels import BACKGROUND, label_info, reduce_labels  # noqa: E402
-from lib.data.reacquire import add_noise, reorient, resample, slab  # noqa: E402
-from lib.data.scribbles import ScribbleConfig, simulate_scribbles  # noqa: E402
-from lib.data.sdist import fetch_members  # noqa: E402
-from lib.frame import axcodes, world_affine  # noqa: E402
+HERE = Path(__file__).resolve().parent
 
 BUILDER_VERSION = 1  # bump when the output of the same settings changes
 

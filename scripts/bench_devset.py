@@ -37,13 +37,12 @@ import numpy as np
 import SimpleITK as sitk
 from scipy.stats import spearmanr
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from lib.atomic import atomic_write_text
+from lib.io import read_volume
+from lib.server import start_server, stop_server
+from lib.workflow.rest import train
 
-from lib.atomic import atomic_write_text  # noqa: E402
-from lib.io import read_volume  # noqa: E402
-from lib.server import start_server, stop_server  # noqa: E402
-from lib.workflow.rest import train  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 DEVSET = REPO / "sample-data" / "devset"
 RUNS = {

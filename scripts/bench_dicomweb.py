@@ -25,17 +25,15 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+from dicomweb_client import DICOMwebClient
+
+from lib.atomic import atomic_write_json, atomic_write_text
+from lib.dicomweb.orthanc import Orthanc
+from lib.dicomweb.upload import upload_study
+from lib.server import free_port, start_server, stop_server
+from lib.tasks.datastore_dicomweb import OneShotDICOMwebDatastore
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from dicomweb_client import DICOMwebClient  # noqa: E402
-
-from lib.atomic import atomic_write_json, atomic_write_text  # noqa: E402
-from lib.dicomweb.orthanc import Orthanc  # noqa: E402
-from lib.dicomweb.upload import upload_study  # noqa: E402
-from lib.server import free_port, start_server, stop_server  # noqa: E402
-from lib.tasks.datastore_dicomweb import OneShotDICOMwebDatastore  # noqa: E402
 
 COHORT = REPO / "sample-data" / "cohort"
 

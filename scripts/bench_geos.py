@@ -36,18 +36,23 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from lib.atomic import atomic_write_text
+from lib.config import app_config
+from lib.data.interactive import BACKGROUND, devset_cases
+from lib.geos import (
+    GeoSConfig,
+    block_reduce,
+    exact_geodesic_distance,
+    geodesic_distance,
+    geos_segment,
+    working_factors,
+)
+from lib.intensity import normalize_intensity, seed_window, study_window
+from lib.io import read_volume, write_like
+from lib.server import start_server, stop_server
+from lib.workflow.metrics import dice, leave_one_group_out
 
-from lib.atomic import atomic_write_text  # noqa: E402
-from lib.config import app_config  # noqa: E402
-from lib.data.interactive import BACKGROUND, devset_cases  # noqa: E402
-from lib.geos import (GeoSConfig, block_reduce, exact_geodesic_distance, geodesic_distance,  # noqa: E402
-                      geos_segment, seeds_from_points, working_factors)
-from lib.intensity import normalize_intensity, seed_window, study_window  # noqa: E402
-from lib.io import read_volume, write_like  # noqa: E402
-from lib.server import start_server, stop_server  # noqa: E402
-from lib.workflow.metrics import dice, leave_one_group_out  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 DEVSET = REPO / "sample-data" / "devset"
 PLAIN = GeoSConfig(iterations=2, intensity_weight=0.0, largest_component=False, fill_holes=False,

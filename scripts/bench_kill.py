@@ -29,12 +29,11 @@ import numpy as np
 import psutil
 import requests
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from lib.atomic import atomic_write_text
+from lib.server import start_server, stop_server
+from lib.tasks.jobs import running_job
 
-from lib.atomic import atomic_write_text  # noqa: E402
-from lib.server import start_server, stop_server  # noqa: E402
-from lib.tasks.jobs import running_job  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 COHORT = REPO / "sample-data" / "cohort"
 TINY = {"prnet.base_channels": "4", "prnet.fc_hidden": "16", "prnet.batch_pairs": "2", "prnet.n_starts": "2"}

@@ -29,11 +29,10 @@ import psutil
 import requests
 from scipy import ndimage
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from lib.atomic import atomic_write_text
+from lib.server import start_server, stop_server
 
-from lib.atomic import atomic_write_text  # noqa: E402
-from lib.server import start_server, stop_server  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 COHORT = REPO / "sample-data" / "cohort"
 ENTRY_POINTS = {"ours": "lib.api.app:app", "MONAI Label": "monailabel.app:app"}

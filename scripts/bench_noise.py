@@ -51,23 +51,22 @@ from typing import Sequence
 import numpy as np
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from lib.atomic import atomic_write_json, atomic_write_text
+from lib.config import app_config, load_yaml
+from lib.data.cohort import true_locations
+from lib.data.corrupt import corrupt_labels
+from lib.data.deform import DeformConfig
+from lib.data.labels import BACKGROUND
+from lib.geos import GeoSConfig
+from lib.intensity import normalize_intensity
+from lib.io import read_volume
+from lib.prnet.prelabel import Prelabel, pseudo_mask, pseudo_mask_geos, support_points
+from lib.prnet.propagate import Propagation
+from lib.segmentation.config import STRATEGIES, OEEMConfig, SegConfig
+from lib.segmentation.data import Study
+from lib.segmentation.train import SegTrainer
 
-from lib.atomic import atomic_write_json, atomic_write_text  # noqa: E402
-from lib.config import app_config, load_yaml  # noqa: E402
-from lib.data.cohort import true_locations  # noqa: E402
-from lib.data.corrupt import corrupt_labels  # noqa: E402
-from lib.data.deform import DeformConfig  # noqa: E402
-from lib.data.labels import BACKGROUND  # noqa: E402
-from lib.geos import GeoSConfig  # noqa: E402
-from lib.intensity import normalize_intensity  # noqa: E402
-from lib.io import read_volume  # noqa: E402
-from lib.prnet.prelabel import Prelabel, pseudo_mask, pseudo_mask_geos, support_points  # noqa: E402
-from lib.prnet.propagate import Propagation  # noqa: E402
-from lib.segmentation.config import STRATEGIES, OEEMConfig, SegConfig  # noqa: E402
-from lib.segmentation.data import Study  # noqa: E402
-from lib.segmentation.train import SegTrainer  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 TRAIN_CLEAN, TRAIN_NOISY, TEST = ["subject_a"], [f"pseudo_0{i}" for i in range(1, 6)], [f"pseudo_0{i}" for i in range(6, 9)]
 

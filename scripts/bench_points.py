@@ -22,12 +22,11 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from lib.atomic import atomic_write_text
+from lib.config import app_config
+from lib.geos import GeoSConfig, geos_segment, seeds_from_points
 
-from lib.atomic import atomic_write_text  # noqa: E402
-from lib.config import app_config  # noqa: E402
-from lib.geos import GeoSConfig, geos_segment, seeds_from_points  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 COHORT = REPO / "sample-data" / "cohort"
 

@@ -38,21 +38,20 @@ from pathlib import Path
 import numpy as np
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from lib.config import app_config, load_yaml
+from lib.data.cohort import true_locations
+from lib.data.deform import DeformConfig
+from lib.data.labels import BACKGROUND
+from lib.intensity import normalize_intensity
+from lib.io import read_volume
+from lib.prnet.prelabel import Prelabel, propagate_support, pseudo_mask, pseudo_mask_geos, support_points
+from lib.prnet.propagate import Propagation, PropagationConfig, apply_affine, bf16_enabled, encode_support, fit_subset, propagate
+from lib.prnet.train import PRNetConfig
+from lib.registration import refine_affine
+from lib.tasks.datastore import AtomicLocalDatastore
+from lib.tasks.train_prnet import PRNetTrain, load_prnet
 
-from lib.config import app_config, load_yaml  # noqa: E402
-from lib.data.cohort import true_locations  # noqa: E402
-from lib.data.deform import DeformConfig  # noqa: E402
-from lib.data.labels import BACKGROUND  # noqa: E402
-from lib.intensity import normalize_intensity  # noqa: E402
-from lib.io import read_volume  # noqa: E402
-from lib.prnet.prelabel import Prelabel, propagate_support, pseudo_mask, pseudo_mask_geos, support_points  # noqa: E402
-from lib.prnet.propagate import Propagation, PropagationConfig, apply_affine, bf16_enabled, encode_support, fit_subset, propagate  # noqa: E402
-from lib.prnet.train import PRNetConfig  # noqa: E402
-from lib.registration import refine_affine  # noqa: E402
-from lib.tasks.datastore import AtomicLocalDatastore  # noqa: E402
-from lib.tasks.train_prnet import PRNetTrain, load_prnet  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 TAUS = (0.0, 0.5, 0.9)
 

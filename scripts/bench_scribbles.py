@@ -24,14 +24,13 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from lib.config import app_config
+from lib.data.scribbles import ScribbleConfig, simulate_scribbles
+from lib.geos import GeoSConfig, geos_segment
+from lib.io import read_volume, write_like
+from lib.server import start_server, stop_server
 
-from lib.config import app_config  # noqa: E402
-from lib.data.scribbles import ScribbleConfig, simulate_scribbles  # noqa: E402
-from lib.geos import GeoSConfig, geos_segment  # noqa: E402
-from lib.io import read_volume, write_like  # noqa: E402
-from lib.server import start_server, stop_server  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 METHODS = {"ours (scribbles_geos)": "scribbles_geos", "bundled (HistogramBasedGraphCut)": "scribbles_histogram_graphcut"}
 BG, FG = 2, 3

@@ -30,18 +30,17 @@ import time
 from pathlib import Path
 
 import numpy as np
+from bench_noise import TEST, VAL, load_cohort, machine, md_table, oracle_drafts, train_and_score
+
+from lib.atomic import atomic_write_text
+from lib.config import app_config, load_yaml
+from lib.data.labels import BACKGROUND
+from lib.data.scribbles import ScribbleConfig, simulate_scribbles
+from lib.geos import GeoSConfig
+from lib.io import read_volume
+from lib.segmentation.config import SegConfig
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from bench_noise import TEST, VAL, load_cohort, machine, md_table, oracle_drafts, train_and_score  # noqa: E402
-from lib.atomic import atomic_write_text  # noqa: E402
-from lib.config import app_config, load_yaml  # noqa: E402
-from lib.data.labels import BACKGROUND  # noqa: E402
-from lib.data.scribbles import ScribbleConfig, simulate_scribbles  # noqa: E402
-from lib.geos import GeoSConfig  # noqa: E402
-from lib.segmentation.config import SegConfig  # noqa: E402
-from lib.io import read_volume  # noqa: E402
 
 TRAIN = [f"pseudo_0{i}" for i in range(1, 5)]
 VARIANTS = [

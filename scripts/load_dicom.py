@@ -18,13 +18,12 @@ import sys
 import tempfile
 from pathlib import Path
 
+from dicomweb_client import DICOMwebClient
+
+from lib.dicomweb.convert import series_uids, voxel_order_as_read_back
+from lib.dicomweb.upload import upload_study
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from dicomweb_client import DICOMwebClient  # noqa: E402
-
-from lib.dicomweb.convert import series_uids, voxel_order_as_read_back  # noqa: E402
-from lib.dicomweb.upload import upload_study  # noqa: E402
 
 
 def save_support(server: str, series_uid: str, scribbles: Path, label_info: list, tag: str = "scribbles") -> None:

@@ -20,11 +20,10 @@ import argparse
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from lib.workflow.report import write_report
+from lib.workflow.runner import STRATEGIES, Budget, Workflow
 
-from lib.workflow.report import write_report  # noqa: E402
-from lib.workflow.runner import STRATEGIES, Budget, Workflow  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -5,7 +5,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 .venv/bin/python sample-data/build_cohort.py
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 export MONAI_LABEL_TRACKING_ENABLED=${MONAI_LABEL_TRACKING_ENABLED:-false}
 exec .venv/bin/python -m monailabel.main start_server \
   --app apps/oneshot --studies sample-data/cohort/studies --host 127.0.0.1 --port "${PORT:-8000}" \

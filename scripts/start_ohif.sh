@@ -8,7 +8,6 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 bash scripts/system-deps.sh
 .venv/bin/python sample-data/build_cohort.py
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 export MONAI_LABEL_TRACKING_ENABLED=${MONAI_LABEL_TRACKING_ENABLED:-false}
 PORT=${PORT:-8000}
 OPORT=${ORTHANC_PORT:-8042}

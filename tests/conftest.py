@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -11,10 +10,9 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT))
+from lib.server import Server, start_server, stop_server  # noqa: F401
 
-from lib.server import Server, start_server, stop_server  # noqa: E402,F401
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def save_nifti(array: np.ndarray, path: Path, spacing=(1.5, 1.5, 2.0), dtype=None) -> Path:

@@ -14,8 +14,9 @@ import sys
 from pathlib import Path
 
 from conftest import save_nifti, sphere_volume
-from lib.server import start_server, stop_server
 from test_security import snapshot
+
+from lib.server import start_server, stop_server
 
 FUZZ_SECONDS = 120
 MIN_REQUESTS = 2000

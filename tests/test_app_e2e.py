@@ -7,9 +7,8 @@ import json
 import nibabel as nib
 import numpy as np
 import pytest
-from monailabel.client.client import MONAILabelClientException
-
 from conftest import save_nifti
+from monailabel.client.client import MONAILabelClientException
 
 
 def test_info_next_sample_save_and_read_back_label(tiny_studies, server_factory, tmp_path):

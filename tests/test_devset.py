@@ -7,8 +7,8 @@ import json
 
 import numpy as np
 import pytest
-
 from conftest import REPO_ROOT
+
 from lib.io import read_volume
 
 

@@ -14,10 +14,10 @@ import numpy as np
 import pydicom
 import pytest
 import requests
+from conftest import save_nifti, sphere_volume
 from dicomweb_client import DICOMwebClient
 from pydicom.uid import generate_uid
 
-from conftest import save_nifti, sphere_volume
 from lib.dicomweb.convert import nifti_to_ct_series, voxel_order_as_read_back
 from lib.dicomweb.upload import upload_study
 from lib.tasks.datastore_dicomweb import OneShotDICOMwebDatastore

@@ -7,10 +7,18 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-
 from conftest import save_nifti, start_server, stop_server
-from lib.geos import (GeoSConfig, ball, exact_geodesic_distance, geodesic_distance, geos_segment, odd_sizes,
-                      reaches_crop_face, working_factors)
+
+from lib.geos import (
+    GeoSConfig,
+    ball,
+    exact_geodesic_distance,
+    geodesic_distance,
+    geos_segment,
+    odd_sizes,
+    reaches_crop_face,
+    working_factors,
+)
 from lib.intensity import seed_window
 from lib.io import read_volume
 from lib.workflow.metrics import dice

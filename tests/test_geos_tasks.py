@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import save_nifti, sphere_volume, start_server, stop_server
 from monailabel.client.client import MONAILabelClientException
 
-from conftest import save_nifti, sphere_volume, start_server, stop_server
 from lib.io import read_volume
 
 SPACING = (1.5, 1.5, 2.0)

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+from conftest import REPO_ROOT, require_system_tool
 from dicomweb_client import DICOMwebClient
 from scipy import ndimage
 
-from conftest import REPO_ROOT, require_system_tool
 from lib.dicomweb.upload import upload_study
 
 CHROMIUM = "/usr/bin/chromium"

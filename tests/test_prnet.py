@@ -168,10 +168,10 @@ def test_propagation_config_rejects_unknown_regularisation():
 
 
 def test_prnet_trainer_resumes_from_its_checkpoint(tmp_path):
+    from conftest import save_nifti
+
     from lib.tasks.datastore import AtomicLocalDatastore
     from lib.tasks.train_prnet import PRNetTrain, load_prnet
-
-    from conftest import save_nifti
 
     studies = tmp_path / "studies"
     studies.mkdir()
@@ -207,8 +207,9 @@ def trained_on_phantoms():
     """Tiny coarse + fine PRNets trained 60 steps each (~30 s) on three shifted two-organ phantoms;
     ``(models, cfg, vols, labels, single)``; ``single``: one PRNet trained on the whole of Eq. 3 over
     independent pairs (the configuration without a fine model)."""
-    from lib.intensity import normalize_intensity
     from test_prnet_server import phantom
+
+    from lib.intensity import normalize_intensity
 
     torch.manual_seed(0)
     vols, labels = [], []

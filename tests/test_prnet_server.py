@@ -8,9 +8,10 @@ import urllib.request
 
 import numpy as np
 import pytest
+from conftest import save_nifti
+from conftest import two_organ_phantom as phantom
 from monailabel.client.client import MONAILabelClientException
 
-from conftest import save_nifti, two_organ_phantom as phantom
 from lib.io import read_volume
 
 SPACING = (3.0, 3.0, 3.0)

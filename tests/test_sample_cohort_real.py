@@ -5,15 +5,13 @@ Uses ``sample-data/cache`` (downloads the PyPI source archive once, as the READM
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 
 import nibabel as nib
 import numpy as np
-
 from conftest import REPO_ROOT
-
-import importlib.util
 
 _spec = importlib.util.spec_from_file_location("build_cohort", REPO_ROOT / "sample-data" / "build_cohort.py")
 build_cohort = importlib.util.module_from_spec(_spec)

@@ -20,8 +20,8 @@ from urllib.parse import urlsplit
 import numpy as np
 import pytest
 import requests
-
 from conftest import save_nifti, sphere_volume
+
 from lib.server import start_server, stop_server
 
 

@@ -9,11 +9,11 @@ import urllib.request
 
 import numpy as np
 import pytest
-from monailabel.client.client import MONAILabelClientException
-
 from conftest import save_nifti
-from lib.io import read_volume
+from monailabel.client.client import MONAILabelClientException
 from test_prnet_server import SPACING, phantom, wait_for_training
+
+from lib.io import read_volume
 
 TINY = {"segmentation.channels": "[4, 8]", "segmentation.strides": "[2]", "segmentation.num_res_units": "0",
         "segmentation.patch_size": "[16, 16, 16]", "segmentation.batch_size": "2", "segmentation.steps_per_epoch": "2",

@@ -6,8 +6,9 @@ import json
 
 import numpy as np
 import pytest
+from conftest import save_nifti
+from conftest import two_organ_phantom as phantom
 
-from conftest import save_nifti, two_organ_phantom as phantom
 from lib.data.scribbles import simulate_scribbles
 from lib.workflow.report import write_report
 from lib.workflow.runner import Budget, Split, Workflow

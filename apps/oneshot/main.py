@@ -6,43 +6,34 @@ the tasks live in the repository's ``lib/``.
 
 import logging
 import os
-import sys
 from dataclasses import replace
-from pathlib import Path
 from typing import Callable, Dict
 
-# MONAI Label puts only this folder on sys.path (and unloads `lib*` modules) while loading main.py;
-# the repository root holds `lib/`, also for the train / batch-infer subprocesses.
-_REPO_ROOT = str(Path(__file__).resolve().parents[2])
-if _REPO_ROOT not in sys.path:
-    sys.path.insert(0, _REPO_ROOT)
-os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (_REPO_ROOT, os.environ.get("PYTHONPATH")) if p)
+import monailabel
+from monailabel.config import settings
+from monailabel.interfaces.app import MONAILabelApp
+from monailabel.interfaces.datastore import Datastore
+from monailabel.interfaces.tasks.infer_v2 import InferTask
+from monailabel.interfaces.tasks.strategy import Strategy
+from monailabel.interfaces.tasks.train import TrainTask
+from monailabel.tasks.activelearning.first import First
+from monailabel.tasks.activelearning.random import Random
 
-import monailabel  # noqa: E402
-from monailabel.config import settings  # noqa: E402
-from monailabel.interfaces.app import MONAILabelApp  # noqa: E402
-from monailabel.interfaces.datastore import Datastore  # noqa: E402
-from monailabel.interfaces.tasks.infer_v2 import InferTask  # noqa: E402
-from monailabel.interfaces.tasks.strategy import Strategy  # noqa: E402
-from monailabel.interfaces.tasks.train import TrainTask  # noqa: E402
-from monailabel.tasks.activelearning.first import First  # noqa: E402
-from monailabel.tasks.activelearning.random import Random  # noqa: E402
-
-from lib.config import app_config  # noqa: E402
-from lib.geos import GeoSConfig  # noqa: E402
-from lib.prnet.prelabel import pseudo_mask_geos  # noqa: E402
-from lib.tasks.batch_infer import HostAwareBatchInferTask  # noqa: E402
-from lib.tasks.datastore import AtomicLocalDatastore  # noqa: E402
-from lib.tasks.datastore_dicomweb import OneShotDICOMwebDatastore  # noqa: E402
-from lib.prnet.propagate import PropagationConfig  # noqa: E402
-from lib.prnet.train import PRNetConfig  # noqa: E402
-from lib.tasks.infer_geos import PointsGeoS, ScribblesGeoS  # noqa: E402
-from lib.tasks.infer_prnet import PRNetPrelabel  # noqa: E402
-from lib.tasks.infer_segmentation import SegmentationInfer  # noqa: E402
-from lib.segmentation.config import SegConfig  # noqa: E402
-from lib.tasks.strategy_prnet import PRNetConfidence  # noqa: E402
-from lib.tasks.train_prnet import PRNetTrain  # noqa: E402
-from lib.tasks.train_segmentation import SegmentationTrain  # noqa: E402
+from lib.config import app_config
+from lib.geos import GeoSConfig
+from lib.prnet.prelabel import pseudo_mask_geos
+from lib.prnet.propagate import PropagationConfig
+from lib.prnet.train import PRNetConfig
+from lib.segmentation.config import SegConfig
+from lib.tasks.batch_infer import HostAwareBatchInferTask
+from lib.tasks.datastore import AtomicLocalDatastore
+from lib.tasks.datastore_dicomweb import OneShotDICOMwebDatastore
+from lib.tasks.infer_geos import PointsGeoS, ScribblesGeoS
+from lib.tasks.infer_prnet import PRNetPrelabel
+from lib.tasks.infer_segmentation import SegmentationInfer
+from lib.tasks.strategy_prnet import PRNetConfidence
+from lib.tasks.train_prnet import PRNetTrain
+from lib.tasks.train_segmentation import SegmentationTrain
 
 logger = logging.getLogger(__name__)
 

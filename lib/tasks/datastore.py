@@ -26,8 +26,8 @@ from filelock import FileLock
 from monailabel.datastore.local import DataModel, ImageLabelModel, LocalDatastore
 
 from lib.atomic import atomic_copy, atomic_write_text
-from lib.tasks.ids import check_name, path_under, volume_extension
 from lib.tasks.errors import ClientError, ImageNotFound
+from lib.tasks.ids import check_name, path_under, volume_extension
 
 logger = logging.getLogger(__name__)
 

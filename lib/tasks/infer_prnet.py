@@ -34,8 +34,8 @@ from lib.io import Volume, read_volume
 from lib.prnet.prelabel import prelabel, with_tau
 from lib.prnet.propagate import PropagationConfig
 from lib.tasks.errors import ClientError
-from lib.tasks.params import number
 from lib.tasks.labels import label_names_from_info
+from lib.tasks.params import number
 from lib.tasks.results import write_result
 from lib.tasks.train_prnet import load_prnet
 

@@ -36,8 +36,8 @@ from lib.segmentation.data import Study
 from lib.segmentation.train import SegTrainer
 from lib.tasks.errors import ClientError
 from lib.tasks.jobs import job
-from lib.tasks.params import number
 from lib.tasks.labels import label_names_from_info
+from lib.tasks.params import number
 
 logger = logging.getLogger(__name__)
 
