@@ -93,13 +93,6 @@ class GeoSConfig:
     # fraction of the study's robust range to each side (lib.intensity.seed_window)
     mr_window_half_width: float = 0.2
 
-    @classmethod
-    def from_dict(cls, d: Mapping) -> "GeoSConfig":
-        unknown = set(d) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"unknown GeoS settings {sorted(unknown)}; known: {sorted(cls.__dataclass_fields__)}")
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
-
     def __post_init__(self):
         try:
             margins = np.asarray(self.margin_mm, dtype=float)

@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 from lib.atomic import atomic_directory
-from lib.config import load_yaml
+from lib.config import from_section, load_yaml
 from lib.data.cohort import CohortSpec, build_cohort
 from lib.data.deform import DeformConfig
 from lib.data.scribbles import ScribbleConfig
@@ -96,8 +96,8 @@ def main(argv: list[str] | None = None) -> int:
         subject_id=cfg["subject_a_id"],
         n_pseudo=args.n_pseudo,
         seed=args.seed,
-        deform=DeformConfig.from_dict(cfg["deformation"], cfg["intensity"]),
-        scribbles=ScribbleConfig.from_dict(cfg["scribbles"]),
+        deform=DeformConfig.from_cohort_config(cfg["deformation"], cfg["intensity"]),
+        scribbles=from_section(ScribbleConfig, cfg["scribbles"], "scribbles"),
     )
     settings = {"builder": BUILDER_VERSION, "source": cfg["source"], "spec": repr(spec)}
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]

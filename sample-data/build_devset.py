@@ -27,7 +27,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from lib.atomic import atomic_directory
-from lib.config import load_yaml
+from lib.config import from_section, load_yaml
 from lib.data.labels import BACKGROUND, label_info, reduce_labels
 from lib.data.reacquire import add_noise, reorient, resample, slab
 from lib.data.scribbles import ScribbleConfig, simulate_scribbles
@@ -78,7 +78,7 @@ def describe(img: sitk.Image, labels: dict, **extra) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     cfg = load_yaml("devset.yaml")
-    scribble_cfg = ScribbleConfig.from_dict(load_yaml("sample_cohort.yaml")["scribbles"])
+    scribble_cfg = from_section(ScribbleConfig, load_yaml("sample_cohort.yaml")["scribbles"], "scribbles")
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", type=Path, default=HERE / "devset")
     p.add_argument("--cache", type=Path, default=HERE / "cache")

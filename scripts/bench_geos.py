@@ -37,7 +37,6 @@ from pathlib import Path
 import numpy as np
 
 from lib.atomic import atomic_write_text
-from lib.config import app_config
 from lib.data.interactive import BACKGROUND, devset_cases
 from lib.geos import (
     GeoSConfig,
@@ -50,6 +49,7 @@ from lib.geos import (
 from lib.intensity import normalize_intensity, seed_window, study_window
 from lib.io import read_volume, write_like
 from lib.server import start_server, stop_server
+from lib.settings import app_settings
 from lib.workflow.metrics import dice, leave_one_group_out
 
 REPO = Path(__file__).resolve().parents[1]
@@ -262,7 +262,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     if not (DEVSET / "manifest.json").exists():
         subprocess.run([sys.executable, str(REPO / "sample-data" / "build_devset.py")], check=True)
-    cfg = GeoSConfig.from_dict(app_config()["geos"])
+    cfg = app_settings().geos
     text = ["# Interactive GeoS on the development set", "",
             f"`scripts/bench_geos.py --sections {' '.join(args.sections)}`; machine: {machine()}; labels: "
             "TotalSegmentator's (silver standard) and pyradiomics' lesion masks.", ""]

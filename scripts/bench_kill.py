@@ -36,7 +36,7 @@ from lib.tasks.jobs import running_job
 REPO = Path(__file__).resolve().parents[1]
 
 COHORT = REPO / "sample-data" / "cohort"
-TINY = {"prnet.base_channels": "4", "prnet.fc_hidden": "16", "prnet.batch_pairs": "2", "prnet.n_starts": "2"}
+TINY = {"prnet.train.base_channels": "4", "prnet.train.fc_hidden": "16", "prnet.train.batch_pairs": "2", "prnet.propagation.n_starts": "2"}
 
 
 def consistent(studies: Path) -> tuple[bool, str]:

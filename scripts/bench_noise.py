@@ -52,19 +52,19 @@ import numpy as np
 import torch
 
 from lib.atomic import atomic_write_json, atomic_write_text
-from lib.config import app_config, load_yaml
+from lib.config import load_yaml
 from lib.data.cohort import true_locations
 from lib.data.corrupt import corrupt_labels
 from lib.data.deform import DeformConfig
 from lib.data.labels import BACKGROUND
-from lib.geos import GeoSConfig
 from lib.intensity import normalize_intensity
 from lib.io import read_volume
-from lib.prnet.prelabel import Prelabel, pseudo_mask, pseudo_mask_geos, support_points
+from lib.prnet.prelabel import Prelabel, pseudo_mask, support_points
 from lib.prnet.propagate import Propagation
 from lib.segmentation.config import STRATEGIES, OEEMConfig, SegConfig
 from lib.segmentation.data import Study
 from lib.segmentation.train import SegTrainer
+from lib.settings import AppSettings, app_settings
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -223,7 +223,7 @@ def bench_robustness(args, cfg: SegConfig, window) -> str:
 PLC_TRAIN = [f"pseudo_0{i}" for i in range(1, 5)]
 
 
-def oracle_drafts(cohort: Path, conf: dict, scribbles: np.ndarray | None = None,
+def oracle_drafts(cohort: Path, conf: AppSettings, scribbles: np.ndarray | None = None,
                   studies: Sequence[str] = PLC_TRAIN) -> dict[str, np.ndarray]:
     """GeoS pseudo masks of ``studies`` from the support's points (the app's strides) at their true locations.
 
@@ -233,17 +233,17 @@ def oracle_drafts(cohort: Path, conf: dict, scribbles: np.ndarray | None = None,
     names = {d["name"]: d["id"] for d in json.loads((cohort / "scribbles" / "label_info.json").read_text())}
     if scribbles is None:
         scribbles = np.rint(read_volume(str(cohort / "scribbles" / "subject_a.nii.gz")).array).astype(np.int64)
-    per_class = {names[n]: int(v) for n, v in (conf["prnet"].get("class_strides") or {}).items() if n in names}
-    points = {c: p for c, p in support_points(scribbles, names.values(), int(conf["prnet"]["stride"]), per_class).items() if len(p)}
+    per_class = {names[n]: int(v) for n, v in dict(conf.prelabel.class_strides).items() if n in names}
+    points = {c: p for c, p in support_points(scribbles, names.values(), int(conf.prelabel.stride), per_class).items() if len(p)}
     cohort_cfg = load_yaml("sample_cohort.yaml")
-    deform = DeformConfig.from_dict(cohort_cfg["deformation"], cohort_cfg["intensity"])
+    deform = DeformConfig.from_cohort_config(cohort_cfg["deformation"], cohort_cfg["intensity"])
     drafts = {}
     for s in studies:
         q = read_volume(str(cohort / "studies" / f"{s}.nii.gz"))
         # the support's own draft: its points where they are (as the pre-labeling of the support does)
         true = points if s == "subject_a" else true_locations(points, s, q.array.shape, deform, int(cohort_cfg["seed"]))
         r = Prelabel(label=None, propagation={c: Propagation(p, np.ones(len(p)), np.ones(len(p), bool)) for c, p in true.items()})
-        drafts[s] = pseudo_mask(r, names[BACKGROUND], q.array.astype(np.float32), q.spacing, pseudo_mask_geos(conf)).label.astype(np.int64)
+        drafts[s] = pseudo_mask(r, names[BACKGROUND], q.array.astype(np.float32), q.spacing, conf.pseudo_mask_geos).label.astype(np.int64)
     return drafts
 
 
@@ -261,7 +261,7 @@ def boundary_distance(label: np.ndarray) -> np.ndarray:
 
 def bench_plc(args, cfg: SegConfig, window) -> str:
     images, gt, names = load_cohort(args.cohort, window)
-    conf = app_config()
+    conf = app_settings()
     drafts = oracle_drafts(args.cohort, conf)
     organs = sorted(names.values())
     n_cls = max(organs) + 1
@@ -346,9 +346,9 @@ def load_drafts(args, conf: dict) -> tuple[list[str], dict[str, np.ndarray]]:
 
 def bench_oeem(args, cfg: SegConfig, window) -> str:
     images, gt, names = load_cohort(args.cohort, window)
-    conf = app_config()
+    conf = app_settings()
     train, drafts = load_drafts(args, conf)
-    fraction = float(conf["segmentation"]["min_component_fraction"])
+    fraction = float(conf.segmentation.min_component_fraction)
     rows = []
     for per_class in (False, True):
         run = replace(cfg, noise_strategy="oeem", oeem=OEEMConfig(per_class=per_class), epochs=args.epochs or cfg.epochs,
@@ -370,9 +370,9 @@ def bench_oeem(args, cfg: SegConfig, window) -> str:
 
 def bench_schedule(args, cfg: SegConfig, window) -> str:
     images, gt, names = load_cohort(args.cohort, window)
-    conf = app_config()
+    conf = app_settings()
     train, drafts = load_drafts(args, conf)
-    fraction = float(conf["segmentation"]["min_component_fraction"])
+    fraction = float(conf.segmentation.min_component_fraction)
     val = VAL
     rows, means = [], {}
     for decay in ("none", "poly"):
@@ -414,12 +414,11 @@ def main() -> int:
         print(f"no cohort at {args.cohort}: run  .venv/bin/python sample-data/build_cohort.py  first", file=sys.stderr)
         return 2
     args.out.mkdir(parents=True, exist_ok=True)
-    conf = app_config()
-    geos = GeoSConfig.from_dict(conf["geos"])
-    cfg = SegConfig.from_dict(conf["segmentation"])
+    conf = app_settings()
+    cfg = conf.segmentation
     if args.part == "robustness":
         args.epochs, args.steps = args.epochs or 6, args.steps or 40
-    text = {"cost": bench_cost, "robustness": bench_robustness, "plc": bench_plc, "schedule": bench_schedule, "oeem": bench_oeem}[args.part](args, cfg, (geos.window_hu, geos.window_out))
+    text = {"cost": bench_cost, "robustness": bench_robustness, "plc": bench_plc, "schedule": bench_schedule, "oeem": bench_oeem}[args.part](args, cfg, conf.window)
     print(text)
     atomic_write_text(str(args.out / f"noise_{args.part}.md"), text)
     return 0

@@ -23,8 +23,8 @@ import numpy as np
 from scipy import ndimage
 
 from lib.atomic import atomic_write_text
-from lib.config import app_config
-from lib.geos import GeoSConfig, geos_segment, seeds_from_points
+from lib.geos import geos_segment, seeds_from_points
+from lib.settings import app_settings
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -41,9 +41,9 @@ def main(argv=None) -> int:
     ap.add_argument("--sd", nargs="+", type=float, default=[0.0, 1.0, 1.5, 2.0])
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks-out")
     args = ap.parse_args(argv)
-    conf = app_config({})
-    base = replace(GeoSConfig.from_dict(conf["geos"]), margin_mm=float(conf["points"]["margin_mm"]))
-    radius = float(conf["points"]["radius_mm"])
+    conf = app_settings()
+    base = replace(conf.geos, margin_mm=float(conf.points.margin_mm))
+    radius = float(conf.points.radius_mm)
     names = json.loads((COHORT / "ground_truth" / "labels.json").read_text())
     scores: dict[float, dict[str, list[tuple[float, float]]]] = {sd: {n: [] for n in names} for sd in args.sd}
     for study in args.studies:
@@ -64,7 +64,7 @@ def main(argv=None) -> int:
     for sd in args.sd:
         per = {n: np.mean([d for d, _ in v]) for n, v in scores[sd].items()}
         reach_mean = np.mean([r for v in scores[sd].values() for _, r in v])
-        label = f"{sd:g}" + (" (whole shell)" if sd == 0 else "") + (" ← default" if sd == conf["points"]["border_similarity_sd"] else "")
+        label = f"{sd:g}" + (" (whole shell)" if sd == 0 else "") + (" ← default" if sd == conf.points.border_similarity_sd else "")
         rows.append(f"| {label} | " + " | ".join(f"{per[n]:.2f}" for n in names) + f" | {np.mean(list(per.values())):.3f} | {reach_mean:.3f} |")
     text = (f"# points_geos: one click per organ, no background click ({', '.join(args.studies)})\n\n"
             "Dice against the whole organ, mean over the studies; last column: against the organ within the "

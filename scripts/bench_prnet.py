@@ -38,17 +38,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lib.config import app_config, load_yaml
+from lib.config import load_yaml
 from lib.data.cohort import true_locations
 from lib.data.deform import DeformConfig
 from lib.data.labels import BACKGROUND
 from lib.intensity import normalize_intensity
 from lib.io import read_volume
-from lib.prnet.prelabel import Prelabel, propagate_support, pseudo_mask, pseudo_mask_geos, support_points
-from lib.prnet.propagate import Propagation, PropagationConfig, apply_affine, bf16_enabled, encode_support, fit_subset, propagate
-from lib.prnet.train import PRNetConfig
+from lib.prnet.prelabel import Prelabel, propagate_support, pseudo_mask, support_points
+from lib.prnet.propagate import Propagation, apply_affine, bf16_enabled, encode_support, fit_subset, propagate
 from lib.registration import refine_affine
+from lib.settings import app_settings
 from lib.tasks.datastore import AtomicLocalDatastore
+from lib.tasks.models import ModelFiles
 from lib.tasks.train_prnet import PRNetTrain, load_prnet
 
 REPO = Path(__file__).resolve().parents[1]
@@ -73,13 +74,12 @@ def main() -> int:
     p.add_argument("--out", type=Path, default=REPO / "benchmarks-out")
     args = p.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    conf = app_config()
-    geos = pseudo_mask_geos(conf)
-    window = (geos.window_hu, geos.window_out)
-    pc = conf["prnet"]
-    prop = PropagationConfig.from_dict(pc)
-    stride = int(pc["stride"])
-    class_strides = {str(k): int(v) for k, v in (pc.get("class_strides") or {}).items()}
+    conf = app_settings()
+    geos = conf.pseudo_mask_geos
+    window = conf.window
+    prop = conf.propagation
+    stride = int(conf.prelabel.stride)
+    class_strides = {str(k): int(v) for k, v in dict(conf.prelabel.class_strides).items()}
 
     studies, truth = args.cohort / "studies", args.cohort / "ground_truth"
     names = {d["name"]: d["id"] for d in json.loads((args.cohort / "scribbles" / "label_info.json").read_text())}
@@ -99,14 +99,16 @@ def main() -> int:
 
     # (d) training with the app's own trainer (resumes from <out>/prnet_model), or a given model
     if args.model:
-        models, cfg = load_prnet(str(args.model), device)
+        published = load_prnet(str(args.model), device)
+        models, cfg = published.localizer, published.config
         lines += [f"Model: {args.model} (not trained here).", ""]
     else:
-        trainer = PRNetTrain(str(args.out / "prnet_model"), PRNetConfig.from_dict(pc), window, max_steps=args.train_steps,
-                             checkpoint_every=50, fc_hidden=int(pc["fc_hidden"]))
+        files = ModelFiles(str(args.out / "prnet_model"), "prnet")
+        trainer = PRNetTrain(files, replace(conf.prnet, max_steps=args.train_steps, checkpoint_every=50), window)
         ds = AtomicLocalDatastore(str(studies), extensions=["*.nii.gz"], auto_reload=False)
         stats = trainer({"max_steps": args.train_steps}, ds)
-        models, cfg = load_prnet(trainer.published, device)
+        published = load_prnet(files.published, device)
+        models, cfg = published.localizer, published.config
         hist = stats["history"]
         fine = "fine_err_mm" in hist[-1]
         lines += ["## (d) Training throughput", "",
@@ -118,7 +120,7 @@ def main() -> int:
                   + (f", fine {hist[-1]['fine_err_mm']:.1f} mm (first 50: {hist[0]['fine_err_mm']:.1f} mm; "
                      f"pairs within ±{cfg.fine_max_offset_mm:.0f} mm)" if fine else "") + ".", ""]
     cohort_cfg = load_yaml(str(REPO / "configs" / "sample_cohort.yaml"))
-    deform = DeformConfig.from_dict(cohort_cfg["deformation"], cohort_cfg["intensity"])
+    deform = DeformConfig.from_cohort_config(cohort_cfg["deformation"], cohort_cfg["intensity"])
 
     # (a) + (b): propagate once per query, then threshold at each tau
     prec = {t: {n: [] for n in names} for t in TAUS}

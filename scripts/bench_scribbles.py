@@ -24,11 +24,11 @@ from pathlib import Path
 
 import numpy as np
 
-from lib.config import app_config
 from lib.data.scribbles import ScribbleConfig, simulate_scribbles
 from lib.geos import GeoSConfig, geos_segment
 from lib.io import read_volume, write_like
 from lib.server import start_server, stop_server
+from lib.settings import app_settings
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -62,7 +62,7 @@ def main() -> int:
     print(f"server up in {server.started_s:.1f} s at {server.url}", flush=True)
     client = server.client()
     rows = []  # (study, organ, roi?, method, dice, seconds)
-    ours_cfg = GeoSConfig.from_dict(app_config()["geos"])
+    ours_cfg = app_settings().geos
     ablation = {  # in-process, same scribbles and ROI: what each addition to plain GeoS buys
         "plain GeoS (nearest seed, 2 passes)": GeoSConfig(iterations=2, intensity_weight=0.0, largest_component=False,
                                                           fill_holes=False, working_spacing_mm=0.0),

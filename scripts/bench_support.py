@@ -27,18 +27,18 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 from bench_noise import TEST, VAL, load_cohort, machine, md_table, oracle_drafts, train_and_score
 
 from lib.atomic import atomic_write_text
-from lib.config import app_config, load_yaml
+from lib.config import from_section, load_yaml
 from lib.data.labels import BACKGROUND
 from lib.data.scribbles import ScribbleConfig, simulate_scribbles
-from lib.geos import GeoSConfig
 from lib.io import read_volume
-from lib.segmentation.config import SegConfig
+from lib.settings import app_settings
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -103,21 +103,20 @@ def main() -> int:
     if not (args.cohort / "ground_truth").exists():
         print(f"no cohort at {args.cohort}: run  .venv/bin/python sample-data/build_cohort.py  first", file=sys.stderr)
         return 2
-    conf, cohort_cfg = app_config(), load_yaml("sample_cohort.yaml")
+    conf, cohort_cfg = app_settings(), load_yaml("sample_cohort.yaml")
     info = json.loads((args.cohort / "scribbles" / "label_info.json").read_text())
     ids = {d["name"]: d["id"] for d in info}
     organs = {n: i for n, i in ids.items() if n != BACKGROUND}
     gt = {s: np.rint(read_volume(str(args.cohort / "ground_truth" / f"{s}.nii.gz")).array).astype(np.int64)
           for s in ["subject_a", *VAL, *TRAIN, *TEST]}
     image_a = read_volume(str(args.cohort / "studies" / "subject_a.nii.gz")).array.astype(np.float32)
-    seg = SegConfig.from_dict({**conf["segmentation"], "noise_strategy": "none"})
+    seg = replace(conf.segmentation, noise_strategy="none")
     if args.unet:
-        geos = GeoSConfig.from_dict(conf["geos"])
-        images, _, _ = load_cohort(args.cohort, (geos.window_hu, geos.window_out))
+        images, _, _ = load_cohort(args.cohort, conf.window)
 
     rows = []
     for overrides in args.variants:
-        cfg = ScribbleConfig.from_dict({**cohort_cfg["scribbles"], **overrides})
+        cfg = from_section(ScribbleConfig, {**cohort_cfg["scribbles"], **overrides}, "scribbles")
         scribbles = simulate_scribbles(gt["subject_a"], image_a, organs, ids[BACKGROUND], cfg).astype(np.int64)
         t0 = time.perf_counter()
         drafts = oracle_drafts(args.cohort, conf, scribbles, ["subject_a", *VAL, *TRAIN])
@@ -125,7 +124,7 @@ def main() -> int:
         unet = ["", ""]
         if args.unet:
             fit = train_and_score(seg, {s: drafts[s] for s in ["subject_a", *TRAIN]}, images, gt, organs, 0,
-                                  float(conf["segmentation"]["min_component_fraction"]))
+                                  float(conf.segmentation.min_component_fraction))
             unet = [float(np.mean(list(fit[k].values()))) for k in ("val", "test")]
         val = float(np.mean(list(score[VAL[0]].values())))
         train = {n: float(np.mean([score[s][n] for s in TRAIN])) for n in organs}

@@ -184,6 +184,9 @@ def test_bad_input_is_answered_4xx_with_what_to_fix(sphere_server, tmp_path):
     _expect_4xx(lambda: client.infer("scribbles_geos", "sphere", {**params, "opening_mm": "wide"}, label_in=ok), "opening_mm")
     for margin in (-5, [10, 10], [10, "x", 10]):
         _expect_4xx(lambda: client.infer("scribbles_geos", "sphere", {**params, "margin_mm": margin}, label_in=ok), "margin_mm")
+    # a server setting in a request is an error, not silently ignored
+    _expect_4xx(lambda: client.infer("scribbles_geos", "sphere", {**params, "fill_holes": False}, label_in=ok),
+                "'fill_holes' is a setting of the server", "geos.fill_holes", "lamb")
 
     _expect_4xx(lambda: client.infer("points_geos", "sphere", {"foreground": [[20, 20, 99]]}), "outside the volume", "[40, 40, 24]")
     _expect_4xx(lambda: client.infer("points_geos", "sphere", {"foreground": [], "background": [[1, 1, 1]]}), "no foreground point")
@@ -217,13 +220,12 @@ def test_median_filter_keeps_geos_inside_a_low_contrast_organ():
     raw, filtered = dice(base), dice(replace(base, median_filter_mm=9.0))
     assert filtered > 0.8 and filtered > raw + 0.1, (raw, filtered)
     # PRNet's pseudo masks use it; the interactive tasks do not (it costs small organs in a ROI)
-    from lib.config import app_config
-    from lib.prnet.prelabel import pseudo_mask_geos
+    from lib.settings import app_settings
 
-    conf = app_config()
-    assert pseudo_mask_geos(conf).median_filter_mm == 9 and GeoSConfig.from_dict(conf["geos"]).median_filter_mm == 0
-    assert pseudo_mask_geos(conf) == replace(GeoSConfig.from_dict(conf["geos"]), median_filter_mm=9, opening_mm=3, margin_mm=(30, 30, 60),
-                                             intensity_weight=1.5, working_spacing_mm=0, working_voxels=0)
+    conf = app_settings()
+    assert conf.pseudo_mask_geos.median_filter_mm == 9 and conf.geos.median_filter_mm == 0
+    assert conf.pseudo_mask_geos == replace(conf.geos, median_filter_mm=9, opening_mm=3, margin_mm=(30, 30, 60),
+                                            intensity_weight=1.5, working_spacing_mm=0, working_voxels=0)
     with pytest.raises(ValueError, match="median_filter_mm"):
         GeoSConfig(median_filter_mm=-2)
 

@@ -16,9 +16,9 @@ import SimpleITK as sitk
 from lib.data.reacquire import reorient, resample, slab
 from lib.io import read_volume
 
-TINY = {"prnet.base_channels": "4", "prnet.fc_hidden": "16", "prnet.batch_pairs": "2", "prnet.n_starts": "2",
-        "prnet.refine_steps": "1", "prnet.batch_size": "32", "prnet.fit_points": "64", "prnet.stride": "4",
-        "prnet.class_strides": "{background: 8}", "server.infer_timeout_s": "900"}
+TINY = {"prnet.train.base_channels": "4", "prnet.train.fc_hidden": "16", "prnet.train.batch_pairs": "2", "prnet.propagation.n_starts": "2",
+        "prnet.propagation.refine_steps": "1", "prnet.propagation.batch_size": "32", "prnet.propagation.fit_points": "64", "prnet.prelabel.stride": "4",
+        "prnet.prelabel.class_strides": "{background: 8}", "server.infer_timeout_s": "900"}
 COPIES = {
     "p_lps": lambda im, lab: (reorient(im, "LPS"), reorient(lab, "LPS")),
     "p_ail": lambda im, lab: (reorient(im, "AIL"), reorient(lab, "AIL")),

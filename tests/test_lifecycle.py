@@ -14,7 +14,7 @@ import requests
 from lib.server import start_server, stop_server
 from lib.tasks.jobs import JobLock, running_job
 
-TINY = {"prnet.base_channels": "4", "prnet.fc_hidden": "16", "prnet.batch_pairs": "2", "prnet.n_starts": "2"}
+TINY = {"prnet.train.base_channels": "4", "prnet.train.fc_hidden": "16", "prnet.train.batch_pairs": "2", "prnet.propagation.n_starts": "2"}
 LONG = {"max_steps": 1_000_000, "checkpoint_every": 5}
 
 

@@ -38,7 +38,9 @@ def test_plc_schedule():
     assert s.delta(100) == pytest.approx(0.85)
     w = PLCSchedule(warmup_epochs=3)
     assert w.delta(0) is None and w.delta(2) is None and w.delta(3) == pytest.approx(0.95)
-    assert PLCSchedule.from_dict({"warmup_epochs": "2", "delta0": "0.9"}) == PLCSchedule(delta0=0.9, warmup_epochs=2)
+    from lib.config import from_section
+
+    assert from_section(PLCSchedule, {"warmup_epochs": "2", "delta0": "0.9"}, "plc") == PLCSchedule(delta0=0.9, warmup_epochs=2)
 
 
 def test_oeem_weights_follow_eq6():

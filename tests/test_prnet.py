@@ -171,21 +171,28 @@ def test_prnet_trainer_resumes_from_its_checkpoint(tmp_path):
     from conftest import save_nifti
 
     from lib.tasks.datastore import AtomicLocalDatastore
-    from lib.tasks.train_prnet import PRNetTrain, load_prnet
+    from lib.prnet.checkpoint import load_prnet
+    from lib.tasks.models import ModelFiles
+    from lib.tasks.train_prnet import PRNetTrain
 
     studies = tmp_path / "studies"
     studies.mkdir()
     for i in range(2):
         save_nifti((smooth_volume(seed=i) * 1000 - 500).astype("int16"), studies / f"s{i}.nii.gz", spacing=(3.0, 3.0, 3.0))
     ds = AtomicLocalDatastore(str(studies), extensions=["*.nii.gz"], auto_reload=False)
-    cfg = PRNetConfig(patch_size=(32, 32, 32), base_channels=4, batch_pairs=2, lr=1e-3)
+    cfg = PRNetConfig(patch_size=(32, 32, 32), base_channels=4, batch_pairs=2, lr=1e-3, fc_hidden=16, max_steps=2,
+                      checkpoint_every=1)
     window = ([-500, -100, 200, 1500], [0.0, 0.2, 0.8, 1.0])
-    trainer = PRNetTrain(str(tmp_path / "model"), cfg, window, max_steps=2, checkpoint_every=1, fc_hidden=16)
+    files = ModelFiles(str(tmp_path / "model"), "prnet")
+    trainer = PRNetTrain(files, cfg, window)
 
     first = trainer({}, ds)
     assert first["step"] == 2 and [h["step"] for h in first["history"]] == [1, 2]
     assert {"err_mm", "fine_err_mm", "fine_rec"} <= set(first["history"][-1])  # both models train
-    models, published_cfg = load_prnet(trainer.published)
+    published = load_prnet(files.published)
+    models, published_cfg = published.localizer, published.config
+    assert published.window == tuple(tuple(float(x) for x in w) for w in window) and published.step == 2  # recorded
+    assert published_cfg.fc_hidden == 16
     weights_after_2 = {**models.coarse.state_dict(), **{"fine." + k: v for k, v in models.fine.state_dict().items()}}
     # r covers the largest offset: the studies' extent in mm (48, 48, 40 voxels at 3 mm)
     assert published_cfg.r_mm == (144.0, 144.0, 120.0) and models.r_mm == (144.0, 144.0, 120.0)
@@ -194,7 +201,7 @@ def test_prnet_trainer_resumes_from_its_checkpoint(tmp_path):
     # "interrupted" after step 2: a new run with a larger budget continues from the checkpoint
     second = trainer({"max_steps": 4}, ds)
     assert [h["step"] for h in second["history"]] == [1, 2, 3, 4]
-    again = load_prnet(trainer.published)[0]
+    again = load_prnet(files.published).localizer
     assert any(not torch.equal(weights_after_2[k], v) for k, v in again.coarse.state_dict().items())
     assert any(not torch.equal(weights_after_2["fine." + k], v) for k, v in again.fine.state_dict().items())
     # restart=true starts over

@@ -15,8 +15,8 @@ from monailabel.client.client import MONAILabelClientException
 from lib.io import read_volume
 
 SPACING = (3.0, 3.0, 3.0)
-TINY = {"prnet.base_channels": "4", "prnet.fc_hidden": "16", "prnet.batch_pairs": "2", "prnet.n_starts": "2",
-        "prnet.refine_steps": "1", "prnet.stride": "3", "prnet.batch_size": "16"}
+TINY = {"prnet.train.base_channels": "4", "prnet.train.fc_hidden": "16", "prnet.train.batch_pairs": "2", "prnet.propagation.n_starts": "2",
+        "prnet.propagation.refine_steps": "1", "prnet.prelabel.stride": "3", "prnet.propagation.batch_size": "16"}
 
 
 def post_json(url: str, body: dict, timeout: float = 300) -> dict:

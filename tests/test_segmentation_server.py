@@ -58,6 +58,9 @@ def test_segmentation_trainer_and_infer_through_the_server(tmp_path, server_fact
 
     code, body = post_train(server.url, "segmentation", {"noise_strategy": "coteaching"})
     assert code == 400 and all(s in body["detail"] for s in ("none", "plc", "mcpm", "oeem"))
+    code, body = post_train(server.url, "segmentation", {"epoch": 2})  # misspelt: not silently trained 20 epochs
+    assert code == 400 and "unknown key 'epoch' in the request to trainer 'segmentation'" in body["detail"], body
+    assert "epochs" in body["detail"]
     code, body = post_train(server.url, "segmentation", {"noise_strategy": "mcpm"})
     assert code == 400 and "'final' label" in body["detail"]
     code, body = post_train(server.url, "segmentation", {"lr_decay": "cosine"})

@@ -15,8 +15,8 @@ from lib.workflow.runner import Budget, Split, Workflow
 
 SPACING = (3.0, 3.0, 3.0)
 NAMES = {"bright": 1, "dark": 2}
-TINY = {"prnet.base_channels": "4", "prnet.fc_hidden": "16", "prnet.batch_pairs": "2", "prnet.n_starts": "2",
-        "prnet.refine_steps": "1", "prnet.stride": "3", "prnet.batch_size": "16",
+TINY = {"prnet.train.base_channels": "4", "prnet.train.fc_hidden": "16", "prnet.train.batch_pairs": "2", "prnet.propagation.n_starts": "2",
+        "prnet.propagation.refine_steps": "1", "prnet.prelabel.stride": "3", "prnet.propagation.batch_size": "16",
         "segmentation.channels": "[4, 8]", "segmentation.strides": "[2]", "segmentation.num_res_units": "0",
         "segmentation.patch_size": "[16, 16, 16]", "segmentation.batch_size": "2", "segmentation.plc.warmup_epochs": "0",
         "segmentation.mcpm.meta_batch": "1"}

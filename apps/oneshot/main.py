@@ -6,7 +6,6 @@ the tasks live in the repository's ``lib/``.
 
 import logging
 import os
-from dataclasses import replace
 from typing import Callable, Dict
 
 import monailabel
@@ -19,18 +18,16 @@ from monailabel.interfaces.tasks.train import TrainTask
 from monailabel.tasks.activelearning.first import First
 from monailabel.tasks.activelearning.random import Random
 
-from lib.config import app_config
-from lib.geos import GeoSConfig
-from lib.prnet.prelabel import pseudo_mask_geos
-from lib.prnet.propagate import PropagationConfig
-from lib.prnet.train import PRNetConfig
-from lib.segmentation.config import SegConfig
+from lib.prnet import checkpoint as prnet_checkpoint
+from lib.segmentation import checkpoint as unet_checkpoint
+from lib.settings import app_settings
 from lib.tasks.batch_infer import HostAwareBatchInferTask
 from lib.tasks.datastore import AtomicLocalDatastore
 from lib.tasks.datastore_dicomweb import OneShotDICOMwebDatastore
 from lib.tasks.infer_geos import PointsGeoS, ScribblesGeoS
 from lib.tasks.infer_prnet import PRNetPrelabel
 from lib.tasks.infer_segmentation import SegmentationInfer
+from lib.tasks.models import ModelFiles
 from lib.tasks.strategy_prnet import PRNetConfidence
 from lib.tasks.train_prnet import PRNetTrain
 from lib.tasks.train_segmentation import SegmentationTrain
@@ -40,12 +37,14 @@ logger = logging.getLogger(__name__)
 
 class OneShotApp(MONAILabelApp):
     def __init__(self, app_dir: str, studies: str, conf: Dict[str, str]):
-        self.cfg = app_config(conf)
+        self.settings = app_settings(conf)  # every key checked: a typo is an error naming it and its section
         # experiment tracking only when asked for (MLflow's default file store refuses under mlflow 3)
-        tracking_uri = str(self.cfg.get("tracking_uri") or "")
-        settings.MONAI_LABEL_TRACKING_ENABLED = bool(self.cfg.get("tracking")) or bool(tracking_uri)
-        settings.MONAI_LABEL_TRACKING_URI = tracking_uri
-        self.model_dir = str(self.cfg.get("model_dir") or os.path.join(app_dir, "model"))
+        settings.MONAI_LABEL_TRACKING_ENABLED = bool(self.settings.tracking) or bool(self.settings.tracking_uri)
+        settings.MONAI_LABEL_TRACKING_URI = str(self.settings.tracking_uri or "")
+        self.model_dir = str(self.settings.model_dir or os.path.join(app_dir, "model"))
+        # one owner of each model's files, shared by its infer and its train task
+        self.models = {"prnet": ModelFiles(self.model_dir, prnet_checkpoint.NAME),
+                       "segmentation": ModelFiles(self.model_dir, unet_checkpoint.NAME)}
         super().__init__(
             app_dir=app_dir,
             studies=studies,
@@ -57,12 +56,12 @@ class OneShotApp(MONAILabelApp):
 
     def init_datastore(self) -> Datastore:
         if self.studies.startswith(("http://", "https://")):
-            dw = self.cfg["dicomweb"]
+            dw = self.settings.dicomweb
             return OneShotDICOMwebDatastore(
                 self.studies,
-                cache_path=str(dw.get("cache_path") or settings.MONAI_LABEL_DATASTORE_CACHE_PATH or "") or None,
-                listing_ttl_s=float(dw["listing_ttl_s"]),
-                timeout_s=float(dw["timeout_s"]),
+                cache_path=str(dw.cache_path or settings.MONAI_LABEL_DATASTORE_CACHE_PATH or "") or None,
+                listing_ttl_s=float(dw.listing_ttl_s),
+                timeout_s=float(dw.timeout_s),
             )
         return AtomicLocalDatastore(
             self.studies,
@@ -72,42 +71,27 @@ class OneShotApp(MONAILabelApp):
         )
 
     def init_infers(self) -> Dict[str, InferTask]:
-        geos = GeoSConfig.from_dict(self.cfg["geos"])
-        points = self.cfg["points"]
-        p = self.cfg["prnet"]
+        s = self.settings
         infers: Dict[str, InferTask] = {
-            "scribbles_geos": ScribblesGeoS(geos),
-            "points_geos": PointsGeoS(
-                replace(geos, margin_mm=float(points["margin_mm"]), border_similarity_sd=float(points["border_similarity_sd"]),
-                        intensity_weight=float(points["intensity_weight"]), working_voxels=int(points["working_voxels"])),
-                point_radius_mm=float(points["radius_mm"]),
-                max_growth=int(points.get("max_growth", 3)),
-                labels={str(k): int(v) for k, v in (points.get("labels") or {}).items()},
-            ),
-            "prnet_prelabel": PRNetPrelabel(
-                self.datastore(), os.path.join(self.model_dir, "prnet.pt"), pseudo_mask_geos(self.cfg), PropagationConfig.from_dict(p),
-                support_tag=str(self.cfg["support_tag"]), stride=int(p["stride"]),
-                class_strides={str(k): int(v) for k, v in (p.get("class_strides") or {}).items()},
-            ),
-            "segmentation": SegmentationInfer(os.path.join(self.model_dir, "segmentation.pt"),
-                                              self.cfg["segmentation"]["min_component_fraction"]),
+            "scribbles_geos": ScribblesGeoS(s.geos),
+            "points_geos": PointsGeoS(s.points.geos(s.geos), point_radius_mm=float(s.points.radius_mm),
+                                      max_growth=int(s.points.max_growth),
+                                      labels={str(k): int(v) for k, v in dict(s.points.labels).items()}),
+            "prnet_prelabel": PRNetPrelabel(self.datastore(), self.models["prnet"], s.pseudo_mask_geos, s.propagation,
+                                            s.prelabel, support_tag=str(s.support_tag)),
+            "segmentation": SegmentationInfer(self.models["segmentation"], s.segmentation.min_component_fraction),
         }
-        if self.cfg.get("scribbles_baseline"):
+        if s.scribbles_baseline:
             from lib.tasks.baseline import BundledHistogramGraphCut
 
             infers["scribbles_histogram_graphcut"] = BundledHistogramGraphCut()
         return infers
 
     def init_trainers(self) -> Dict[str, TrainTask]:
-        p = self.cfg["prnet"]
-        geos = GeoSConfig.from_dict(self.cfg["geos"])
+        s = self.settings
         return {
-            "prnet": PRNetTrain(
-                self.model_dir, PRNetConfig.from_dict(p), (geos.window_hu, geos.window_out),
-                max_steps=int(p["max_steps"]), checkpoint_every=int(p["checkpoint_every"]), fc_hidden=int(p["fc_hidden"]),
-            ),
-            "segmentation": SegmentationTrain(self.model_dir, SegConfig.from_dict(self.cfg["segmentation"]),
-                                              (geos.window_hu, geos.window_out)),
+            "prnet": PRNetTrain(self.models["prnet"], s.prnet, s.window),
+            "segmentation": SegmentationTrain(self.models["segmentation"], s.segmentation, s.window),
         }
 
     def init_strategies(self) -> Dict[str, Strategy]:
@@ -121,7 +105,5 @@ class OneShotApp(MONAILabelApp):
                 task.warmup()
 
     def init_batch_infer(self) -> Callable:
-        return HostAwareBatchInferTask(
-            multi_gpu=self.cfg.get("batch_multi_gpu", "auto"), max_workers=self.cfg.get("batch_max_workers", 1),
-            model_dir=self.model_dir,
-        )
+        return HostAwareBatchInferTask(multi_gpu=self.settings.batch_multi_gpu, max_workers=self.settings.batch_max_workers,
+                                       model_dir=self.model_dir)

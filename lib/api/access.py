@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import os
 import secrets
-from typing import Any, Iterable, Mapping
+from dataclasses import asdict, dataclass
+from typing import Any, Iterable
 from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException
@@ -38,10 +39,27 @@ OPEN_PATHS = ("/auth/", "/auth/token", "/favicon.ico")  # answered without the t
 _settings: dict[str, Any] = {}
 
 
-def configure(server_cfg: Mapping[str, Any]) -> None:
+@dataclass(frozen=True)
+class ServerConfig:
+    """The HTTP server (configuration ``server``): who may call it, and how much inference it runs at once."""
+
+    allowed_hosts: tuple[str, ...] = ("127.0.0.1", "localhost")  # Host names answered (DNS-rebinding guard); "*" = any
+    cors_origins: tuple[str, ...] = ()  # web origins that may call the server from a browser
+    auth_token: str = ""  # non-empty: every endpoint needs "Authorization: Bearer <token>"
+    infer_workers: int = 2  # /infer requests computed at once
+    infer_queue: int = 32  # more wait; beyond that 503
+    infer_timeout_s: float = 120.0  # a request whose result is not ready by then is answered 503
+
+    def __post_init__(self):
+        if int(self.infer_workers) < 1 or int(self.infer_queue) < 0 or not float(self.infer_timeout_s) > 0:
+            raise ValueError(f"infer_workers must be at least 1, infer_queue at least 0 and infer_timeout_s > 0, got "
+                             f"{self.infer_workers}, {self.infer_queue}, {self.infer_timeout_s}")
+
+
+def configure(server: ServerConfig) -> None:
     """Remember the ``server`` configuration section (called once when the app module loads)."""
     _settings.clear()
-    _settings.update(server_cfg or {})
+    _settings.update(asdict(server))
 
 
 def auth_token() -> str:

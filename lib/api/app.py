@@ -22,7 +22,7 @@ from starlette.responses import JSONResponse
 from lib.api import access, datastore, infer, jobs, lifecycle, logs, session
 from lib.api.dicom_proxy import proxy_dicom, upstream_unreachable
 from lib.api.ohif import get_ohif
-from lib.config import app_config
+from lib.settings import app_settings
 
 __all__ = ["app"]
 
@@ -49,7 +49,7 @@ async def monailabel_error(request: Request, exc: MONAILabelException) -> JSONRe
 
 
 def _install() -> None:
-    access.configure(app_config(settings.MONAI_LABEL_APP_CONF).get("server", {}))
+    access.configure(app_settings(settings.MONAI_LABEL_APP_CONF).server)
     owned = tuple(API + p for p in OWNED_PREFIXES)
     replaced = {id(m.router) for m in REPLACED}
 

@@ -73,7 +73,7 @@ async def proxy_dicom(request: Request, path: str, user: User = Depends(RBAC(set
 
 def _proxy_timeout() -> float:
     try:
-        return float(app_instance().cfg["dicomweb"]["timeout_s"])
+        return float(app_instance().settings.dicomweb.timeout_s)
     except Exception:  # noqa: BLE001 - an app without that setting
         return float(settings.MONAI_LABEL_DICOMWEB_PROXY_TIMEOUT)
 

@@ -85,9 +85,8 @@ def pool() -> WorkerPool:
     """The server's inference pool, sized from the app's ``server`` configuration section."""
     global _pool
     if _pool is None:
-        cfg = getattr(app_instance(), "cfg", {}).get("server", {})
-        _pool = WorkerPool(int(cfg.get("infer_workers", 2)), int(cfg.get("infer_queue", 32)),
-                           float(cfg.get("infer_timeout_s", 120)))
+        server = app_instance().settings.server
+        _pool = WorkerPool(int(server.infer_workers), int(server.infer_queue), float(server.infer_timeout_s))
     return _pool
 
 

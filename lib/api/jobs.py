@@ -25,6 +25,7 @@ from monailabel.interfaces.datastore import DefaultLabelTag
 from monailabel.interfaces.tasks.batch_infer import BatchInferImageType
 from monailabel.interfaces.utils.app import app_instance
 
+from lib.config import ConfigError, check_keys
 from lib.tasks.errors import ClientError
 from lib.tasks.ids import check_name
 from lib.tasks.jobs import running_job
@@ -56,6 +57,11 @@ def validate_training(model: str, params: Optional[dict]) -> dict:
     known(model, instance._trainers, "trainer")
     params = check_object(params)
     trainer = instance._trainers[model]
+    if hasattr(trainer, "request_keys"):  # a misspelt key is an error, not a setting silently ignored
+        try:
+            check_keys(params, trainer.request_keys(), f"the request to trainer '{model}'")
+        except ConfigError as e:
+            raise ClientError(str(e)) from None
     if hasattr(trainer, "validate"):
         trainer.validate(params, instance.datastore())  # raises a ClientError (4xx) on bad input
     return params

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 from monai.transforms import (
@@ -19,6 +19,8 @@ from monai.transforms import (
     RandScaleIntensityd,
     RandShiftIntensityd,
 )
+
+from lib.config import ConfigError, from_section
 
 
 @dataclass(frozen=True)
@@ -36,18 +38,13 @@ class DeformConfig:
     background_hu: float = field(default=-1024.0)
 
     @classmethod
-    def from_dict(cls, deformation: dict, intensity: dict) -> "DeformConfig":
-        """Build from the ``deformation`` and ``intensity`` sections of ``configs/sample_cohort.yaml``."""
-        return cls(
-            rotate_deg=tuple(deformation["rotate_deg"]),
-            scale=float(deformation["scale"]),
-            translate_vox=tuple(deformation["translate_vox"]),
-            elastic_sigma_vox=tuple(deformation["elastic_sigma_vox"]),
-            elastic_magnitude_vox=tuple(deformation["elastic_magnitude_vox"]),
-            intensity_scale=float(intensity["scale"]),
-            intensity_shift_hu=float(intensity["shift_hu"]),
-            noise_sd_hu=float(intensity["noise_sd_hu"]),
-        )
+    def from_cohort_config(cls, deformation: Mapping, intensity: Mapping) -> "DeformConfig":
+        """From the ``deformation`` and ``intensity`` sections of ``configs/sample_cohort.yaml`` (every key checked)."""
+        renamed = {"scale": "intensity_scale", "shift_hu": "intensity_shift_hu", "noise_sd_hu": "noise_sd_hu"}
+        unknown = sorted(set(intensity) - set(renamed))
+        if unknown:
+            raise ConfigError(f"unknown key '{unknown[0]}' in 'intensity'; known: {', '.join(sorted(renamed))}")
+        return from_section(cls, {**deformation, **{renamed[k]: v for k, v in intensity.items()}}, "deformation")
 
 
 def _warp(cfg: DeformConfig) -> Rand3DElasticd:

@@ -33,10 +33,6 @@ class ScribbleConfig:
     background_ring_vox: int = 5
     body_threshold_hu: float = -500.0
 
-    @classmethod
-    def from_dict(cls, d: Mapping) -> "ScribbleConfig":
-        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
-
 
 def organ_slices(mask: np.ndarray, n: int) -> list[int]:
     """``n`` axial indices spread over the extent of ``mask`` (``(I, J, K)``), at quantiles (i+1)/(n+1)."""

@@ -8,7 +8,6 @@ confidence is above the threshold, f_θ(c_i) > δ, the label l(c_i) is flipped t
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Mapping
 
 import numpy as np
 
@@ -19,10 +18,6 @@ class PLCSchedule:
     decay: float = 0.99  # per epoch
     floor: float = 0.85
     warmup_epochs: int = 0  # epochs trained before the first correction (an untrained net is confidently wrong)
-
-    @classmethod
-    def from_dict(cls, d: Mapping) -> "PLCSchedule":
-        return cls(**{k: type(getattr(cls, k))(v) for k, v in d.items() if k in cls.__dataclass_fields__})
 
     def delta(self, epoch: int) -> float | None:
         """δ used after epoch ``epoch`` (0-based): ``max(floor, delta0 · decay^(epoch − warmup))``, or None

@@ -11,6 +11,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from lib.config import from_section
 from lib.frame import View, axcodes
 from lib.geos import GeoSConfig, geos_segment
 from lib.intensity import normalize_intensity, study_window
@@ -165,9 +166,23 @@ def pseudo_mask(
     return result
 
 
-def pseudo_mask_geos(conf: Mapping) -> GeoSConfig:
-    """The GeoS settings of the pseudo masks: the app's ``geos`` section, overridden by ``prnet.geos``."""
-    return GeoSConfig.from_dict({**conf["geos"], **(conf.get("prnet", {}).get("geos") or {})})
+@dataclass(frozen=True)
+class PrelabelConfig:
+    """What of the support is propagated, and how the pseudo masks grow (configuration ``prnet.prelabel``)."""
+
+    stride: int = 2  # every n-th support scribble voxel of a class is propagated
+    class_strides: Mapping[str, int] = field(default_factory=dict)  # {support class name: n}, overrides ``stride``
+    geos: Mapping[str, object] = field(default_factory=dict)  # GeoSConfig keys of the pseudo masks that differ from ``geos``
+
+    def __post_init__(self):
+        if int(self.stride) < 1 or any(int(v) < 1 for v in dict(self.class_strides).values()):
+            raise ValueError(f"stride and class_strides must be at least 1, got {self.stride} and {dict(self.class_strides)}")
+
+    def pseudo_mask_geos(self, geos: GeoSConfig) -> GeoSConfig:
+        """``geos`` (the interactive tasks' settings) with this section's ``geos`` keys, checked and typed."""
+        overrides = dict(self.geos)
+        typed = from_section(GeoSConfig, overrides, "prnet.prelabel.geos")
+        return replace(geos, **{k: getattr(typed, k) for k in overrides})
 
 
 def with_tau(cfg: PropagationConfig, tau: float) -> PropagationConfig:

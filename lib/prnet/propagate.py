@@ -41,14 +41,14 @@ and is never kept.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Mapping, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from lib.prnet.network import PRNet
-from lib.prnet.train import extract_patches
+from lib.prnet.patches import extract_patches
 from lib.registration import affine_ncc, centroid_map, refine_affine
 
 
@@ -79,12 +79,6 @@ class PropagationConfig:
         if self.register_steps < 0 or not self.register_levels_mm or any(float(v) <= 0 for v in self.register_levels_mm):
             raise ValueError(f"register_steps must be >= 0 and register_levels_mm a non-empty list of voxel sizes > 0 mm, "
                              f"got {self.register_steps} and {list(self.register_levels_mm)}")
-
-    @classmethod
-    def from_dict(cls, d: Mapping) -> "PropagationConfig":
-        """The fields of this class found in ``d`` (a configuration section; other keys are ignored)."""
-        known = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items() if k in cls.__dataclass_fields__}
-        return cls(**known)
 
 
 @dataclass

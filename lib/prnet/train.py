@@ -22,13 +22,14 @@ a patch of air carries no position, and on an abdominal CT about half the grid i
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from lib.prnet.network import PRNet
+from lib.prnet.patches import extract_patches
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,9 @@ class PRNetConfig:
     body_min: float | None = 0.0  # c0 where the normalised intensity exceeds this; None: anywhere
     spacing_mm: tuple[float, float, float] = (3.0, 3.0, 3.0)  # the canonical frame's voxel (lib/frame.py): studies are
     # resampled to it for training and propagation, so a patch covers the same millimetres in every study
+    fc_hidden: int = 256  # hidden units of the position head (lib/prnet/network.py)
+    max_steps: int = 2000  # the trainer's budget: each step trains every model on one batch of pairs
+    checkpoint_every: int = 50  # steps between checkpoints (and publications of the model)
 
     def stage(self, fine: bool) -> tuple[tuple[float, float, float], float | None, bool]:
         """``(r_mm, max_offset_mm, reconstruct)`` of the coarse or the fine model."""
@@ -52,23 +56,6 @@ class PRNetConfig:
                 raise ValueError("this configuration has no fine model (fine_r_mm is None)")
             return tuple(self.fine_r_mm), self.fine_max_offset_mm, True
         return tuple(self.r_mm), self.max_offset_mm, self.fine_r_mm is None
-
-    @classmethod
-    def from_dict(cls, d: Mapping) -> "PRNetConfig":
-        """The fields of this class found in ``d`` (a configuration section; other keys are ignored)."""
-        known = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items() if k in cls.__dataclass_fields__}
-        return cls(**known)
-
-
-def extract_patches(volume: np.ndarray, centres: np.ndarray, patch: Sequence[int]) -> np.ndarray:
-    """Patches ``(N, *patch)`` centred on integer ``centres`` ``(N, 3)``; zero outside the volume."""
-    half = np.asarray(patch) // 2
-    padded = np.pad(volume, [(h, h) for h in half], mode="constant")
-    out = np.empty((len(centres), *patch), dtype=np.float32)
-    for n, c in enumerate(np.asarray(centres, int)):
-        lo = c  # the padded origin shifts by `half`, so lo = c - half + half
-        out[n] = padded[lo[0] : lo[0] + patch[0], lo[1] : lo[1] + patch[1], lo[2] : lo[2] + patch[2]]
-    return out
 
 
 def sample_points(volume: np.ndarray, n: int, rng: np.random.Generator, body_min: float | None = None) -> np.ndarray:

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
-from typing import Mapping
+from dataclasses import dataclass, field
 
 from lib.noise.plc import PLCSchedule
 
@@ -20,15 +19,6 @@ class MCPMConfig:
     meta_batch: int = 2  # clean patches per meta step (on CPU, PyTorch's batch-1 conv3d path is slower than batch 2)
     meta_every: int = 2  # update the mask net every n-th step (1: every step, the paper); other steps reuse it
     method: str = "finite_difference"  # meta-gradient: finite_difference (no double backward) | autograd
-
-
-def _flag(v) -> bool:
-    """A yes/no setting from YAML (a bool) or a string ("true" / "false", "1" / "0")."""
-    if isinstance(v, str):
-        if v.strip().lower() not in ("true", "false", "1", "0", "yes", "no"):
-            raise ValueError(f"expected true or false, got '{v}'")
-        return v.strip().lower() in ("true", "1", "yes")
-    return bool(v)
 
 
 @dataclass(frozen=True)
@@ -53,25 +43,9 @@ class SegConfig:
     noise_strategy: str = "none"
     sw_batch_size: int = 4
     sw_overlap: float = 0.25
+    # inference: per class, fragments below this fraction of its largest component take their next class
+    # (lib/segmentation/postprocess.py); 0 = plain argmax
+    min_component_fraction: float = 0.25
     plc: PLCSchedule = field(default_factory=PLCSchedule)
     mcpm: MCPMConfig = field(default_factory=MCPMConfig)
     oeem: OEEMConfig = field(default_factory=OEEMConfig)
-
-    @classmethod
-    def from_dict(cls, d: Mapping) -> "SegConfig":
-        """The fields found in ``d`` (a configuration section; other keys are ignored)."""
-        kw = {}
-        for f in fields(cls):
-            if f.name not in d:
-                continue
-            v = d[f.name]
-            if f.name == "plc":
-                v = PLCSchedule.from_dict(v)
-            elif f.name == "mcpm":
-                v = MCPMConfig(**{k: x for k, x in dict(v).items() if k in MCPMConfig.__dataclass_fields__})
-            elif f.name == "oeem":
-                v = OEEMConfig(**{k: _flag(x) for k, x in dict(v).items() if k in OEEMConfig.__dataclass_fields__})
-            elif isinstance(v, list):
-                v = tuple(v)
-            kw[f.name] = v
-        return cls(**kw)

@@ -30,6 +30,7 @@ import shutil
 import sys
 import tempfile
 import threading
+from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, TypeVar
 
 import numpy as np
@@ -54,6 +55,15 @@ T = TypeVar("T")
 FINAL = "final"
 _VALUE_RE = re.compile(r"label value (\d+)")
 _NUMBER_OF_FRAMES = "00280008"
+
+
+@dataclass(frozen=True)
+class DICOMwebConfig:
+    """A DICOMweb server as the datastore (configuration ``dicomweb``)."""
+
+    listing_ttl_s: float = 10.0  # the series / DICOM-SEG lists are re-read at most this often
+    cache_path: str = ""  # local cache of fetched series and non-final labels ("" = MONAI Label's)
+    timeout_s: float = 30.0  # a DICOMweb request that gets no answer this long → 503
 
 
 class PACSUnavailable(ClientError):

@@ -22,7 +22,7 @@ import logging
 import os
 import tempfile
 import time
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Dict, Mapping, Sequence, Tuple
 
 import numpy as np
@@ -53,6 +53,30 @@ TUNABLE: dict[str, tuple[float, float, bool]] = {
     "mr_window_half_width": (0.01, 1.0, False),
 }
 POINT_RADIUS_MM = (0.0, 50.0)  # a click's seed ball
+
+
+@dataclass(frozen=True)
+class PointsConfig:
+    """``points_geos`` (configuration ``points``): the GeoS settings of a click that differ from ``geos``, and the
+    task's own. Sizes in mm."""
+
+    radius_mm: float = 4.0  # each click seeds a ball of this radius
+    margin_mm: float = 40.0  # with no background click, a shell this far beyond the clicks is background
+    intensity_weight: float = 1.5
+    working_voxels: int = 150_000
+    max_growth: int = 3  # a result that runs into a face of the click's crop (inside the image) doubles it, this often
+    border_similarity_sd: float = 1.5
+    labels: Mapping[str, int] = field(default_factory=dict)  # {name: id} OHIF offers to click
+
+    def __post_init__(self):
+        if not (POINT_RADIUS_MM[0] <= float(self.radius_mm) <= POINT_RADIUS_MM[1]) or int(self.max_growth) < 0:
+            raise ValueError(f"radius_mm must be in {list(POINT_RADIUS_MM)} mm and max_growth at least 0, "
+                             f"got {self.radius_mm} and {self.max_growth}")
+
+    def geos(self, base: GeoSConfig) -> GeoSConfig:
+        """``base`` with this section's GeoS settings."""
+        return replace(base, margin_mm=float(self.margin_mm), border_similarity_sd=float(self.border_similarity_sd),
+                       intensity_weight=float(self.intensity_weight), working_voxels=int(self.working_voxels))
 MAX_POINTS = 1000  # clicks per list
 
 
@@ -70,6 +94,10 @@ class _GeoSTask(InferTask):
 
     # -- helpers -----------------------------------------------------------------------------------
     def _cfg(self, request: Mapping[str, Any]) -> GeoSConfig:
+        fixed = sorted(k for k in request if k in GeoSConfig.__dataclass_fields__ and k not in TUNABLE)
+        if fixed:
+            raise ClientError(f"'{fixed[0]}' is a setting of the server (--conf geos.{fixed[0]}), not of a request; "
+                              f"a request may set: {', '.join(TUNABLE)}")
         updates: dict[str, Any] = {}
         for k, (lo, hi, integer) in TUNABLE.items():
             v = request.get(k)

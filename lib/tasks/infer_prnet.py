@@ -18,12 +18,12 @@ import logging
 import os
 import threading
 import time
+from dataclasses import replace
 from typing import Any, Dict, Mapping, Tuple
 
 import numpy as np
-import torch
 from monailabel.interfaces.datastore import Datastore
-from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
+from monailabel.interfaces.tasks.infer_v2 import InferType
 
 from lib.config import is_true
 from lib.data.labels import BACKGROUND
@@ -31,13 +31,14 @@ from lib.data.scribbles import ScribbleConfig, simulate_scribbles
 from lib.geos import GeoSConfig
 from lib.intensity import MODALITIES
 from lib.io import Volume, read_volume
-from lib.prnet.prelabel import prelabel, with_tau
+from lib.prnet.checkpoint import load_prnet
+from lib.prnet.prelabel import PrelabelConfig, prelabel, with_tau
 from lib.prnet.propagate import PropagationConfig
 from lib.tasks.errors import ClientError
 from lib.tasks.labels import label_names_from_info
+from lib.tasks.models import ModelFiles, ModelInferTask, PublishedModel, pick_device
 from lib.tasks.params import number
 from lib.tasks.results import write_result
-from lib.tasks.train_prnet import load_prnet
 
 logger = logging.getLogger(__name__)
 
@@ -115,45 +116,32 @@ def _support_from_final(datastore: Datastore, image_id: str) -> Support | None:
     return Support(image_id, img, s.astype(np.int64), {**names, BACKGROUND: bg}, "final")
 
 
-class PRNetPrelabel(InferTask):
+class PRNetPrelabel(ModelInferTask):
     def __init__(
         self,
         datastore: Datastore,
-        model_path: str,
+        files: ModelFiles,
         geos: GeoSConfig,
         propagation: PropagationConfig = PropagationConfig(),
+        prelabel: PrelabelConfig = PrelabelConfig(),
         support_tag: str = "scribbles",
-        stride: int = 2,
-        class_strides: Mapping[str, int] | None = None,
     ):
+        """``geos``: the pseudo masks' GeoS settings; its CT window gives way to the one the published model
+        records (the window PRNet was trained with)."""
         super().__init__(
+            PublishedModel(files, load_prnet, "PRNet is not trained yet: run the trainer 'prnet' first (POST /train/prnet)"),
             type=InferType.SEGMENTATION,
             labels=None,
             dimension=3,
             description="PRNet pre-label: support scribbles propagated (DFD-filtered) and expanded with GeoS",
-            config={"tau": propagation.tau, "stride": stride, "support_tag": support_tag},
+            config={"tau": propagation.tau, "stride": prelabel.stride, "support_tag": support_tag},
         )
-        self.datastore, self.model_path, self.geos, self.propagation = datastore, model_path, geos, propagation
-        self.support_tag, self.stride = support_tag, stride
-        self.class_strides = dict(class_strides or {})  # {support class name: stride}, e.g. a sparser background
-        self._model = None
-        self._model_mtime = None
+        self.datastore, self.geos, self.propagation = datastore, geos, propagation
+        self.support_tag, self.stride = support_tag, prelabel.stride
+        self.class_strides = dict(prelabel.class_strides)  # {support class name: stride}, e.g. a sparser background
         self._lock = threading.Lock()
         self._support_cache: dict = {}  # the support study, re-read only when its label file changes
         self._encodings: tuple[tuple, dict] = ((), {})  # support encodings for (support, model, stride)
-
-    def is_valid(self) -> bool:
-        return True  # listed before training; a request then names the trainer to run
-
-    def _net(self, device: str):
-        if not os.path.exists(self.model_path):
-            raise ClientError("PRNet is not trained yet: run the trainer 'prnet' first (POST /train/prnet)", status_code=409)
-        mtime = os.stat(self.model_path).st_mtime_ns
-        with self._lock:
-            if self._model is None or mtime != self._model_mtime:  # hot reload after (re)training
-                self._model = load_prnet(self.model_path, device)
-                self._model_mtime = mtime
-            return self._model
 
     def _image_id(self, request: Dict[str, Any]) -> str | None:
         if request.get("_image_id"):
@@ -166,11 +154,10 @@ class PRNetPrelabel(InferTask):
 
     def __call__(self, request: Dict[str, Any]) -> Tuple[str | None, Dict]:
         t0 = time.perf_counter()
-        path = request.get("image")
-        if not isinstance(path, str) or not os.path.exists(path):
-            raise ClientError(f"image '{request.get('image')}' is not in the datastore", status_code=404)
-        device = "cuda" if torch.cuda.is_available() and str(request.get("device", "cuda")).startswith("cuda") else "cpu"
-        models, prnet_cfg = self._net(device)
+        path = self.image_path(request)
+        device = pick_device(request)
+        model, version = self.model.get(device)
+        geos = self.geos if model.window is None else replace(self.geos, window_hu=model.window[0], window_out=model.window[1])
         support = find_support(self.datastore, str(request.get("support_tag", self.support_tag)), self._support_cache)
         tau = number(request, "tau", self.propagation.tau, -1.0, 1.0)
         stride = number(request, "stride", self.stride, 1, 1000, integer=True)
@@ -178,15 +165,15 @@ class PRNetPrelabel(InferTask):
         image_id = self._image_id(request)
 
         bg_id = support.names[BACKGROUND]
-        key = (id(support), self._model_mtime, stride, self.propagation.batch_size, device)
+        key = (id(support), version, stride, self.propagation.batch_size, device)
         with self._lock:
             if self._encodings[0] != key:
                 self._encodings = (key, {})
             encodings = self._encodings[1]
         try:
             result = prelabel(
-                models, support.volume, support.scribbles, support.names, query, bg_id, self.geos,
-                with_tau(self.propagation, tau), prnet_cfg.spacing_mm, stride, device,
+                model.localizer, support.volume, support.scribbles, support.names, query, bg_id, geos,
+                with_tau(self.propagation, tau), model.config.spacing_mm, stride, device,
                 identity=image_id == support.image_id, encodings=encodings, class_strides=self.class_strides,
                 query_modality=_modality(request),
             )

@@ -8,7 +8,7 @@ oeem, default from the configuration), ``epochs``, ``steps_per_epoch``, ``lr``, 
 
 Resumable: after every epoch the model, optimizer(s) and epoch go to an atomic checkpoint, and PLC's
 corrected labels are saved in the datastore under tag ``plc``; a run restarted on the same data and
-strategy continues from both. The model is published to ``<model_dir>/segmentation.pt`` after every
+strategy continues from both. The model is published (:mod:`lib.segmentation.checkpoint`) after every
 epoch (the infer task ``segmentation`` hot-reloads it).
 """
 
@@ -19,24 +19,21 @@ import logging
 import os
 import tempfile
 import time
-from dataclasses import asdict, replace
-from typing import Any, Dict
+from dataclasses import replace
+from typing import Any, Dict, Sequence
 
 import numpy as np
-import torch
 from monailabel.interfaces.datastore import Datastore
-from monailabel.interfaces.tasks.train import TrainTask
 
-from lib.atomic import atomic_torch_save, atomic_write_json
-from lib.config import is_true
 from lib.intensity import normalise_study
 from lib.io import read_volume, write_like
+from lib.segmentation.checkpoint import unet_state
 from lib.segmentation.config import LR_DECAYS, STRATEGIES, SegConfig
 from lib.segmentation.data import Study
 from lib.segmentation.train import SegTrainer
 from lib.tasks.errors import ClientError
-from lib.tasks.jobs import job
 from lib.tasks.labels import label_names_from_info
+from lib.tasks.models import ModelFiles, ResumableTrainTask, pick_device
 from lib.tasks.params import number
 
 logger = logging.getLogger(__name__)
@@ -71,35 +68,17 @@ def training_set(datastore: Datastore, window: tuple, spacing_mm=(3.0, 3.0, 3.0)
     return studies, names, key
 
 
-def load_segmentation(path: str, device: str = "cpu") -> tuple[torch.nn.Module, dict]:
-    """The published UNet (eval mode) and its metadata (config, label_names, window)."""
-    from lib.segmentation.network import build_unet
-
-    blob = torch.load(path, map_location=device, weights_only=False)
-    cfg = SegConfig.from_dict(blob["config"])
-    net = build_unet(cfg, int(blob["num_classes"]))
-    net.load_state_dict(blob["state_dict"])
-    return net.to(device).eval(), {**blob, "config": cfg}
-
-
-class SegmentationTrain(TrainTask):
-    def __init__(self, model_dir: str, cfg: SegConfig, window: tuple[list, list]):
-        super().__init__("3D UNet on the drafts (original) and final labels, with a noise-robust strategy (PLC / MCPM / OEEM)")
-        self.model_dir, self.cfg, self.window = model_dir, cfg, window
-        self.published = os.path.join(model_dir, "segmentation.pt")
-        self.checkpoint = os.path.join(model_dir, "segmentation_checkpoint.pt")
-        self.stats_path = os.path.join(model_dir, "train_stats_segmentation.json")
+class SegmentationTrain(ResumableTrainTask):
+    def __init__(self, files: ModelFiles, cfg: SegConfig, window: Sequence[Sequence[float]]):
+        """``window``: the CT intensity window (HU knots, [0, 1] values), recorded in the published model."""
+        super().__init__("3D UNet on the drafts (original) and final labels, with a noise-robust strategy (PLC / MCPM / OEEM)",
+                         files)
+        self.cfg, self.window = cfg, window
 
     def config(self) -> Dict[str, Any]:
         return {"noise_strategy": self.cfg.noise_strategy, "epochs": self.cfg.epochs,
                 "steps_per_epoch": self.cfg.steps_per_epoch, "lr": self.cfg.lr, "lr_decay": self.cfg.lr_decay,
                 "restart": False}
-
-    def stats(self) -> Dict[str, Any]:
-        if os.path.exists(self.stats_path):
-            with open(self.stats_path) as f:
-                return json.load(f)
-        return {}
 
     def _request_config(self, request: Dict[str, Any]) -> SegConfig:
         strategy = str(request.get("noise_strategy", self.cfg.noise_strategy))
@@ -129,12 +108,7 @@ class SegmentationTrain(TrainTask):
                               "mask as a 'final' label")
         return cfg
 
-    def __call__(self, request: Dict[str, Any], datastore: Datastore) -> Dict[str, Any]:
-        """Train (one training job at a time on this model folder; see :mod:`lib.tasks.jobs`)."""
-        with job(self.model_dir, "train", "segmentation"):
-            return self._train(request, datastore)
-
-    def _train(self, request: Dict[str, Any], datastore: Datastore) -> Dict[str, Any]:
+    def train(self, request: Dict[str, Any], datastore: Datastore) -> Dict[str, Any]:
         cfg = self.validate(request, datastore)
         studies, names, data_key = training_set(datastore, self.window, cfg.spacing_mm)
         if not names:
@@ -144,15 +118,13 @@ class SegmentationTrain(TrainTask):
             if s.label.max() >= num_classes or s.label.min() < 0:
                 raise ClientError(f"the label of '{s.id}' holds ids outside 0..{num_classes - 1} (its names: {names})")
 
-        os.makedirs(self.model_dir, exist_ok=True)
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+        device = pick_device()
         seed = int(request.get("seed", 0))
         trainer = SegTrainer(cfg, num_classes, device, seed=seed)
         key = {"data": data_key, "strategy": cfg.noise_strategy, "num_classes": num_classes, "seed": seed}
         epoch, history = 0, []
-        restart = is_true(request.get("restart", False))
-        if os.path.exists(self.checkpoint) and not restart:
-            ck = torch.load(self.checkpoint, map_location=device, weights_only=False)
+        ck = self.resume_from(request, device)
+        if ck is not None:
             if json.dumps(ck.get("key"), default=str) == json.dumps(key, default=str):
                 trainer.load_state_dict(ck["trainer"])
                 epoch, history = int(ck["epoch"]), self.stats().get("history", [])
@@ -176,16 +148,12 @@ class SegmentationTrain(TrainTask):
                     row.update(delta=delta, flipped=int(sum(flips.values())))
             epoch += 1
             history.append(row)
-            blob = {"state_dict": trainer.net.state_dict(), "config": _config_dict(cfg), "num_classes": num_classes,
-                    "label_names": names, "window": [list(w) for w in self.window], "noise_strategy": cfg.noise_strategy,
-                    "epoch": epoch}
-            atomic_torch_save({"trainer": trainer.state_dict(), "epoch": epoch, "key": key}, self.checkpoint)
-            atomic_torch_save(blob, self.published)
-            atomic_write_json(self.stats_path, {
-                "model": "segmentation", "epoch": epoch, "epochs": cfg.epochs, "noise_strategy": cfg.noise_strategy,
-                "device": device, "studies": len(studies), "final": sum(s.clean for s in studies),
-                "label_names": names, **{k: v for k, v in row.items() if k != "epoch"}, "history": history,
-                "elapsed_s": round(time.time() - t_start, 1), "published": self.published})
+            self.save({"trainer": trainer.state_dict(), "epoch": epoch, "key": key},
+                      unet_state(trainer.net, cfg, num_classes, names, self.window, epoch), {
+                          "epoch": epoch, "epochs": cfg.epochs, "noise_strategy": cfg.noise_strategy,
+                          "device": device, "studies": len(studies), "final": sum(s.clean for s in studies),
+                          "label_names": names, **{k: v for k, v in row.items() if k != "epoch"}, "history": history,
+                          "elapsed_s": round(time.time() - t_start, 1)})
             logger.info(f"segmentation epoch {epoch}/{cfg.epochs} ({cfg.noise_strategy}): {row}")
         return self.stats()
 
@@ -209,7 +177,3 @@ class SegmentationTrain(TrainTask):
                 label = np.rint(read_volume(uri).array).astype(np.int64)
                 s.set_label(s.view.labels(label) if s.view else label)
 
-
-def _config_dict(cfg: SegConfig) -> dict:
-    d = asdict(cfg)
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}

@@ -14,7 +14,7 @@ import nibabel as nib  # noqa: E402
 import numpy as np  # noqa: E402
 
 from lib.atomic import atomic_write_text  # noqa: E402
-from lib.config import app_config  # noqa: E402
+from lib.settings import app_settings
 
 CAVEATS = """## Caveats
 
@@ -148,7 +148,7 @@ def write_report(wf) -> Path:
     strategies = [s for s in b["strategies"] if done(f"seg_{s}")]
     # "ours" is the app's default strategy, fixed in advance: picking the best row on the test set would
     # select on the test set
-    default = app_config(wf.conf)["segmentation"]["noise_strategy"]
+    default = app_settings(wf.conf).segmentation.noise_strategy
     best = (default if default in strategies else strategies[0]) if strategies else None
 
     lines += ["## Table 1: one-shot vs fully supervised (Dice on the test studies)", ""]
