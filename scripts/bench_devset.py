@@ -38,6 +38,7 @@ import SimpleITK as sitk
 from scipy.stats import spearmanr
 
 from lib.atomic import atomic_write_text
+from lib.evaluation.metrics import dice_per_organ
 from lib.io import read_volume
 from lib.server import start_server, stop_server
 from lib.workflow.rest import train
@@ -71,18 +72,6 @@ def broken_copies(studies: Path, truth: Path) -> None:
             sitk.WriteImage(b, str(out / f"{name}.nii.gz"), True)
 
 
-def draft_dice(draft: np.ndarray, truth: np.ndarray, names: dict[str, int], draft_names: dict[str, int]) -> dict:
-    """Dice per organ present in ``truth`` (the study's field of view)."""
-    out = {}
-    for organ, tid in names.items():
-        t = truth == tid
-        if not t.any():
-            continue
-        p = draft == draft_names.get(organ, -1) if draft is not None else np.zeros_like(t)
-        out[organ] = float(2 * (t & p).sum() / (t.sum() + p.sum()))
-    return out
-
-
 def run(repo: Path, run_name: str, steps: int, work: Path) -> dict:
     support, ids = RUNS[run_name]
     manifest = json.loads((DEVSET / "manifest.json").read_text())["studies"]
@@ -111,7 +100,7 @@ def run(repo: Path, run_name: str, steps: int, work: Path) -> dict:
             try:
                 path, body = client.infer("prnet_prelabel", i, {})
                 draft = read_volume(path).array
-                dice = draft_dice(draft, gt, names, body.get("label_names") or names)
+                dice = dice_per_organ(draft, gt, names, body.get("label_names") or names, present_only=True)
                 rows[i] = {"dice": dice, "mean": float(np.mean(list(dice.values()))) if dice else None,
                            "confidence": body["prnet"]["confidence"], "warnings": body.get("warnings", []),
                            "classes": body["prnet"]["classes"], "frame": body["prnet"].get("frame"),

@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -38,6 +37,8 @@ import numpy as np
 
 from lib.atomic import atomic_write_text
 from lib.data.interactive import BACKGROUND, devset_cases
+from lib.evaluation.metrics import dice, leave_one_group_out
+from lib.evaluation.tables import machine
 from lib.geos import (
     GeoSConfig,
     block_reduce,
@@ -50,7 +51,6 @@ from lib.intensity import normalize_intensity, seed_window, study_window
 from lib.io import read_volume, write_like
 from lib.server import start_server, stop_server
 from lib.settings import app_settings
-from lib.workflow.metrics import dice, leave_one_group_out
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -58,10 +58,6 @@ DEVSET = REPO / "sample-data" / "devset"
 PLAIN = GeoSConfig(iterations=2, intensity_weight=0.0, largest_component=False, fill_holes=False,
                    roi_border_background=False)
 BG, FG = 2, 3  # Slicer's scribble ids with one label
-
-
-def machine() -> str:
-    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, CPU only"
 
 
 def window_for(case, cfg: GeoSConfig, mode: str = "seed"):

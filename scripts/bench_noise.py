@@ -40,27 +40,23 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import sys
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
 
 from lib.atomic import atomic_write_json, atomic_write_text
-from lib.config import load_yaml
-from lib.data.cohort import true_locations
 from lib.data.corrupt import corrupt_labels
-from lib.data.deform import DeformConfig
-from lib.data.labels import BACKGROUND
-from lib.intensity import normalize_intensity
+from lib.evaluation.metrics import dice
+from lib.evaluation.oracle import oracle_drafts, read_cohort
+from lib.evaluation.split import Split
+from lib.evaluation.tables import machine, md_table
+from lib.evaluation.unet import score_unet, train_and_score
 from lib.io import read_volume
-from lib.prnet.prelabel import Prelabel, pseudo_mask, support_points
-from lib.prnet.propagate import Propagation
 from lib.segmentation.config import STRATEGIES, OEEMConfig, SegConfig
 from lib.segmentation.data import Study
 from lib.segmentation.train import SegTrainer
@@ -68,33 +64,11 @@ from lib.settings import AppSettings, app_settings
 
 REPO = Path(__file__).resolve().parents[1]
 
-TRAIN_CLEAN, TRAIN_NOISY, TEST = ["subject_a"], [f"pseudo_0{i}" for i in range(1, 6)], [f"pseudo_0{i}" for i in range(6, 9)]
-
-
-def machine() -> str:
-    dev = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    return f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, {dev}, torch {torch.__version__}"
-
-
-def md_table(header: list[str], rows: list[list]) -> str:
-    fmt = lambda v: f"{v:.3f}" if isinstance(v, float) else str(v)  # noqa: E731
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(fmt(v) for v in r) + " |" for r in rows]
-    return "\n".join(lines)
-
-
-def load_cohort(cohort: Path, window) -> tuple[dict, dict, dict]:
-    names = json.loads((cohort / "ground_truth" / "labels.json").read_text())
-    images, labels = {}, {}
-    for s in TRAIN_CLEAN + TRAIN_NOISY + TEST:
-        images[s] = normalize_intensity(read_volume(str(cohort / "studies" / f"{s}.nii.gz")).array.astype(np.float32), *window).astype(np.float32)
-        labels[s] = np.rint(read_volume(str(cohort / "ground_truth" / f"{s}.nii.gz")).array).astype(np.int64)
-    return images, labels, names
 
 
 # --- cost ---------------------------------------------------------------------------------------------
 def bench_cost(args, cfg: SegConfig, window) -> str:
-    images, labels, names = load_cohort(args.cohort, window)
+    images, labels, names = read_cohort(args.cohort, args.split.studies, window)
     n_cls = max(names.values()) + 1
     variants = [("none", cfg.mcpm), ("plc", cfg.mcpm), ("oeem", cfg.mcpm), ("mcpm", cfg.mcpm)]
     variants += [("mcpm", replace(cfg.mcpm, **kw)) for kw in (
@@ -103,7 +77,8 @@ def bench_cost(args, cfg: SegConfig, window) -> str:
         {"scope": "all", "method": "finite_difference", "meta_every": 2},
         {"scope": "head", "method": "finite_difference", "meta_every": 1},
     ) if replace(cfg.mcpm, **kw) != cfg.mcpm]
-    studies = [Study(s, images[s], labels[s], clean=s in TRAIN_CLEAN) for s in TRAIN_CLEAN + TRAIN_NOISY]
+    split = args.split
+    studies = [Study(s, images[s], labels[s], clean=s == split.support) for s in [split.support, *split.train_and_val]]
     sampler = SegTrainer(replace(cfg, noise_strategy="none"), n_cls).sampler
     x, y = sampler.sample(studies, cfg.batch_size)
     meta = sampler.sample(studies[:1], cfg.mcpm.meta_batch)
@@ -133,7 +108,7 @@ def bench_cost(args, cfg: SegConfig, window) -> str:
     plc_s = time.perf_counter() - t0
     head = (f"Batch {cfg.batch_size}×{list(cfg.patch_size)}, UNet {list(cfg.channels)}, meta batch {cfg.mcpm.meta_batch}, "
             f"{args.repeats} timed steps after 2 warm-up; {machine()}.")
-    note = (f"\n\nPLC's correction after each epoch (sliding window over the {len(TRAIN_NOISY)} drafts): {plc_s:.1f} s, "
+    note = (f"\n\nPLC's correction after each epoch (sliding window over the {len(split.train_and_val)} drafts): {plc_s:.1f} s, "
             f"i.e. {plc_s / (cfg.steps_per_epoch * base):.2f}× the steps of one default epoch ({cfg.steps_per_epoch} steps of `none`).")
     out = f"## Cost per training step\n\n{head}\n\n{table}{note}\n"
     atomic_write_json(str(args.out / "noise_cost.json"), {"times": times, "plc_correction_s": plc_s, "machine": machine()})
@@ -141,30 +116,17 @@ def bench_cost(args, cfg: SegConfig, window) -> str:
 
 
 # --- robustness ---------------------------------------------------------------------------------------
-def dice(a: np.ndarray, b: np.ndarray) -> float:
-    s = a.sum() + b.sum()
-    return float(2 * np.logical_and(a, b).sum() / s) if s else 1.0
-
-
-def run_one(cfg: SegConfig, images, train_labels, gt, names, seed: int) -> dict:
-    n_cls = max(names.values()) + 1
-    studies = [Study(s, images[s], train_labels[s].copy(), clean=s in TRAIN_CLEAN) for s in TRAIN_CLEAN + TRAIN_NOISY]
-    trainer = SegTrainer(cfg, n_cls, seed=seed)
+def run_one(cfg: SegConfig, split: Split, images, train_labels, gt, names, seed: int) -> dict:
+    """Train on the clean support and the noisy train + validation studies; Dice per organ on the test studies."""
+    studies = [Study(s, images[s], train_labels[s].copy(), clean=s == split.support) for s in [split.support, *split.train_and_val]]
     t0 = time.perf_counter()
-    for epoch in range(cfg.epochs):
-        trainer.epoch(studies, cfg.steps_per_epoch)
-        if cfg.noise_strategy == "plc" and cfg.plc.delta(epoch) is not None:
-            trainer.correct(studies, cfg.plc.delta(epoch))
-    per_organ = {n: [] for n in names}
-    for s in TEST:
-        pred = trainer.predict(images[s]).argmax(0)
-        for n, c in names.items():
-            per_organ[n].append(dice(pred == c, gt[s] == c))
-    return {"dice": {n: float(np.mean(v)) for n, v in per_organ.items()}, "seconds": time.perf_counter() - t0}
+    score = train_and_score(cfg, studies, images, gt, names, seed, {"test": split.test})
+    return {"dice": score["test"], "seconds": time.perf_counter() - t0}
 
 
 def bench_robustness(args, cfg: SegConfig, window) -> str:
-    images, gt, names = load_cohort(args.cohort, window)
+    images, gt, names = read_cohort(args.cohort, args.split.studies, window)
+    split = args.split
     raw_path = args.out / "noise_robustness.json"
     raw = json.loads(raw_path.read_text()) if raw_path.exists() else {}
     cfg = replace(cfg, epochs=args.epochs, steps_per_epoch=args.steps,
@@ -172,18 +134,18 @@ def bench_robustness(args, cfg: SegConfig, window) -> str:
     organs = sorted(names.values())
     runs = [(0, "clean")] + [(r, k) for k in ("dilate", "elastic") for r in args.rates if r > 0]
     for rate, kind in runs:
-        noisy = {s: gt[s] for s in TRAIN_CLEAN}
+        noisy = {split.support: gt[split.support]}
         if rate:
-            corrupted, _ = corrupt_labels({s: gt[s] for s in TRAIN_NOISY}, organs, rate / 100, kind, seed=rate)
+            corrupted, _ = corrupt_labels({s: gt[s] for s in split.train_and_val}, organs, rate / 100, kind, seed=rate)
             noisy.update(corrupted)
         else:
-            noisy.update({s: gt[s] for s in TRAIN_NOISY})
-        noise_dice = float(np.mean([dice(noisy[s] == c, gt[s] == c) for s in TRAIN_NOISY for c in organs]))
+            noisy.update({s: gt[s] for s in split.train_and_val})
+        noise_dice = float(np.mean([dice(noisy[s] == c, gt[s] == c) for s in split.train_and_val for c in organs]))
         for strategy in args.strategies:
             key = f"{kind}/{rate}/{strategy}"
             if key in raw:
                 continue
-            res = run_one(replace(cfg, noise_strategy=strategy), images, noisy, gt, names, seed=args.seed)
+            res = run_one(replace(cfg, noise_strategy=strategy), split, images, noisy, gt, names, seed=args.seed)
             res["train_label_dice"] = noise_dice
             raw[key] = res
             atomic_write_json(str(raw_path), raw)
@@ -192,7 +154,7 @@ def bench_robustness(args, cfg: SegConfig, window) -> str:
     clean_ref = np.mean(list(raw["clean/0/none"]["dice"].values())) if "clean/0/none" in raw else float("nan")
     out = [f"## Noise robustness (MCPM's protocol)\n\nBudget per run: {cfg.epochs} epochs × {cfg.steps_per_epoch} steps, "
            f"batch {cfg.batch_size}×{list(cfg.patch_size)}, seed {args.seed}, PLC warm-up {cfg.plc.warmup_epochs} epochs; {machine()}. Clean-label reference "
-           f"(`none`, r = 0): mean Dice {clean_ref:.3f}. Cells: mean Dice over the 7 organs on {', '.join(TEST)} "
+           f"(`none`, r = 0): mean Dice {clean_ref:.3f}. Cells: mean Dice over the 7 organs on {', '.join(split.test)} "
            f"(ratio to the clean reference).\n"]
     for kind in ("dilate", "elastic"):
         header = ["r", "train-label Dice"] + list(args.strategies)
@@ -220,33 +182,6 @@ def bench_robustness(args, cfg: SegConfig, window) -> str:
 
 
 # --- plc ----------------------------------------------------------------------------------------------
-PLC_TRAIN = [f"pseudo_0{i}" for i in range(1, 5)]
-
-
-def oracle_drafts(cohort: Path, conf: AppSettings, scribbles: np.ndarray | None = None,
-                  studies: Sequence[str] = PLC_TRAIN) -> dict[str, np.ndarray]:
-    """GeoS pseudo masks of ``studies`` from the support's points (the app's strides) at their true locations.
-
-    ``scribbles``: the support's ``(I, J, K)`` scribble map (ids of ``label_info.json``); default the cohort's.
-    ``subject_a`` (the support) may be among ``studies``: its draft is GeoS from its own scribble points.
-    """
-    names = {d["name"]: d["id"] for d in json.loads((cohort / "scribbles" / "label_info.json").read_text())}
-    if scribbles is None:
-        scribbles = np.rint(read_volume(str(cohort / "scribbles" / "subject_a.nii.gz")).array).astype(np.int64)
-    per_class = {names[n]: int(v) for n, v in dict(conf.prelabel.class_strides).items() if n in names}
-    points = {c: p for c, p in support_points(scribbles, names.values(), int(conf.prelabel.stride), per_class).items() if len(p)}
-    cohort_cfg = load_yaml("sample_cohort.yaml")
-    deform = DeformConfig.from_cohort_config(cohort_cfg["deformation"], cohort_cfg["intensity"])
-    drafts = {}
-    for s in studies:
-        q = read_volume(str(cohort / "studies" / f"{s}.nii.gz"))
-        # the support's own draft: its points where they are (as the pre-labeling of the support does)
-        true = points if s == "subject_a" else true_locations(points, s, q.array.shape, deform, int(cohort_cfg["seed"]))
-        r = Prelabel(label=None, propagation={c: Propagation(p, np.ones(len(p)), np.ones(len(p), bool)) for c, p in true.items()})
-        drafts[s] = pseudo_mask(r, names[BACKGROUND], q.array.astype(np.float32), q.spacing, conf.pseudo_mask_geos).label.astype(np.int64)
-    return drafts
-
-
 def boundary_distance(label: np.ndarray) -> np.ndarray:
     """Distance (voxels) of every voxel to the nearest voxel whose 6-neighbour has another class."""
     from scipy import ndimage as ndi
@@ -260,53 +195,53 @@ def boundary_distance(label: np.ndarray) -> np.ndarray:
 
 
 def bench_plc(args, cfg: SegConfig, window) -> str:
-    images, gt, names = load_cohort(args.cohort, window)
+    images, gt, names = read_cohort(args.cohort, args.split.studies, window)
     conf = app_settings()
-    drafts = oracle_drafts(args.cohort, conf)
+    split = args.split
+    drafts = oracle_drafts(args.cohort, conf.prelabel, conf.pseudo_mask_geos, split.train)
     organs = sorted(names.values())
     n_cls = max(organs) + 1
 
     def label_dice(studies) -> float:
         return float(np.mean([dice(s.label == c, gt[s.id] == c) for s in studies for c in organs]))
 
-    def test_dice(trainer) -> dict:
-        preds = {s: trainer.predict(images[s]).argmax(0) for s in TEST}
-        return {n: float(np.mean([dice(preds[s] == c, gt[s] == c) for s in TEST])) for n, c in names.items()}
-
     results, trace, bands = {}, [], []
     for strategy in ("none", "plc"):
         run = replace(cfg, noise_strategy=strategy, epochs=args.epochs or cfg.epochs, steps_per_epoch=args.steps or cfg.steps_per_epoch)
-        studies = [Study(s, images[s], drafts[s].copy()) for s in PLC_TRAIN]
+        studies = [Study(s, images[s], drafts[s].copy()) for s in split.train]
         trainer = SegTrainer(run, n_cls, seed=args.seed)
+
+        def first_correction(epoch: int, delta: float) -> None:  # voxel by voxel, by distance to the draft's boundary
+            if bands:
+                return
+            for s in studies:
+                probs = trainer.predict(s.image)
+                pred, conf_ = probs.argmax(0), probs.max(0)
+                flip = (pred != s.label) & (conf_ > delta)
+                dist = boundary_distance(s.label)
+                for lo, hi in ((0, 1.5), (1.5, 3.5), (3.5, 6.5), (6.5, np.inf)):
+                    m = flip & (dist >= lo) & (dist < hi)
+                    bands.append((f"[{lo}, {hi})", int((m & (pred == gt[s.id])).sum()), int((m & (s.label == gt[s.id])).sum())))
+
+        def after_epoch(epoch: int, row: dict) -> None:
+            if "delta" in row:
+                trace.append([epoch, round(row["delta"], 3), row["flipped"], label_dice(studies)])
+                print(f"  plc epoch {epoch}: δ {row['delta']:.3f}, {row['flipped']} voxels flipped, drafts' Dice {trace[-1][3]:.3f}",
+                      flush=True)
+
         t0 = time.perf_counter()
-        for epoch in range(run.epochs):
-            trainer.epoch(studies, run.steps_per_epoch)
-            delta = run.plc.delta(epoch) if strategy == "plc" else None
-            if delta is None:
-                continue
-            if not bands:  # the first correction, voxel by voxel
-                for s in studies:
-                    probs = trainer.predict(s.image)
-                    pred, conf_ = probs.argmax(0), probs.max(0)
-                    flip = (pred != s.label) & (conf_ > delta)
-                    dist = boundary_distance(s.label)
-                    for lo, hi in ((0, 1.5), (1.5, 3.5), (3.5, 6.5), (6.5, np.inf)):
-                        m = flip & (dist >= lo) & (dist < hi)
-                        bands.append((f"[{lo}, {hi})", int((m & (pred == gt[s.id])).sum()), int((m & (s.label == gt[s.id])).sum())))
-            flips = trainer.correct(studies, delta)
-            trace.append([epoch + 1, round(delta, 3), int(sum(flips.values())), label_dice(studies)])
-            print(f"  plc epoch {epoch + 1}: δ {delta:.3f}, {sum(flips.values())} voxels flipped, drafts' Dice {trace[-1][3]:.3f}", flush=True)
-        results[strategy] = {"dice": test_dice(trainer), "seconds": time.perf_counter() - t0}
+        trainer.fit(studies, on_epoch=after_epoch, before_correction=first_correction)
+        results[strategy] = {"dice": score_unet(trainer, images, gt, names, split.test), "seconds": time.perf_counter() - t0}
         print(f"  {strategy}: test mean Dice {np.mean(list(results[strategy]['dice'].values())):.3f}", flush=True)
     band_rows = {}
     for band, good, bad in bands:
         g, b = band_rows.get(band, (0, 0))
         band_rows[band] = (g + good, b + bad)
-    out = [f"## PLC on GeoS drafts\n\nDrafts: GeoS (`prnet.geos`) from the support's points at their true locations in "
-           f"{', '.join(PLC_TRAIN)}: mean Dice {label_dice([Study(s, images[s], drafts[s]) for s in PLC_TRAIN]):.3f} against the "
+    out = [f"## PLC on GeoS drafts\n\nDrafts: GeoS (`prnet.prelabel.geos`) from the support's points at their true locations in "
+           f"{', '.join(split.train)}: mean Dice {label_dice([Study(s, images[s], drafts[s]) for s in split.train]):.3f} against the "
            f"ground truth. Budget: {args.epochs or cfg.epochs} epochs × {args.steps or cfg.steps_per_epoch} steps, seed {args.seed}, "
            f"PLC δ {cfg.plc.delta0} × {cfg.plc.decay}/epoch, floor {cfg.plc.floor}, warm-up {cfg.plc.warmup_epochs} epochs; {machine()}.\n",
-           "### Test Dice (" + ", ".join(TEST) + ")\n", md_table(["strategy"] + list(names) + ["mean"],
+           "### Test Dice (" + ", ".join(split.test) + ")\n", md_table(["strategy"] + list(names) + ["mean"],
            [[s] + [r["dice"][n] for n in names] + [float(np.mean(list(r["dice"].values())))] for s, r in results.items()]) + "\n",
            "### The drafts after each PLC correction (their Dice against the ground truth, which PLC never sees)\n",
            md_table(["after epoch", "δ", "voxels flipped", "drafts' mean Dice"], trace) + "\n",
@@ -315,37 +250,22 @@ def bench_plc(args, cfg: SegConfig, window) -> str:
     return "\n".join(out)
 
 
-VAL = ["pseudo_05"]
-
-
-def train_and_score(cfg: SegConfig, drafts: dict[str, np.ndarray], images: dict[str, np.ndarray],
-                    gt: dict[str, np.ndarray], names: dict[str, int], seed: int, fraction: float) -> dict[str, dict[str, float]]:
-    """Train the UNet (``cfg``'s strategy and budget) on ``drafts`` ``{study: (I, J, K) label}`` (sorted by
-    study, the order the trainer reads the datastore in); ``{"val" | "test": {organ: mean Dice}}`` on
-    ``VAL`` / ``TEST`` after the app's fragment removal (``fraction``)."""
-    from lib.segmentation.postprocess import remove_fragments
-
-    trainer = SegTrainer(cfg, max(names.values()) + 1, seed=seed)
-    studies = [Study(s, images[s], drafts[s].copy()) for s in sorted(drafts)]
-    for _ in range(cfg.epochs):
-        trainer.epoch(studies, cfg.steps_per_epoch)
-    score = {}
-    for split, ids in (("val", VAL), ("test", TEST)):
-        preds = {s: remove_fragments(trainer.predict(images[s]), fraction) for s in ids}
-        score[split] = {n: float(np.mean([dice(preds[s] == c, gt[s] == c) for s in ids])) for n, c in names.items()}
-    return score
-
-
-def load_drafts(args, conf: dict) -> tuple[list[str], dict[str, np.ndarray]]:
-    """The training studies (support + ``PLC_TRAIN``) and their drafts: ``--drafts`` (a run's tag ``original``) or oracle."""
-    train = [*PLC_TRAIN, "subject_a"]  # sorted, the order the trainer reads the datastore in
+def load_drafts(args, conf: AppSettings) -> tuple[list[str], dict[str, np.ndarray]]:
+    """The training studies (support + train) and their drafts: ``--drafts`` (a run's tag ``original``) or oracle."""
+    train = sorted([*args.split.train, args.split.support])  # the order the trainer reads the datastore in
     if args.drafts:
         return train, {s: np.rint(read_volume(str(args.drafts / f"{s}.nii.gz")).array).astype(np.int64) for s in train}
-    return train, oracle_drafts(args.cohort, conf, studies=train)
+    return train, oracle_drafts(args.cohort, conf.prelabel, conf.pseudo_mask_geos, train)
+
+
+def scored_drafts(cfg: SegConfig, args, drafts, images, gt, names, seed: int, fraction: float) -> dict:
+    """``{"val" | "test": {organ: Dice}}`` of a UNet trained on ``drafts`` (after the app's fragment removal)."""
+    studies = [Study(s, images[s], drafts[s].copy()) for s in sorted(drafts)]
+    return train_and_score(cfg, studies, images, gt, names, seed, {"val": args.split.val, "test": args.split.test}, fraction)
 
 
 def bench_oeem(args, cfg: SegConfig, window) -> str:
-    images, gt, names = load_cohort(args.cohort, window)
+    images, gt, names = read_cohort(args.cohort, args.split.studies, window)
     conf = app_settings()
     train, drafts = load_drafts(args, conf)
     fraction = float(conf.segmentation.min_component_fraction)
@@ -355,7 +275,7 @@ def bench_oeem(args, cfg: SegConfig, window) -> str:
                       steps_per_epoch=args.steps or cfg.steps_per_epoch)
         for seed in args.seeds:
             t0 = time.perf_counter()
-            score = train_and_score(run, drafts, images, gt, names, seed, fraction)
+            score = scored_drafts(run, args, drafts, images, gt, names, seed, fraction)
             v, t = (float(np.mean(list(score[k].values()))) for k in ("val", "test"))
             rows.append(["per class" if per_class else "over the patch (the paper)", seed, v, t]
                         + [score["test"][n] for n in names] + [round(time.perf_counter() - t0)])
@@ -363,24 +283,24 @@ def bench_oeem(args, cfg: SegConfig, window) -> str:
     source = f"the drafts in `{args.drafts}`" if args.drafts else "oracle GeoS drafts"
     return "\n".join([
         f"## OEEM's Eq. 6 over the patch vs per class\n\nStrategy `oeem` on {source} of {', '.join(train)}; budget "
-        f"{run.epochs} epochs × {run.steps_per_epoch} steps; fragment removal {fraction}; validation {', '.join(VAL)}, "
-        f"test {', '.join(TEST)}; {machine()}.\n",
+        f"{run.epochs} epochs × {run.steps_per_epoch} steps; fragment removal {fraction}; validation {', '.join(args.split.val)}, "
+        f"test {', '.join(args.split.test)}; {machine()}.\n",
         md_table(["OEEM weights", "seed", "validation", "test"] + list(names) + ["s (train + infer)"], rows) + "\n"])
 
 
 def bench_schedule(args, cfg: SegConfig, window) -> str:
-    images, gt, names = load_cohort(args.cohort, window)
+    images, gt, names = read_cohort(args.cohort, args.split.studies, window)
     conf = app_settings()
     train, drafts = load_drafts(args, conf)
     fraction = float(conf.segmentation.min_component_fraction)
-    val = VAL
+    val = args.split.val
     rows, means = [], {}
     for decay in ("none", "poly"):
         run = replace(cfg, noise_strategy="none", lr_decay=decay, epochs=args.epochs or cfg.epochs,
                       steps_per_epoch=args.steps or cfg.steps_per_epoch)
         for seed in args.seeds:
             t0 = time.perf_counter()
-            score = train_and_score(run, drafts, images, gt, names, seed, fraction)
+            score = scored_drafts(run, args, drafts, images, gt, names, seed, fraction)
             v, t = (float(np.mean(list(score[k].values()))) for k in ("val", "test"))
             means.setdefault(decay, []).append((v, t))
             rows.append([decay, seed, v, t] + [score["test"][n] for n in names] + [round(time.perf_counter() - t0)])
@@ -391,7 +311,7 @@ def bench_schedule(args, cfg: SegConfig, window) -> str:
     return "\n".join([
         f"## Learning-rate schedule and seeds\n\nStrategy `none` on {source} of {', '.join(train)}; budget "
         f"{args.epochs or cfg.epochs} epochs × {args.steps or cfg.steps_per_epoch} steps, lr {cfg.lr}; fragment removal "
-        f"{fraction}; validation {', '.join(val)}, test {', '.join(TEST)}; {machine()}.\n",
+        f"{fraction}; validation {', '.join(val)}, test {', '.join(args.split.test)}; {machine()}.\n",
         md_table(["lr_decay", "seed", "validation", "test"] + list(names) + ["s (train + infer)"], rows) + "\n",
         md_table(["lr_decay", "validation, mean of seeds", "test, mean of seeds", "test, max − min"], summary) + "\n"])
 
@@ -414,6 +334,7 @@ def main() -> int:
         print(f"no cohort at {args.cohort}: run  .venv/bin/python sample-data/build_cohort.py  first", file=sys.stderr)
         return 2
     args.out.mkdir(parents=True, exist_ok=True)
+    args.split = Split.from_cohort(args.cohort)
     conf = app_settings()
     cfg = conf.segmentation
     if args.part == "robustness":

@@ -23,16 +23,13 @@ import numpy as np
 from scipy import ndimage
 
 from lib.atomic import atomic_write_text
+from lib.evaluation.metrics import dice
 from lib.geos import geos_segment, seeds_from_points
 from lib.settings import app_settings
 
 REPO = Path(__file__).resolve().parents[1]
 
 COHORT = REPO / "sample-data" / "cohort"
-
-
-def dice(a: np.ndarray, b: np.ndarray) -> float:
-    return float(2 * (a & b).sum() / max(a.sum() + b.sum(), 1))
 
 
 def main(argv=None) -> int:

@@ -42,6 +42,7 @@ from lib.config import load_yaml
 from lib.data.cohort import true_locations
 from lib.data.deform import DeformConfig
 from lib.data.labels import BACKGROUND
+from lib.evaluation.metrics import dice
 from lib.intensity import normalize_intensity
 from lib.io import read_volume
 from lib.prnet.prelabel import Prelabel, propagate_support, pseudo_mask, support_points
@@ -55,11 +56,6 @@ from lib.tasks.train_prnet import PRNetTrain, load_prnet
 REPO = Path(__file__).resolve().parents[1]
 
 TAUS = (0.0, 0.5, 0.9)
-
-
-def dice(a, b) -> float:
-    s = a.sum() + b.sum()
-    return float(2 * np.logical_and(a, b).sum() / s) if s else 1.0
 
 
 def main() -> int:

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from lib.data.scribbles import ScribbleConfig, simulate_scribbles
+from lib.evaluation.metrics import dice
 from lib.geos import GeoSConfig, geos_segment
 from lib.io import read_volume, write_like
 from lib.server import start_server, stop_server
@@ -34,11 +35,6 @@ REPO = Path(__file__).resolve().parents[1]
 
 METHODS = {"ours (scribbles_geos)": "scribbles_geos", "bundled (HistogramBasedGraphCut)": "scribbles_histogram_graphcut"}
 BG, FG = 2, 3
-
-
-def dice(a: np.ndarray, b: np.ndarray) -> float:
-    s = a.sum() + b.sum()
-    return float(2 * np.logical_and(a, b).sum() / s) if s else 1.0
 
 
 def main() -> int:

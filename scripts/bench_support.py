@@ -31,18 +31,22 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-from bench_noise import TEST, VAL, load_cohort, machine, md_table, oracle_drafts, train_and_score
 
 from lib.atomic import atomic_write_text
 from lib.config import from_section, load_yaml
 from lib.data.labels import BACKGROUND
 from lib.data.scribbles import ScribbleConfig, simulate_scribbles
+from lib.evaluation.metrics import dice
+from lib.evaluation.oracle import oracle_drafts, read_cohort
+from lib.evaluation.split import Split, sample_split
+from lib.evaluation.tables import machine, md_table
+from lib.evaluation.unet import train_and_score
 from lib.io import read_volume
+from lib.segmentation.data import Study
 from lib.settings import app_settings
 
 REPO = Path(__file__).resolve().parents[1]
 
-TRAIN = [f"pseudo_0{i}" for i in range(1, 5)]
 VARIANTS = [
     {},
     {"slices_per_organ": 5},
@@ -51,11 +55,6 @@ VARIANTS = [
     {"background_ring_vox": 3},
     {"background_ring_vox": 4},
 ]
-
-
-def dice(a: np.ndarray, b: np.ndarray) -> float:
-    s = a.sum() + b.sum()
-    return float(2 * np.logical_and(a, b).sum() / s) if s else 1.0
 
 
 def report_rows(run: Path, organs: list[str]) -> list[list]:
@@ -73,12 +72,12 @@ def report_rows(run: Path, organs: list[str]) -> list[list]:
             ["run: one-shot UNet `none`", *blank, "", "", float(np.mean(ours)), *ours]]
 
 
-def volume_rows(run: Path, cohort: Path, organs: dict[str, int]) -> list[list]:
+def volume_rows(run: Path, cohort: Path, organs: dict[str, int], split: Split) -> list[list]:
     """Per organ, predicted volume / true volume (mean over studies) of the run's drafts and predictions."""
-    sources = [("drafts (train studies)", run / "datastore_oneshot" / "labels" / "original", TRAIN),
-               ("GeoS pseudo masks only", run / "pred" / "geos_only", TEST),
-               ("one-shot UNet `none`", run / "pred" / "oneshot_none", TEST),
-               ("supervised UNet", run / "pred" / "supervised_none", TEST)]
+    sources = [("drafts (train studies)", run / "datastore_oneshot" / "labels" / "original", split.train),
+               ("GeoS pseudo masks only", run / "pred" / "geos_only", split.test),
+               ("one-shot UNet `none`", run / "pred" / "oneshot_none", split.test),
+               ("supervised UNet", run / "pred" / "supervised_none", split.test)]
     rows = []
     for name, folder, studies in sources:
         ratios = {n: [] for n in organs}
@@ -104,26 +103,29 @@ def main() -> int:
         print(f"no cohort at {args.cohort}: run  .venv/bin/python sample-data/build_cohort.py  first", file=sys.stderr)
         return 2
     conf, cohort_cfg = app_settings(), load_yaml("sample_cohort.yaml")
+    split = sample_split(args.cohort)
+    support, VAL, TRAIN, TEST = split.support, split.val, split.train, split.test
     info = json.loads((args.cohort / "scribbles" / "label_info.json").read_text())
     ids = {d["name"]: d["id"] for d in info}
     organs = {n: i for n, i in ids.items() if n != BACKGROUND}
     gt = {s: np.rint(read_volume(str(args.cohort / "ground_truth" / f"{s}.nii.gz")).array).astype(np.int64)
-          for s in ["subject_a", *VAL, *TRAIN, *TEST]}
-    image_a = read_volume(str(args.cohort / "studies" / "subject_a.nii.gz")).array.astype(np.float32)
+          for s in split.studies}
+    image_a = read_volume(str(args.cohort / "studies" / f"{support}.nii.gz")).array.astype(np.float32)
     seg = replace(conf.segmentation, noise_strategy="none")
     if args.unet:
-        images, _, _ = load_cohort(args.cohort, conf.window)
+        images, _, _ = read_cohort(args.cohort, split.studies, conf.window)
 
     rows = []
     for overrides in args.variants:
         cfg = from_section(ScribbleConfig, {**cohort_cfg["scribbles"], **overrides}, "scribbles")
-        scribbles = simulate_scribbles(gt["subject_a"], image_a, organs, ids[BACKGROUND], cfg).astype(np.int64)
+        scribbles = simulate_scribbles(gt[support], image_a, organs, ids[BACKGROUND], cfg).astype(np.int64)
         t0 = time.perf_counter()
-        drafts = oracle_drafts(args.cohort, conf, scribbles, ["subject_a", *VAL, *TRAIN])
+        drafts = oracle_drafts(args.cohort, conf.prelabel, conf.pseudo_mask_geos, [support, *VAL, *TRAIN], scribbles)
         score = {s: {n: dice(drafts[s] == c, gt[s] == c) for n, c in organs.items()} for s in [*VAL, *TRAIN]}
         unet = ["", ""]
         if args.unet:
-            fit = train_and_score(seg, {s: drafts[s] for s in ["subject_a", *TRAIN]}, images, gt, organs, 0,
+            studies = [Study(s, images[s], drafts[s].copy()) for s in sorted([support, *TRAIN])]
+            fit = train_and_score(seg, studies, images, gt, organs, 0, {"val": VAL, "test": TEST},
                                   float(conf.segmentation.min_component_fraction))
             unet = [float(np.mean(list(fit[k].values()))) for k in ("val", "test")]
         val = float(np.mean(list(score[VAL[0]].values())))
@@ -143,12 +145,12 @@ def main() -> int:
     if args.run:
         tables[0] = md_table(header, rows + report_rows(args.run, list(organs))) + "\n"
         tables += ["### Volume / true volume per organ, mean over studies (1 = the right size)\n",
-                   md_table(["labels", "studies"] + list(organs), volume_rows(args.run, args.cohort, organs)) + "\n"]
+                   md_table(["labels", "studies"] + list(organs), volume_rows(args.run, args.cohort, organs, split)) + "\n"]
     text = "\n".join([
         "## The drafts' ceiling: oracle GeoS drafts vs the support's density\n",
-        f"Every support point at its true location (no PRNet error), GeoS `prnet.geos`; validation {VAL[0]}, "
+        f"Every support point at its true location (no PRNet error), GeoS `prnet.prelabel.geos`; validation {VAL[0]}, "
         f"train {', '.join(TRAIN)}; per organ: the drafts of the train studies (the run's UNets: the test "
-        f"studies pseudo_06..08); {machine()}.\n",
+        f"studies {', '.join(TEST)}); {machine()}.\n",
         *tables])
     print(text)
     args.out.mkdir(parents=True, exist_ok=True)

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from conftest import save_nifti, start_server, stop_server
 
+from lib.evaluation.metrics import dice
 from lib.geos import (
     GeoSConfig,
     ball,
@@ -21,7 +22,6 @@ from lib.geos import (
 )
 from lib.intensity import seed_window
 from lib.io import read_volume
-from lib.workflow.metrics import dice
 
 BG, FG = 2, 3
 

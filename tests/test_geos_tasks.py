@@ -7,15 +7,12 @@ import pytest
 from conftest import save_nifti, sphere_volume, start_server, stop_server
 from monailabel.client.client import MONAILabelClientException
 
+from lib.evaluation.metrics import dice
 from lib.io import read_volume
 
 SPACING = (1.5, 1.5, 2.0)
 BG, FG = 2, 3  # MONAI Label's default scribble ids with one label
 SLICER_INFO = [{"name": "lesion", "id": 1}, {"name": "background_scribbles", "id": BG}, {"name": "foreground_scribbles", "id": FG}]
-
-
-def dice(a, b):
-    return 2 * np.logical_and(a, b).sum() / (a.sum() + b.sum())
 
 
 @pytest.fixture(scope="module")

@@ -14,6 +14,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from lib.data.reacquire import reorient, resample, slab
+from lib.evaluation.metrics import dice as dice_of
 from lib.io import read_volume
 
 TINY = {"prnet.train.base_channels": "4", "prnet.train.fc_hidden": "16", "prnet.train.batch_pairs": "2", "prnet.propagation.n_starts": "2",
@@ -30,7 +31,7 @@ COPIES = {
 def dice(a: np.ndarray, b: np.ndarray) -> float:
     """Mean Dice over the organ ids present in either map."""
     ids = [i for i in np.union1d(np.unique(a), np.unique(b)) if i]
-    return float(np.mean([2 * ((a == i) & (b == i)).sum() / ((a == i).sum() + (b == i).sum()) for i in ids]))
+    return float(np.mean([dice_of(a == i, b == i) for i in ids]))
 
 
 def test_drafts_agree_in_world_space_across_orientation_spacing_and_field_of_view(real_cohort, server_factory, tmp_path):

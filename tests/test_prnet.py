@@ -170,8 +170,8 @@ def test_propagation_config_rejects_unknown_regularisation():
 def test_prnet_trainer_resumes_from_its_checkpoint(tmp_path):
     from conftest import save_nifti
 
-    from lib.tasks.datastore import AtomicLocalDatastore
     from lib.prnet.checkpoint import load_prnet
+    from lib.tasks.datastore import AtomicLocalDatastore
     from lib.tasks.models import ModelFiles
     from lib.tasks.train_prnet import PRNetTrain
 

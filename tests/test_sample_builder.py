@@ -9,6 +9,7 @@ from scipy import ndimage as ndi
 from lib.data.deform import DeformConfig, deform_pair, locate_in_pseudo, source_coordinates
 from lib.data.labels import label_info, names_from_info, reduce_labels
 from lib.data.scribbles import ScribbleConfig, organ_slices, simulate_scribbles, stroke_in_slice
+from lib.evaluation.metrics import dice
 
 
 def phantom(shape=(48, 44, 36)):
@@ -21,10 +22,6 @@ def phantom(shape=(48, 44, 36)):
     image = np.where(body, 0.0, -1000.0)
     image[label > 0] = 400.0 * label[label > 0]
     return image.astype(np.float32), label
-
-
-def dice(a, b):
-    return 2 * np.logical_and(a, b).sum() / (a.sum() + b.sum())
 
 
 def test_image_and_labels_warped_by_the_same_field_stay_aligned():

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from lib.noise.plc import PLCSchedule
 
-STRATEGIES = ("none", "plc", "mcpm", "oeem")
+STRATEGIES = ("none", "plc", "oeem", "mcpm")  # noise strategies, cheapest first
 LR_DECAYS = ("poly", "none")
 
 

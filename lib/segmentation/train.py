@@ -12,6 +12,7 @@ Loss of every strategy: per-voxel cross-entropy ``L`` (reweighted by the strateg
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any, Callable
 
 import numpy as np
@@ -121,6 +122,34 @@ class SegTrainer:
                 callback(i)
         keys = {k for l in losses for k in l}
         return {k: float(np.mean([l[k] for l in losses if k in l])) for k in sorted(keys)}
+
+    def fit(self, studies: list[Study], start_epoch: int = 0,
+            on_epoch: Callable[[int, dict[str, Any]], Any] | None = None,
+            before_correction: Callable[[int, float], Any] | None = None) -> list[dict[str, Any]]:
+        """The training loop: epochs ``start_epoch .. cfg.epochs - 1`` of ``cfg.steps_per_epoch`` steps each, and
+        with ``plc`` the correction of the noisy labels after each epoch past the warm-up (δ of ``cfg.plc``).
+
+        Hooks: ``before_correction(epoch, delta)`` (0-based epoch) before a PLC correction;
+        ``on_epoch(epochs_done, row)`` after each epoch (the trainer task checkpoints and publishes there).
+        Returns one row per epoch: ``epoch`` (1-based), the mean losses, ``lr``, ``seconds`` (the steps'),
+        and with a correction its ``delta`` and the voxels ``flipped``.
+        """
+        rows = []
+        for epoch in range(start_epoch, self.cfg.epochs):
+            t0 = time.perf_counter()
+            stats = self.epoch(studies, self.cfg.steps_per_epoch)
+            row: dict[str, Any] = {"epoch": epoch + 1, **stats, "lr": self.lr_at(self.steps - 1),
+                                   "seconds": round(time.perf_counter() - t0, 2)}
+            delta = self.cfg.plc.delta(epoch) if self.cfg.noise_strategy == "plc" else None
+            if delta is not None:
+                if before_correction is not None:
+                    before_correction(epoch, delta)
+                flips = self.correct(studies, delta)
+                row.update(delta=delta, flipped=int(sum(flips.values())))
+            rows.append(row)
+            if on_epoch is not None:
+                on_epoch(epoch + 1, row)
+        return rows
 
     # --- inference and PLC -----------------------------------------------------------------------
     @torch.no_grad()

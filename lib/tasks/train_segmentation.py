@@ -135,18 +135,10 @@ class SegmentationTrain(ResumableTrainTask):
         trainer.sampler.rng = np.random.default_rng(seed + epoch)
 
         t_start = time.time()
-        while epoch < cfg.epochs:
-            t0 = time.perf_counter()
-            stats = trainer.epoch(studies, cfg.steps_per_epoch)
-            row: Dict[str, Any] = {"epoch": epoch + 1, **stats, "lr": trainer.lr_at(trainer.steps - 1),
-                                   "seconds": round(time.perf_counter() - t0, 2)}
-            if cfg.noise_strategy == "plc":
-                delta = cfg.plc.delta(epoch)
-                if delta is not None:
-                    flips = trainer.correct(studies, delta)
-                    self._save_corrected(datastore, studies, names, epoch + 1, delta)
-                    row.update(delta=delta, flipped=int(sum(flips.values())))
-            epoch += 1
+
+        def on_epoch(epoch: int, row: Dict[str, Any]) -> None:
+            if "delta" in row:  # PLC corrected the drafts: they are part of the state a resumed run needs
+                self._save_corrected(datastore, studies, names, epoch, row["delta"])
             history.append(row)
             self.save({"trainer": trainer.state_dict(), "epoch": epoch, "key": key},
                       unet_state(trainer.net, cfg, num_classes, names, self.window, epoch), {
@@ -155,6 +147,8 @@ class SegmentationTrain(ResumableTrainTask):
                           "label_names": names, **{k: v for k, v in row.items() if k != "epoch"}, "history": history,
                           "elapsed_s": round(time.time() - t_start, 1)})
             logger.info(f"segmentation epoch {epoch}/{cfg.epochs} ({cfg.noise_strategy}): {row}")
+
+        trainer.fit(studies, start_epoch=epoch, on_epoch=on_epoch)
         return self.stats()
 
     def _save_corrected(self, datastore: Datastore, studies: list[Study], names: dict, epoch: int, delta: float) -> None:

@@ -33,30 +33,11 @@ import numpy as np
 from tqdm import tqdm
 
 from lib.atomic import atomic_write_json
+from lib.evaluation.metrics import dice_per_organ, mean_dice
+from lib.evaluation.split import Split
+from lib.segmentation.config import STRATEGIES
 from lib.server import Server, start_server, stop_server
-from lib.workflow.metrics import dice_per_organ, mean_dice
 from lib.workflow.rest import call, train, wait_until
-
-STRATEGIES = ("none", "plc", "oeem", "mcpm")
-
-
-@dataclass
-class Split:
-    support: str
-    train: list[str]
-    val: list[str]
-    test: list[str]
-
-    @classmethod
-    def from_cohort(cls, cohort: Path, n_val: int = 1, n_test: int = 3) -> "Split":
-        """The scribbled study is the support; of the others (sorted), the last ``n_test`` are test and the
-        ``n_val`` before them validation."""
-        support = sorted(p.name.split(".")[0] for p in (cohort / "scribbles").glob("*.nii.gz"))[0]
-        others = sorted(p.name.split(".")[0] for p in (cohort / "studies").glob("*.nii.gz") if not p.name.startswith(support + "."))
-        if len(others) < n_val + n_test + 1:
-            raise ValueError(f"{len(others)} studies besides the support: need at least {n_val + n_test + 1}")
-        return cls(support, others[: len(others) - n_val - n_test], others[len(others) - n_val - n_test: len(others) - n_test],
-                   others[len(others) - n_test:])
 
 
 @dataclass

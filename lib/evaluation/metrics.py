@@ -1,4 +1,5 @@
-"""Dice per organ between label volumes ``(I, J, K)`` of class ids."""
+"""Overlap metrics of label volumes ``(I, J, K)`` (class ids or bool masks), and choosing a setting without
+looking at the scan it is scored on. One definition each: the workflow, the benchmarks and the tests use these."""
 
 from __future__ import annotations
 
@@ -7,19 +8,22 @@ from typing import Mapping
 import numpy as np
 
 
-def dice_per_organ(pred: np.ndarray, truth: np.ndarray, names: Mapping[str, int],
-                   pred_names: Mapping[str, int] | None = None) -> dict[str, float]:
-    """``{organ: Dice}``; ``pred_names`` maps the organ names to the prediction's ids (default: ``names``).
+def dice_per_organ(pred: np.ndarray | None, truth: np.ndarray, names: Mapping[str, int],
+                   pred_names: Mapping[str, int] | None = None, present_only: bool = False) -> dict[str, float]:
+    """``{organ: Dice}``; ``pred_names`` maps the organ names to the prediction's ids (default: ``names``);
+    ``pred`` None: nothing predicted.
 
-    An organ absent from both volumes scores 1; absent from one of them, 0.
+    An organ absent from both volumes scores 1 (:func:`dice`), unless ``present_only``: then only the organs in
+    ``truth`` (the study's field of view) are scored.
     """
     pred_names = pred_names or names
     out = {}
     for organ, tid in names.items():
         t = truth == tid
-        p = pred == pred_names[organ] if organ in pred_names else np.zeros_like(t)
-        denom = int(t.sum() + p.sum())
-        out[organ] = 1.0 if denom == 0 else float(2 * (t & p).sum() / denom)
+        if present_only and not t.any():
+            continue
+        p = pred == pred_names[organ] if pred is not None and organ in pred_names else np.zeros_like(t)
+        out[organ] = dice(p, t)
     return out
 
 
