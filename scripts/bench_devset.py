@@ -40,8 +40,8 @@ from scipy.stats import spearmanr
 from lib.atomic import atomic_write_text
 from lib.evaluation.metrics import dice_per_organ
 from lib.io import read_volume
-from lib.server import start_server, stop_server
 from lib.workflow.rest import train
+from lib.workflow.server import start_server, stop_server
 
 REPO = Path(__file__).resolve().parents[1]
 

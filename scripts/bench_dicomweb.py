@@ -30,8 +30,8 @@ from dicomweb_client import DICOMwebClient
 from lib.atomic import atomic_write_json, atomic_write_text
 from lib.dicomweb.orthanc import Orthanc
 from lib.dicomweb.upload import upload_study
-from lib.server import free_port, start_server, stop_server
 from lib.tasks.datastore_dicomweb import OneShotDICOMwebDatastore
+from lib.workflow.server import free_port, start_server, stop_server
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -49,8 +49,8 @@ from lib.geos import (
 )
 from lib.intensity import normalize_intensity, seed_window, study_window
 from lib.io import read_volume, write_like
-from lib.server import start_server, stop_server
 from lib.settings import app_settings
+from lib.workflow.server import start_server, stop_server
 
 REPO = Path(__file__).resolve().parents[1]
 

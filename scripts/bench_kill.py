@@ -30,8 +30,8 @@ import psutil
 import requests
 
 from lib.atomic import atomic_write_text
-from lib.server import start_server, stop_server
 from lib.tasks.jobs import running_job
+from lib.workflow.server import start_server, stop_server
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -30,7 +30,7 @@ import requests
 from scipy import ndimage
 
 from lib.atomic import atomic_write_text
-from lib.server import start_server, stop_server
+from lib.workflow.server import start_server, stop_server
 
 REPO = Path(__file__).resolve().parents[1]
 

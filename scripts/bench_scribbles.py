@@ -28,8 +28,8 @@ from lib.data.scribbles import ScribbleConfig, simulate_scribbles
 from lib.evaluation.metrics import dice
 from lib.geos import GeoSConfig, geos_segment
 from lib.io import read_volume, write_like
-from lib.server import start_server, stop_server
 from lib.settings import app_settings
+from lib.workflow.server import start_server, stop_server
 
 REPO = Path(__file__).resolve().parents[1]
 

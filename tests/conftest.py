@@ -10,7 +10,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from lib.server import Server, start_server, stop_server  # noqa: F401
+from lib.workflow.server import Server, start_server, stop_server  # noqa: F401
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -103,7 +103,7 @@ def require_system_tool(available: bool, what: str) -> None:
 def orthanc(tmp_path_factory):
     """A real Orthanc (Debian packages) on a free loopback port with its own storage (``.url``: DICOMweb root)."""
     from lib.dicomweb import orthanc as orthanc_ctl
-    from lib.server import free_port
+    from lib.workflow.server import free_port
 
     try:
         orthanc_ctl.orthanc_binary()

@@ -16,7 +16,7 @@ from pathlib import Path
 from conftest import save_nifti, sphere_volume
 from test_security import snapshot
 
-from lib.server import start_server, stop_server
+from lib.workflow.server import start_server, stop_server
 
 FUZZ_SECONDS = 120
 MIN_REQUESTS = 2000

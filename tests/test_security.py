@@ -22,7 +22,7 @@ import pytest
 import requests
 from conftest import save_nifti, sphere_volume
 
-from lib.server import start_server, stop_server
+from lib.workflow.server import start_server, stop_server
 
 
 def snapshot(root: Path) -> dict[str, tuple[int, int]]:

@@ -1,6 +1,6 @@
 """The app's ASGI entry point: MONAI Label's FastAPI app with this package's endpoints in front.
 
-Start the server with ``--uvicorn_app lib.api.app:app`` (``scripts/start.sh`` and ``lib/server.py`` do).
+Start the server with ``--uvicorn_app lib.api.app:app`` (``scripts/start.sh`` and ``lib/workflow/server.py`` do).
 MONAI Label's routes for the datastore, inference, sessions, training, batch inference, scoring, active
 learning, model files, logs, auth, OHIF and its DICOMweb proxy are replaced by this package's (same paths
 and parameters, see :mod:`lib.api`); ``/info``, ``/openapi.json``, ``/docs`` and the static files stay

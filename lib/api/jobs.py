@@ -52,6 +52,11 @@ def known(name: Any, names: Iterable[str], what: str) -> str:
 
 
 # --- training ----------------------------------------------------------------------------------------
+#: keys of the protocol itself that a train request may carry whatever the trainer: MONAI Label's client
+#: (and 3D Slicer through it) adds ``client_id``; MONAI Label's endpoint adds ``model``
+PROTOCOL_KEYS = frozenset({"client_id", "model"})
+
+
 def validate_training(model: str, params: Optional[dict]) -> dict:
     instance = app_instance()
     known(model, instance._trainers, "trainer")
@@ -59,7 +64,8 @@ def validate_training(model: str, params: Optional[dict]) -> dict:
     trainer = instance._trainers[model]
     if hasattr(trainer, "request_keys"):  # a misspelt key is an error, not a setting silently ignored
         try:
-            check_keys(params, trainer.request_keys(), f"the request to trainer '{model}'")
+            own = {k: v for k, v in params.items() if k not in PROTOCOL_KEYS}
+            check_keys(own, trainer.request_keys(), f"the request to trainer '{model}'")
         except ConfigError as e:
             raise ClientError(str(e)) from None
     if hasattr(trainer, "validate"):

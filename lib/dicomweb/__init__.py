@@ -1,4 +1,5 @@
-"""DICOM and DICOMweb plumbing for the app: CT series from NIfTI, an Orthanc launcher.
+"""DICOM and DICOMweb plumbing for the app: CT series from NIfTI (``convert``), labels to and from DICOM-SEG
+(``seg``), STOW-RS upload (``upload``), an Orthanc launcher (``orthanc``).
 
-Independent of MONAI Label (the DICOMweb datastore that uses it lives in ``lib/tasks``).
+The DICOMweb datastore that uses them is a MONAI Label datastore and lives in ``lib/tasks``.
 """

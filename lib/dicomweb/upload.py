@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import tempfile
 from pathlib import Path
-from typing import Iterable
 
 import pydicom
 from dicomweb_client import DICOMwebClient
@@ -33,7 +32,3 @@ def upload_study(client: DICOMwebClient, nifti: Path, study_id: str | None = Non
     logger.info(f"stored {study_id} as series {uid}")
     return uid, True
 
-
-def upload_studies(client: DICOMwebClient, niftis: Iterable[Path]) -> dict[str, str]:
-    """``{study id: SeriesInstanceUID}`` after uploading every study of ``niftis``."""
-    return {n.name.split(".")[0]: upload_study(client, n)[0] for n in niftis}

@@ -25,26 +25,23 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import shutil
-import sys
 import tempfile
 import threading
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, TypeVar
 
-import numpy as np
-import pydicom
 import requests
 import SimpleITK as sitk
 from cachetools import TTLCache
 from dicomweb_client import DICOMwebClient
 from monailabel.datastore.dicom import DICOMwebClientX, DICOMWebDatastore
 from monailabel.datastore.local import LocalDatastore
-from monailabel.datastore.utils.convert import binary_to_image, itk_image_to_dicom_seg
+from monailabel.datastore.utils.convert import binary_to_image
 from monailabel.datastore.utils.dicom import dicom_web_download_series, dicom_web_upload_dcm
 from pydicom.dataset import Dataset
 
+from lib.dicomweb.seg import EmptyLabel, dcmqi_available, label_to_seg, seg_to_label
 from lib.tasks.datastore import AtomicLocalDatastore
 from lib.tasks.errors import ClientError
 from lib.tasks.labels import label_names_from_info
@@ -53,7 +50,6 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 FINAL = "final"
-_VALUE_RE = re.compile(r"label value (\d+)")
 _NUMBER_OF_FRAMES = "00280008"
 
 
@@ -73,14 +69,6 @@ class PACSUnavailable(ClientError):
         super().__init__(f"the DICOMweb server {url} is unreachable ({type(error).__name__}); check that it is running "
                          "(python -m lib.dicomweb.orthanc start) and that --studies points at its /dicom-web root",
                          status_code=503)
-
-
-def dcmqi_available() -> bool:
-    """Put this interpreter's ``bin`` on PATH (where pip installs dcmqi's ``itkimage2segimage``); True if found."""
-    bin_dir = os.path.dirname(sys.executable)
-    if bin_dir not in os.environ.get("PATH", "").split(os.pathsep):
-        os.environ["PATH"] = os.pathsep.join([bin_dir, os.environ.get("PATH", "")])
-    return shutil.which("itkimage2segimage") is not None
 
 
 class _TimeoutAdapter(requests.adapters.HTTPAdapter):
@@ -256,7 +244,10 @@ class OneShotDICOMwebDatastore(DICOMWebDatastore, AtomicLocalDatastore):
         try:
             if label_tag == FINAL:
                 series_dir = os.path.join(self._datastore.image_path(), image_id)
-                seg_file = label_to_seg(label_filename, series_dir, label_names_from_info(label_info))
+                try:
+                    seg_file = label_to_seg(label_filename, series_dir, label_names_from_info(label_info))
+                except EmptyLabel as e:
+                    raise ClientError(f"{e}; paint at least one structure") from None
                 try:
                     label_info["SeriesInstanceUID"] = self._call(dicom_web_upload_dcm, seg_file, self._client)
                 finally:
@@ -278,62 +269,3 @@ class OneShotDICOMwebDatastore(DICOMWebDatastore, AtomicLocalDatastore):
         for image_id in self.get_labeled_images():
             self.get_label_uri(image_id, FINAL)
         return LocalDatastore.datalist(self, full_path)
-
-
-def label_to_seg(label_path: str, series_dir: str, names: Dict[str, int]) -> str:
-    """Write the label volume as a DICOM-SEG of the CT series in ``series_dir``; returns the file's path.
-
-    One segment per label id present (ascending), named from ``names`` (``{name: id}``); the id is kept
-    in the segment's description. ClientError when the label is empty.
-    """
-    arr = sitk.GetArrayFromImage(sitk.ReadImage(label_path))
-    ids = [int(v) for v in np.unique(arr) if v != 0]
-    if not ids:
-        raise ClientError("the label is empty: nothing to store as DICOM-SEG; paint at least one structure")
-    by_id = {v: k for k, v in names.items()}
-    segments = [{
-        "labelID": i,
-        "SegmentLabel": by_id.get(i, f"label {i}"),
-        "SegmentDescription": f"{by_id.get(i, 'label')} (label value {i})",
-        "SegmentAlgorithmType": "SEMIAUTOMATIC",
-        "SegmentAlgorithmName": "MONAI Label one-shot",
-        "SegmentedPropertyCategoryCodeSequence": {"CodeValue": "123037004", "CodingSchemeDesignator": "SCT",
-                                                  "CodeMeaning": "Anatomical Structure"},
-        "SegmentedPropertyTypeCodeSequence": {"CodeValue": "85756007", "CodingSchemeDesignator": "SCT",
-                                              "CodeMeaning": "Tissue"},
-    } for i in ids]
-    template = {
-        "ContentCreatorName": "MONAILabel", "ClinicalTrialSeriesID": "Session1", "ClinicalTrialTimePointID": "1",
-        "SeriesDescription": "Segmentation (MONAI Label)", "SeriesNumber": "300", "InstanceNumber": "1",
-        "segmentAttributes": [segments], "ContentLabel": "SEGMENTATION",
-        "ContentDescription": "MONAI Label one-shot segmentation", "ClinicalTrialCoordinatingCenterName": "MONAI",
-        "BodyPartExamined": "",
-    }
-    return itk_image_to_dicom_seg(label_path, series_dir, template)
-
-
-def seg_to_label(seg_file: str, reference_image: str) -> tuple[sitk.Image, Dict[str, int]]:
-    """A DICOM-SEG as a label image on the voxel grid of ``reference_image``, and its ``{name: id}``.
-
-    Ids come from the segments' descriptions (``label value <id>``, as :func:`label_to_seg` writes);
-    a SEG from elsewhere keeps its segment numbers.
-    """
-    import pydicom_seg
-
-    ds = pydicom.dcmread(seg_file)
-    number_to_id, names = {}, {}
-    for seg in ds.SegmentSequence:
-        match = _VALUE_RE.search(str(seg.get("SegmentDescription", "")))
-        value = int(match.group(1)) if match else int(seg.SegmentNumber)
-        number_to_id[int(seg.SegmentNumber)] = value
-        names[str(seg.SegmentLabel)] = value
-    result = pydicom_seg.MultiClassReader().read(ds)
-    arr = sitk.GetArrayFromImage(result.image)
-    lut = np.zeros(max([*number_to_id, 0]) + 1, dtype=np.uint16)
-    for number, value in number_to_id.items():
-        lut[number] = value
-    seg_img = sitk.GetImageFromArray(lut[arr])
-    seg_img.CopyInformation(result.image)
-    ref = sitk.ReadImage(reference_image)
-    out = sitk.Resample(seg_img, ref, sitk.Transform(), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt16)
-    return out, names

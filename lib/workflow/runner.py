@@ -36,8 +36,8 @@ from lib.atomic import atomic_write_json
 from lib.evaluation.metrics import dice_per_organ, mean_dice
 from lib.evaluation.split import Split
 from lib.segmentation.config import STRATEGIES
-from lib.server import Server, start_server, stop_server
 from lib.workflow.rest import call, train, wait_until
+from lib.workflow.server import Server, start_server, stop_server
 
 
 @dataclass
