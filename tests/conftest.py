@@ -14,6 +14,16 @@ from lib.workflow.server import Server, start_server, stop_server  # noqa: F401
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
+#: fixtures that start a real server (MONAI Label, Orthanc): a test that uses one is end to end
+E2E_FIXTURES = {"server_factory", "orthanc", "sphere_server", "jail_server"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark ``e2e`` every test that uses a server fixture (tests that start one themselves carry the mark)."""
+    for item in items:
+        if E2E_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.e2e)
+
 
 def save_nifti(array: np.ndarray, path: Path, spacing=(1.5, 1.5, 2.0), dtype=None) -> Path:
     affine = np.diag([*spacing, 1.0])

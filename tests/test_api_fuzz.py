@@ -13,10 +13,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from conftest import save_nifti, sphere_volume
 from test_security import snapshot
 
 from lib.workflow.server import start_server, stop_server
+
+pytestmark = pytest.mark.e2e  # starts real servers
 
 FUZZ_SECONDS = 120
 MIN_REQUESTS = 2000

@@ -10,6 +10,8 @@ import pytest
 from conftest import save_nifti
 from monailabel.client.client import MONAILabelClientException
 
+pytestmark = pytest.mark.e2e  # starts real servers
+
 
 def test_info_next_sample_save_and_read_back_label(tiny_studies, server_factory, tmp_path):
     server = server_factory(tiny_studies)

@@ -65,6 +65,7 @@ def test_bad_values_are_errors_that_say_what_to_fix():
     assert app_config()["prnet"]["train"]["max_steps"] == 2000  # the raw mapping is still there for tools
 
 
+@pytest.mark.e2e
 def test_server_refuses_to_start_on_an_unknown_key(tmp_path):
     """Start-up: ``monailabel start_server ... --conf prnet.regularise none`` exits, naming the key and its section."""
     studies = tmp_path / "studies"

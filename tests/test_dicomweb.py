@@ -22,6 +22,8 @@ from lib.dicomweb.convert import nifti_to_ct_series, voxel_order_as_read_back
 from lib.dicomweb.upload import upload_study
 from lib.tasks.datastore_dicomweb import OneShotDICOMwebDatastore
 
+pytestmark = pytest.mark.e2e  # starts real servers
+
 
 def _nifti_from_series(series_dir) -> nib.Nifti1Image:
     """The series as MONAI Label reads it (ITK/GDCM), as NIfTI."""

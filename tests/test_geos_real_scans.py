@@ -50,6 +50,7 @@ def test_mr_window_is_centred_on_the_seeds_and_never_clips_a_dark_organ():
     assert np.interp(40.0, (a, lo, hi, b), out) > 0.2  # the dark organ is inside the stretched band
 
 
+@pytest.mark.e2e
 def test_scribbles_on_an_mr_study_through_the_server(tmp_path):
     """An MR study (no air in HU) with a dark organ touching a brighter one: the server tells it is MR,
     normalises it around the scribbles and separates the two; ``modality`` must be CT or MR."""
@@ -113,6 +114,7 @@ def test_working_grid_keeps_the_result_on_the_stored_grid():
     assert ((blocks > 0) & (blocks < 1)).any()
 
 
+@pytest.mark.e2e
 def test_one_click_in_a_large_organ_follows_it_past_the_first_crop(tmp_path):
     """A click deep in an organ much larger than the click's crop: the region reaches the crop's faces,
     so the crop grows until the organ's own boundary stops it (OHIF's result used to be the crop's cube)."""

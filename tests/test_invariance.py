@@ -11,11 +11,14 @@ import json
 import time
 
 import numpy as np
+import pytest
 import SimpleITK as sitk
 
 from lib.data.reacquire import reorient, resample, slab
 from lib.evaluation.metrics import dice as dice_of
 from lib.io import read_volume
+
+pytestmark = pytest.mark.e2e  # starts real servers
 
 TINY = {"prnet.train.base_channels": "4", "prnet.train.fc_hidden": "16", "prnet.train.batch_pairs": "2", "prnet.propagation.n_starts": "2",
         "prnet.propagation.refine_steps": "1", "prnet.propagation.batch_size": "32", "prnet.propagation.fit_points": "64", "prnet.prelabel.stride": "4",

@@ -14,6 +14,8 @@ import requests
 from lib.tasks.jobs import JobLock, running_job
 from lib.workflow.server import start_server, stop_server
 
+pytestmark = pytest.mark.e2e  # starts real servers
+
 TINY = {"prnet.train.base_channels": "4", "prnet.train.fc_hidden": "16", "prnet.train.batch_pairs": "2", "prnet.propagation.n_starts": "2"}
 LONG = {"max_steps": 1_000_000, "checkpoint_every": 5}
 

@@ -15,11 +15,14 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import pytest
 from conftest import REPO_ROOT, require_system_tool
 from dicomweb_client import DICOMwebClient
 from scipy import ndimage
 
 from lib.dicomweb.upload import upload_study
+
+pytestmark = pytest.mark.e2e  # starts real servers
 
 CHROMIUM = "/usr/bin/chromium"
 # headless without a GPU: WebGL (cornerstone3D) through SwiftShader; no calls to Google's services

@@ -14,6 +14,8 @@ from monailabel.client.client import MONAILabelClientException
 
 from lib.io import read_volume
 
+pytestmark = pytest.mark.e2e  # starts real servers
+
 SPACING = (3.0, 3.0, 3.0)
 TINY = {"prnet.train.base_channels": "4", "prnet.train.fc_hidden": "16", "prnet.train.batch_pairs": "2", "prnet.propagation.n_starts": "2",
         "prnet.propagation.refine_steps": "1", "prnet.prelabel.stride": "3", "prnet.propagation.batch_size": "16"}

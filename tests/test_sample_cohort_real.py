@@ -11,7 +11,10 @@ import os
 
 import nibabel as nib
 import numpy as np
+import pytest
 from conftest import REPO_ROOT
+
+pytestmark = pytest.mark.e2e  # starts real servers
 
 _spec = importlib.util.spec_from_file_location("build_cohort", REPO_ROOT / "sample-data" / "build_cohort.py")
 build_cohort = importlib.util.module_from_spec(_spec)

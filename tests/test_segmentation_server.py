@@ -15,6 +15,8 @@ from test_prnet_server import SPACING, phantom, wait_for_training
 
 from lib.io import read_volume
 
+pytestmark = pytest.mark.e2e  # starts real servers
+
 TINY = {"segmentation.channels": "[4, 8]", "segmentation.strides": "[2]", "segmentation.num_res_units": "0",
         "segmentation.patch_size": "[16, 16, 16]", "segmentation.batch_size": "2", "segmentation.steps_per_epoch": "2",
         "segmentation.epochs": "1", "segmentation.plc.warmup_epochs": "0"}

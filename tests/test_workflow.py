@@ -39,6 +39,7 @@ def tiny_cohort(root):
     return root
 
 
+@pytest.mark.e2e
 def test_workflow_runs_resumes_and_fills_every_table(tmp_path):
     cohort = tiny_cohort(tmp_path / "cohort")
     split = Split.from_cohort(cohort, n_val=1, n_test=2)
