@@ -167,14 +167,8 @@ def scaled(cfg: ScribbleConfig, inplane_mm: float, reference_mm: float = 3.0) ->
                           vox(cfg.background_margin_vox), vox(cfg.background_ring_vox), cfg.body_threshold_hu)
 
 
-def study_scribbles(
-    label: np.ndarray,
-    image: np.ndarray,
-    affine: np.ndarray,
-    organ_ids: Mapping[str, int],
-    background_id: int,
-    cfg: ScribbleConfig = ScribbleConfig(),
-) -> np.ndarray:
+def study_scribbles(label: np.ndarray, image: np.ndarray, affine: np.ndarray, organ_ids: Mapping[str, int],
+                    background_id: int, cfg: ScribbleConfig = ScribbleConfig()) -> np.ndarray:
     """:func:`simulate_scribbles` on a study stored in any orientation and spacing: strokes on its axial
     (superior-inferior) slices, sized in mm as ``cfg`` is at 3 mm (:func:`scaled`).
 
