@@ -23,7 +23,7 @@ that accumulates along paths inside an organ and keeps the edges between organs.
 cohort (non-contrast CT at 3 mm, neighbouring organs within ~30 HU of each other), GeoS from every
 support scribble point at its true location in 4 of the pseudo-studies goes from mean Dice 0.688 to
 0.730 with a 3×3×3 median (Gaussian smoothing of σ 2 / 3 mm: 0.695 / 0.686; a 5×5×5 median: 0.682;
-docs/benchmarks.md), so PRNet's pseudo masks use it (``prnet.geos``). For one organ in a ROI (the
+docs/benchmarks.md), so PRNet's pseudo masks use it (``prnet.prelabel.geos``). For one organ in a ROI (the
 interactive task) it costs the small organs (mean 0.819 → 0.787, aorta 0.77 → 0.68; docs/benchmarks.md), so it is off by
 default there. A structure thinner than the filter (≈ 1 voxel) is smoothed away.
 
@@ -34,7 +34,7 @@ intensity (spleen into the abdominal wall, pancreas into bowel loops; the cut vo
 background), then the connected components that contain its seeds are kept and their holes filled.
 On the sample cohort, GeoS from every support point at its true location in 8 pseudo-studies goes from
 mean Dice 0.774 to 0.796 with a 1-voxel opening (pancreas 0.46 → 0.54), so PRNet's pseudo masks use it
-(``prnet.geos``); a class that the opening would erase keeps its unopened region.
+(``prnet.prelabel.geos``); a class that the opening would erase keeps its unopened region.
 
 Arrays are ``(I, J, K)`` in the image's voxel order; ``spacing`` is mm per axis in the same order.
 """

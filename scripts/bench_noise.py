@@ -18,7 +18,7 @@ robustness:  MCPM's protocol (its Table 2) on the sample cohort: of the training
              Split: subject_a (clean, the `final` label: MCPM's meta set) + pseudo_01..05 (noisy drafts)
              for training, pseudo_06..08 for testing. The labels are TotalSegmentator's output (a silver
              standard) and the cohort is deformed from one subject, so absolute Dice is optimistic.
-plc:         does PLC's correction help on GeoS drafts? Drafts of pseudo_01..04: GeoS (the app's ``prnet.geos``)
+plc:         does PLC's correction help on GeoS drafts? Drafts of pseudo_01..04: GeoS (the app's ``prnet.prelabel.geos``)
              from every support point at its true location (the oracle propagation: no PRNet model needed).
              `none` and `plc` train on them with the same budget and seed; after each PLC correction the voxels
              flipped and the corrected drafts' mean Dice against the ground truth (which PLC never sees); at the

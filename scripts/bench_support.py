@@ -7,7 +7,7 @@ For each variant of the simulated support annotation of subject A (``lib.data.sc
 ``scribbles`` settings with some keys changed, ``--variants``), every support point is put at its *true*
 location in the validation study pseudo_05 and the train studies pseudo_01..04 (the cohort's own warp
 field: an oracle propagation, PRNet's errors removed) and expanded with the pseudo masks' GeoS
-(``prnet.geos``). The mean Dice of those drafts is the most the GeoS stage can hand the UNet from that
+(``prnet.prelabel.geos``). The mean Dice of those drafts is the most the GeoS stage can hand the UNet from that
 annotation. With ``--unet`` the one-shot UNet (strategy `none`, the app's budget and schedule, seed 0)
 also trains on each variant's drafts of the support and the train studies (the support's draft: GeoS
 from its own scribbles, as the pre-labeling writes it), scored on pseudo_05 and the test studies
