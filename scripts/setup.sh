@@ -23,7 +23,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1
 # against the venv's numpy.
 .venv/bin/python -m pip install --quiet --no-build-isolation GeodisTK==0.1.7
 # this checkout's `lib`, editable (pyproject.toml): importable by the app, its train / batch subprocesses,
-# the scripts and the tests without touching sys.path
+# the scripts and the tests, with no path manipulation in any module
 .venv/bin/python -m pip install --quiet --no-deps -e .
 .venv/bin/python -c 'import GeodisTK, monai, monailabel.app, torch, lib.geos; print("monai", monai.__version__, "| monailabel", monailabel.__version__, "| torch", torch.__version__, "| cuda", torch.cuda.is_available())' 2>&1 | tail -1
 echo "$want" > "$stamp"

@@ -18,7 +18,6 @@ from typing import Any, Callable
 import numpy as np
 import torch
 import torch.nn.functional as F
-from monai.inferers import sliding_window_inference
 from monai.losses import DiceLoss
 
 from lib.noise.mcpm import MetaMaskNet, mcpm_step
@@ -27,6 +26,7 @@ from lib.noise.plc import plc_correct
 from lib.segmentation.config import LR_DECAYS, STRATEGIES, SegConfig
 from lib.segmentation.data import PatchSampler, Study
 from lib.segmentation.network import build_unet
+from lib.segmentation.predict import predict_probs
 
 logger = logging.getLogger(__name__)
 
@@ -182,12 +182,3 @@ class SegTrainer:
         if self.mask_net is not None and "mask_net" in state:
             self.mask_net.load_state_dict(state["mask_net"])
             self.mask_optimizer.load_state_dict(state["mask_optimizer"])
-
-
-@torch.no_grad()
-def predict_probs(net: torch.nn.Module, image: np.ndarray, cfg: SegConfig, device: str | torch.device = "cpu") -> np.ndarray:
-    """Sliding-window (MONAI, Gaussian-weighted) class probabilities ``(C, I, J, K)`` of ``image`` ``(I, J, K)``."""
-    net.eval()
-    x = torch.as_tensor(np.ascontiguousarray(image), dtype=torch.float32, device=device)[None, None]
-    logits = sliding_window_inference(x, tuple(cfg.patch_size), cfg.sw_batch_size, net, overlap=cfg.sw_overlap, mode="gaussian")
-    return torch.softmax(logits, dim=1)[0].cpu().numpy()

@@ -13,7 +13,7 @@ from lib.intensity import normalise_study
 from lib.io import read_volume
 from lib.segmentation.checkpoint import load_unet
 from lib.segmentation.postprocess import remove_fragments
-from lib.segmentation.train import predict_probs
+from lib.segmentation.predict import predict_probs
 from lib.tasks.errors import ClientError
 from lib.tasks.models import ModelFiles, ModelInferTask, PublishedModel, pick_device
 from lib.tasks.results import write_result
