@@ -13,12 +13,12 @@ from lib.prnet.propagate import Localizer, PropagationConfig, apply_affine, fit_
 from lib.prnet.train import PRNetConfig, extract_patches, sample_pairs, sample_points, train_prnet
 
 
-def smooth_volume(shape=(48, 48, 40), seed=0) -> np.ndarray:
-    """A volume whose content varies with position (blobs on a gradient), values in [0, 1]."""
+def smooth_volume(shape=(48, 48, 40), seed=0, blobs=6) -> np.ndarray:
+    """A volume whose content varies with position (``blobs`` blobs on a gradient), values in [0, 1]."""
     rng = np.random.default_rng(seed)
     grid = np.stack(np.meshgrid(*[np.linspace(0, 1, s) for s in shape], indexing="ij"), -1)
     v = 0.3 * grid[..., 0] + 0.2 * grid[..., 1] + 0.1 * grid[..., 2]
-    for _ in range(6):
+    for _ in range(blobs):
         c, r = rng.random(3), rng.uniform(0.08, 0.2)
         v += 0.4 * (np.linalg.norm(grid - c, axis=-1) < r)
     return np.clip(v, 0, 1).astype(np.float32)
@@ -152,6 +152,31 @@ def test_refine_affine_recovers_a_known_map_from_a_coarse_start():
     err = np.linalg.norm(apply_affine(refined, pts) - apply_affine(truth, pts), axis=1)
     assert np.median(err) < 1.0 and np.median(err) < np.median(err_start) / 3, (np.median(err), np.median(err_start))
     np.testing.assert_array_equal(refine_affine(support, query, start, (1.5,) * 3, (1.5,) * 3, steps=0), start)
+
+
+def test_registration_finds_a_slab_inside_a_longer_support():
+    """A slab of 16 slices near one end of 96 (at 3 mm, and at 1.5 mm in-plane): the translation search puts the
+    refinement in the right basin (laying the bodies' centroids on each other starts it ~ 110 mm away, and the
+    refinement from there ends ~ 80 mm off)."""
+    from scipy import ndimage as ndi
+
+    from lib.prnet.propagate import register
+    from lib.registration import translation_search
+
+    support = smooth_volume((40, 40, 96), seed=5, blobs=40)
+    pts = np.argwhere(np.ones((5, 5, 4), bool)) * [6, 6, 3] + [8, 8, 6]  # support voxels inside the slab
+    cfg = PropagationConfig(register_steps=60)
+    for zoom in (1.0, 2.0):
+        query = ndi.zoom(support[:, :, 4:20], (zoom, zoom, 1.0), order=1, grid_mode=True, mode="nearest").astype(np.float32)
+        q_spacing = (3.0 / zoom, 3.0 / zoom, 3.0)
+        # truth: support voxel x -> query voxel ((x + 1/2) * 3 mm - corner) / spacing - 1/2, the corner 4 slices up
+        truth = (np.c_[pts[:, :2] + 0.5, pts[:, 2] - 4 + 0.5] * 3.0) / q_spacing - 0.5
+        found, score = translation_search(support, query, (3.0,) * 3, q_spacing, level_mm=12.0)
+        err = np.linalg.norm((apply_affine(found, pts) - truth) * q_spacing, axis=1)
+        assert np.median(err) <= 6.0 and score > 0.9, (zoom, np.median(err), score)  # within half a 12 mm search voxel
+        mapped, ncc = register(support, query, np.zeros((4, 3)), (3.0,) * 3, q_spacing, cfg)  # PRNet's map: degenerate
+        err = np.linalg.norm((apply_affine(mapped, pts) - truth) * q_spacing, axis=1)
+        assert np.median(err) < 1.5 and ncc > 0.98, (zoom, np.median(err), ncc)
 
 
 def test_propagation_config_rejects_unknown_regularisation():
