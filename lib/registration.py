@@ -23,6 +23,7 @@ from typing import Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy import ndimage as ndi
 
 
 def global_ncc(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -148,6 +149,19 @@ def affine_ncc(
     return float(global_ncc(F.grid_sample(m, grid, align_corners=True), f))
 
 
+def centroid_map(moving: np.ndarray, fixed: np.ndarray, moving_spacing: Sequence[float], fixed_spacing: Sequence[float],
+                 threshold: float = 0.05) -> np.ndarray:
+    """The ``(4, 3)`` map (moving voxel → fixed voxel) that lays the two bodies' intensity centroids on each
+    other, at true size and without rotation: the prior of two studies in the same canonical frame (RAS
+    axes, :mod:`lib.frame`). ``threshold``: voxels above it (of [0, 1] volumes) make up a body."""
+    def centroid(v: np.ndarray) -> np.ndarray:
+        w = np.where(v > threshold, v, 0.0)
+        return np.asarray(ndi.center_of_mass(w)) if w.sum() > 0 else (np.asarray(v.shape) - 1) / 2.0
+
+    scale = np.asarray(moving_spacing, float) / np.asarray(fixed_spacing, float)
+    return np.vstack([np.diag(scale), centroid(fixed) - centroid(moving) * scale])
+
+
 @torch.no_grad()
 def translation_search(moving: np.ndarray, fixed: np.ndarray, moving_spacing: Sequence[float], fixed_spacing: Sequence[float],
                        level_mm: float = 12.0, device: str | torch.device = "cpu") -> tuple[np.ndarray, float]:
@@ -158,7 +172,7 @@ def translation_search(moving: np.ndarray, fixed: np.ndarray, moving_spacing: Se
     it, as :func:`refine_affine` scores) is computed for every shift in whole pooled voxels that keeps the
     fixed volume's centre within the moving one: one 3D cross-correlation (``conv3d``), a fraction of a
     second on a CPU. It finds a slab of a few centimetres inside a longer support, where laying the two
-    bodies' intensity centroids on each other starts the refinement 10 cm away from it.
+    bodies' centroids on each other (:func:`centroid_map`) starts the refinement 10 cm away from it.
 
     Returns ``(map, its NCC at the search level)``, the ``(4, 3)`` map moving voxel → fixed voxel.
     """
