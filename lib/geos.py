@@ -187,6 +187,27 @@ def geodesic_distance(
     return GeodisTK.geodesic3d_raster_scan(img, s, [float(x) for x in spacing], float(lamb), int(iterations))
 
 
+def geodesic_distances(image: np.ndarray, seeds: Sequence[np.ndarray], spacing: Sequence[float], lamb: float,
+                       iterations: int) -> list[np.ndarray]:
+    """:func:`geodesic_distance` to each of several seed sets, in parallel threads (GeodisTK releases the GIL)."""
+    return list(_POOL.map(lambda m: geodesic_distance(image, m, spacing, lamb, iterations), seeds))
+
+
+def working_image(crop_hu: np.ndarray, spacing: Sequence[float], cfg: GeoSConfig,
+                  window: tuple[Sequence[float], Sequence[float]]) -> tuple[np.ndarray, tuple[int, int, int], tuple]:
+    """The crop ``(I, J, K)`` on the working grid of ``cfg`` (:func:`working_factors`): block means of the
+    stored voxels, normalised to [0, 1] by ``window`` and median-filtered when ``cfg`` says so. Returns
+    ``(image, factors, working spacing in mm)``."""
+    f = working_factors(crop_hu.shape, spacing, cfg.working_spacing_mm, cfg.working_voxels)
+    work_spacing = tuple(float(s) * x for s, x in zip(spacing, f))
+    img = normalize_intensity(block_reduce(crop_hu, f, "mean") if any(x > 1 for x in f) else crop_hu, *window)
+    if cfg.median_filter_mm > 0:
+        size = odd_sizes(cfg.median_filter_mm, work_spacing)
+        if max(size) > 1:
+            img = ndi.median_filter(img, size=size, mode="nearest")
+    return img, f, work_spacing
+
+
 def exact_geodesic_distance(image: np.ndarray, seeds: np.ndarray, spacing: Sequence[float]) -> np.ndarray:
     """The exact minimum of GeodisTK's λ = 1 path cost (each step between 26-neighbours costs its
     length in mm × (|ΔI| + 1e-5)) to ``seeds``, by Dijkstra on the voxel graph (scipy): the accuracy
@@ -283,14 +304,8 @@ def geos_segment(
             shell &= ~m
 
     # the working grid: whole blocks of stored voxels (mean intensity; a block holding a seed is a seed)
-    f = working_factors(crop_hu.shape, spacing, cfg.working_spacing_mm, cfg.working_voxels)
+    img, f, work_spacing = working_image(crop_hu, spacing, cfg, (w_in, w_out))
     coarse = any(x > 1 for x in f)
-    work_spacing = tuple(float(s) * x for s, x in zip(spacing, f))
-    img = normalize_intensity(block_reduce(crop_hu, f, "mean") if coarse else crop_hu, w_in, w_out)
-    if cfg.median_filter_mm > 0:
-        size = odd_sizes(cfg.median_filter_mm, work_spacing)
-        if max(size) > 1:
-            img = ndi.median_filter(img, size=size, mode="nearest")
     work_fg = {c: block_reduce(m, f, "any") for c, m in fg.items()} if coarse else fg
     work_bg = block_reduce(bg, f, "any") if coarse else bg
     if shell is not None:
@@ -303,9 +318,7 @@ def geos_segment(
 
     classes = {0: work_bg, **work_fg}
     ids = np.array(list(classes.keys()), dtype=np.uint8)
-    # one distance map per class, in parallel threads (GeodisTK releases the GIL)
-    dists = np.stack(list(_POOL.map(lambda m: geodesic_distance(img, m, work_spacing, cfg.lamb, cfg.iterations),
-                                    classes.values())))
+    dists = np.stack(geodesic_distances(img, list(classes.values()), work_spacing, cfg.lamb, cfg.iterations))
     likelihoods = None
     crop_label = ids[np.argmin(dists, axis=0)]
     if cfg.intensity_weight > 0:
@@ -323,7 +336,7 @@ def geos_segment(
         element = None
     crop_label = _tidy(crop_label, work_fg, element, cfg.largest_component, cfg.fill_holes)
     if coarse:
-        crop_label = _refine(crop_label, dists, likelihoods, ids, f, crop_hu, (w_in, w_out), cfg.intensity_weight)
+        crop_label = refine_boundary(crop_label, dists, likelihoods, ids, f, crop_hu, (w_in, w_out), cfg.intensity_weight)
         for c, m in fg.items():  # every stored seed voxel keeps its class
             crop_label[m] = c
         crop_label = _tidy(crop_label, fg, None, cfg.largest_component, cfg.fill_holes)
@@ -348,7 +361,7 @@ def _tidy(label: np.ndarray, fg: Mapping[int, np.ndarray], element: np.ndarray |
             if (opened & m).any():  # else the class is thinner than the opening: left as it is
                 region = opened
         if largest_component:
-            region = _components_touching(region, m)
+            region = components_touching(region, m)
         if fill_holes:
             region = ndi.binary_fill_holes(region)
         label[(label == c) & ~region] = 0
@@ -356,7 +369,7 @@ def _tidy(label: np.ndarray, fg: Mapping[int, np.ndarray], element: np.ndarray |
     return label
 
 
-def _refine(work_label: np.ndarray, scores: np.ndarray, likelihoods: np.ndarray | None, ids: np.ndarray,
+def refine_boundary(work_label: np.ndarray, scores: np.ndarray, likelihoods: np.ndarray | None, ids: np.ndarray,
             f: Sequence[int], crop_hu: np.ndarray, window, intensity_weight: float) -> np.ndarray:
     """The working grid's label on the stored voxels of the crop (``crop_hu.shape``): each voxel takes
     its block's class, except in the band of working voxels next to a class change, where the class is
@@ -426,7 +439,7 @@ def _like_seeds(img: np.ndarray, seeds, n_sd: float) -> np.ndarray:
     return like
 
 
-def _components_touching(region: np.ndarray, seeds: np.ndarray) -> np.ndarray:
+def components_touching(region: np.ndarray, seeds: np.ndarray) -> np.ndarray:
     """The connected components of ``region`` that contain a seed."""
     lab, n = ndi.label(region)
     if n <= 1:

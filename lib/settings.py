@@ -8,6 +8,7 @@ Sections and their consumers::
     dicomweb            lib.tasks.datastore_dicomweb.DICOMwebConfig
     geos                lib.geos.GeoSConfig                      (scribbles_geos)
     points              lib.tasks.infer_geos.PointsConfig        (points_geos: a click's GeoS settings)
+    correction          lib.correction.CorrectionConfig          (both interactive tasks: correcting a label)
     prnet.train         lib.prnet.train.PRNetConfig              (trainer prnet)
     prnet.propagation   lib.prnet.propagate.PropagationConfig    (Eq. 4, DFD)
     prnet.prelabel      lib.prnet.prelabel.PrelabelConfig        (infer prnet_prelabel: strides, pseudo masks' GeoS)
@@ -22,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from lib.api.access import ServerConfig
+from lib.correction import CorrectionConfig
 from lib.config import ConfigError, app_config, check_keys, from_section, split_section
 from lib.geos import GeoSConfig
 from lib.prnet.prelabel import PrelabelConfig
@@ -42,6 +44,7 @@ class AppSettings:
     dicomweb: DICOMwebConfig
     geos: GeoSConfig
     points: PointsConfig
+    correction: CorrectionConfig
     prnet: PRNetConfig
     propagation: PropagationConfig
     prelabel: PrelabelConfig
@@ -66,7 +69,7 @@ class AppSettings:
         return tuple(self.geos.window_hu), tuple(self.geos.window_out)
 
 
-SECTIONS = ("server", "dicomweb", "geos", "points", "prnet", "segmentation")
+SECTIONS = ("server", "dicomweb", "geos", "points", "correction", "prnet", "segmentation")
 
 
 def read_settings(cfg: Mapping[str, Any]) -> AppSettings:
@@ -88,6 +91,7 @@ def read_settings(cfg: Mapping[str, Any]) -> AppSettings:
         dicomweb=from_section(DICOMwebConfig, cfg.get("dicomweb"), "dicomweb"),
         geos=from_section(GeoSConfig, cfg.get("geos"), "geos"),
         points=from_section(PointsConfig, cfg.get("points"), "points"),
+        correction=from_section(CorrectionConfig, cfg.get("correction"), "correction"),
         prnet=from_section(PRNetConfig, prnet.get("train"), "prnet.train"),
         propagation=from_section(PropagationConfig, prnet.get("propagation"), "prnet.propagation"),
         prelabel=from_section(PrelabelConfig, prnet.get("prelabel"), "prnet.prelabel"),

@@ -28,6 +28,7 @@ from lib.tasks.infer_geos import PointsGeoS, ScribblesGeoS
 from lib.tasks.infer_prnet import PRNetPrelabel
 from lib.tasks.infer_segmentation import SegmentationInfer
 from lib.tasks.models import ModelFiles
+from lib.tasks.start_label import StartLabels
 from lib.tasks.strategy_prnet import PRNetConfidence
 from lib.tasks.train_prnet import PRNetTrain
 from lib.tasks.train_segmentation import SegmentationTrain
@@ -72,14 +73,18 @@ class OneShotApp(MONAILabelApp):
 
     def init_infers(self) -> Dict[str, InferTask]:
         s = self.settings
+        segmentation = SegmentationInfer(self.models["segmentation"], s.segmentation.min_component_fraction)
+        # what a scribble or a click corrects: the study's final, else its draft, else the UNet's prediction
+        start = StartLabels(self.datastore(), s.correction.sources, predict=segmentation.predict_file)
         infers: Dict[str, InferTask] = {
-            "scribbles_geos": ScribblesGeoS(s.geos),
+            "scribbles_geos": ScribblesGeoS(s.geos, start_labels=start, correction=s.correction),
             "points_geos": PointsGeoS(s.points.geos(s.geos), point_radius_mm=float(s.points.radius_mm),
                                       max_growth=int(s.points.max_growth),
-                                      labels={str(k): int(v) for k, v in dict(s.points.labels).items()}),
+                                      labels={str(k): int(v) for k, v in dict(s.points.labels).items()},
+                                      start_labels=start, correction=s.correction),
             "prnet_prelabel": PRNetPrelabel(self.datastore(), self.models["prnet"], s.pseudo_mask_geos, s.propagation,
                                             s.prelabel, support_tag=str(s.support_tag)),
-            "segmentation": SegmentationInfer(self.models["segmentation"], s.segmentation.min_component_fraction),
+            "segmentation": segmentation,
         }
         if s.scribbles_baseline:
             from lib.tasks.baseline import BundledHistogramGraphCut

@@ -124,6 +124,7 @@ async def run_inference(background_tasks: BackgroundTasks, model: str, image: st
     elif image:
         image_id = known_image(image)
         request["image"] = instance.datastore().get_image_uri(image_id)
+        request["_image_id"] = image_id  # the tasks look up the study's labels by it (a correction's start)
     else:
         raise ClientError("no image: give a datastore image id ('image') or a session id ('session_id')")
     tag = None

@@ -28,12 +28,14 @@ from typing import Any, Dict, Mapping, Sequence, Tuple
 import numpy as np
 from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
 
+from lib.correction import CorrectionConfig, correct_label
 from lib.geos import GeoSConfig, geos_segment, reaches_crop_face, seeds_from_points
 from lib.intensity import MODALITIES, modality_of, seed_window, study_window
 from lib.io import Volume, VolumeCache, read_volume, write_like
 from lib.tasks.errors import ClientError
 from lib.tasks.params import number
 from lib.tasks.results import write_result
+from lib.tasks.start_label import StartLabel, StartLabels
 
 logger = logging.getLogger(__name__)
 
@@ -81,11 +83,14 @@ MAX_POINTS = 1000  # clicks per list
 
 
 class _GeoSTask(InferTask):
-    def __init__(self, type: InferType, description: str, cfg: GeoSConfig, labels=None, extra_config=None):
+    def __init__(self, type: InferType, description: str, cfg: GeoSConfig, labels=None, extra_config=None,
+                 start_labels: StartLabels | None = None, correction: CorrectionConfig = CorrectionConfig()):
         config = {k: getattr(cfg, k) for k in TUNABLE}
         config.update(extra_config or {})
+        config["correct"] = bool(correction.enabled and start_labels is not None)
         super().__init__(type=type, labels=labels, dimension=3, description=description, config=config)
         self.cfg = cfg
+        self.start_labels, self.correction = start_labels, correction
         self.images = VolumeCache(size=4)
         self._intensity: dict[int, tuple[Volume, str, tuple[float, float]]] = {}  # id -> (volume, modality, MR range)
 
@@ -162,6 +167,47 @@ class _GeoSTask(InferTask):
         stats["geos_s"] = round(time.perf_counter() - t0, 4)
         return label, stats
 
+    # -- correction mode (lib/correction.py) ---------------------------------------------------------
+    def _start(self, request: Mapping[str, Any], vol: Volume) -> tuple[StartLabel | None, str]:
+        """The label this request corrects (None: segment from scratch) and, when None, why."""
+        asked = request.get("correct")
+        if asked is False or (isinstance(asked, str) and asked.lower() in ("false", "off", "no", "0")):
+            return None, "turned off by the request ('correct': false)"
+        if self.start_labels is None or not self.correction.enabled:
+            return None, "correction is off on this server (correction.enabled)"
+        only = None
+        if isinstance(asked, str) and asked.lower() not in ("", "true", "auto", "on", "yes", "1"):
+            if asked not in self.start_labels.sources:
+                raise ClientError(f"'correct' must be true, false or one of {self.start_labels.sources} (where the "
+                                  f"label to correct comes from), got {asked[:40]}")
+            only = asked
+        elif asked not in (None, True, "") and not isinstance(asked, str):
+            raise ClientError(f"'correct' must be true, false or one of {self.start_labels.sources}, got {str(asked)[:40]}")
+        start = self.start_labels.find(request.get("_image_id"), str(request["image"]), vol.array.shape, only)
+        return start, "" if start else f"the study has no label to correct ({', '.join([only] if only else self.start_labels.sources)})"
+
+    def _correct(self, request, vol: Volume, start: StartLabel, corrections: Dict[int, np.ndarray], roi,
+                 removable: Sequence[int] | None, t0: float) -> tuple[np.ndarray, dict]:
+        """``start`` corrected by ``corrections`` ``{class id: stroke mask}`` (0: background); with a ROI,
+        nothing outside it changes."""
+        cfg = self._cfg(request)
+        modality, rng = self._modality(request, vol)
+        window = None
+        if modality == "MR":
+            fg = [m for c, m in corrections.items() if c] or list(corrections.values())
+            window = seed_window(rng, vol.array[np.logical_or.reduce(fg)], cfg.mr_window_half_width)
+        try:
+            label, stats = correct_label(vol.array, start.array, corrections, vol.spacing, cfg, self.correction,
+                                         removable=removable, window=window)
+        except ValueError as e:
+            raise ClientError(str(e)) from None
+        if roi:
+            inside = np.zeros(label.shape, bool)
+            inside[tuple(slice(*sorted((max(0, a), max(0, b)))) for a, b in zip(roi[0::2], roi[1::2]))] = True
+            label[~inside] = start.array[~inside]
+        stats.update(modality=modality, geos_s=round(time.perf_counter() - t0, 4))
+        return label, {"from": start.source, **stats}
+
     def warmup(self) -> None:
         """Run once on a tiny volume so the user's first click pays no import / first-call cost."""
         import SimpleITK as sitk
@@ -205,12 +251,16 @@ def _label_info(info: Any) -> dict[str, int]:
 class ScribblesGeoS(_GeoSTask):
     """``scribbles_geos``: GeoS from Slicer's foreground / background scribbles (type ``scribbles``)."""
 
-    def __init__(self, cfg: GeoSConfig = GeoSConfig(), labels=None):
+    def __init__(self, cfg: GeoSConfig = GeoSConfig(), labels=None, start_labels: StartLabels | None = None,
+                 correction: CorrectionConfig = CorrectionConfig()):
         super().__init__(
             InferType.SCRIBBLES,
-            "Geodesic (GeoS) segmentation from foreground/background scribbles (3D Slicer)",
+            "Geodesic (GeoS) segmentation from foreground/background scribbles (3D Slicer); corrects the study's "
+            "label (final, else PRNet's draft, else the UNet's prediction) when it has one",
             cfg,
             labels=labels,
+            start_labels=start_labels,
+            correction=correction,
         )
         n = len(self.labels)
         self.default_bg = n + 1 if n else 2
@@ -261,7 +311,29 @@ class ScribblesGeoS(_GeoSTask):
                     "draw at least one foreground stroke"
                 )
 
-        label, stats = self._segment(request, vol, seeds, background, _roi(request, vol.array.shape), t0)
+        roi = _roi(request, vol.array.shape)
+        multi = bool(names) and "foreground_scribbles" not in names
+        start, why = self._start(request, vol)
+        if start is not None:
+            ids, why = _start_ids(start, list(classes) if multi else [selected] if selected else [])
+            if ids is None:
+                start = None
+        if start is not None:
+            corrections = {ids[n]: seeds[classes[n] if multi else 1] for n in ids}
+            if background.any():
+                corrections[0] = background
+            label, correction = self._correct(request, vol, start, corrections, roi, None if multi else list(ids.values()), t0)
+            if multi and selected not in ids:  # every corrected structure, with the label's own ids
+                label_names = dict(start.names) if start.names else dict(ids)
+            else:  # one structure's 0/1 mask, as Slicer maps it to the selected segment
+                key = selected if multi else next(iter(ids))
+                label = (label == ids[key]).astype(np.uint8)
+                label_names = {str(selected or key): 1}
+            result = self._write(request, label)
+            correction["total_s"] = round(time.perf_counter() - t0, 4)
+            return result, {"label_names": label_names, "correction": correction}
+
+        label, stats = self._segment(request, vol, seeds, background, roi, t0)
         if len(classes) > 1 and selected in classes:
             label = (label == classes[selected]).astype(np.uint8)
             label_names = {selected: 1}
@@ -272,13 +344,30 @@ class ScribblesGeoS(_GeoSTask):
             label_names = {next(iter(classes)): 1}
         result = self._write(request, label)
         stats["total_s"] = round(time.perf_counter() - t0, 4)
-        return result, {"label_names": label_names, "geos": stats}
+        return result, {"label_names": label_names, "geos": stats, "correction": {"from": None, "why": why}}
+
+
+def _start_ids(start: StartLabel, wanted: Sequence[str]) -> tuple[dict[str, int] | None, str]:
+    """The ids in ``start`` of the structures a request corrects (by name; with no name, the label's only
+    class); None and why not when one of them is not in ``start`` (that request segments from scratch)."""
+    if not wanted:
+        present = [int(c) for c in np.unique(start.array) if c > 0]
+        if len(present) == 1:
+            name = next((n for n, c in start.names.items() if c == present[0]), "foreground")
+            return {name: present[0]}, ""
+        return None, (f"the label to correct ('{start.source}') has {len(present)} structures: name the one to correct "
+                      "('selected_label_name')")
+    missing = [n for n in wanted if n not in start.names]
+    if missing:
+        return None, f"the label to correct ('{start.source}') has no structure named {missing[0]!r}"
+    return {n: int(start.names[n]) for n in wanted}, ""
 
 
 class PointsGeoS(_GeoSTask):
     """``points_geos``: GeoS from OHIF v3 click points (type ``deepgrow``)."""
 
-    def __init__(self, cfg: GeoSConfig = GeoSConfig(), labels=None, point_radius_mm: float = 4.0, max_growth: int = 3):
+    def __init__(self, cfg: GeoSConfig = GeoSConfig(), labels=None, point_radius_mm: float = 4.0, max_growth: int = 3,
+                 start_labels: StartLabels | None = None, correction: CorrectionConfig = CorrectionConfig()):
         """``cfg.margin_mm`` is the shell beyond the points that is background when none is clicked; a
         region that reaches a face of that crop inside the image doubles the margin, at most ``max_growth``
         times."""
@@ -288,6 +377,8 @@ class PointsGeoS(_GeoSTask):
             cfg,
             labels=labels,
             extra_config={"point_radius_mm": point_radius_mm},
+            start_labels=start_labels,
+            correction=correction,
         )
         self.point_radius_mm = point_radius_mm
         self.max_growth = max_growth
@@ -321,6 +412,22 @@ class PointsGeoS(_GeoSTask):
         fg = seeds_from_points(shape, fg_pts, vol.spacing, radius)
         bg = seeds_from_points(shape, bg_pts, vol.spacing, radius) & ~fg
         roi = _roi(request, vol.array.shape)
+        selected = request.get("selected_label_name")
+        if selected is not None and not isinstance(selected, str):
+            raise ClientError(f"'selected_label_name' must be a segment's name (a string), got {str(selected)[:60]}")
+        start, why = self._start(request, vol)
+        if start is not None:
+            ids, why = _start_ids(start, [selected] if selected else [])
+            if ids is None:
+                start = None
+        if start is not None:
+            (name, c), = ids.items()
+            corrections = {c: fg, **({0: bg} if bg.any() else {})}
+            label, correction = self._correct(request, vol, start, corrections, roi, [c], t0)
+            result = self._write(request, (label == c).astype(np.uint8))
+            correction["total_s"] = round(time.perf_counter() - t0, 4)
+            return result, {"label_names": {str(selected or name): 1}, "correction": correction}
+
         cfg = self._cfg(request)
         margin = cfg.margin_mm
         for grown in range(self.max_growth + 1):
@@ -334,5 +441,5 @@ class PointsGeoS(_GeoSTask):
         label = (label > 0).astype(np.uint8)
         result = self._write(request, label)
         stats["total_s"] = round(time.perf_counter() - t0, 4)
-        name = str(request.get("selected_label_name") or "foreground")
-        return result, {"label_names": {name: 1}, "geos": stats}
+        name = str(selected or "foreground")
+        return result, {"label_names": {name: 1}, "geos": stats, "correction": {"from": None, "why": why}}

@@ -74,3 +74,11 @@ class SegmentationInfer(ModelInferTask):
         return out, {"label_names": model.label_names, "device": device, "epoch": model.epoch,
                      "noise_strategy": model.noise_strategy,
                      "min_component_fraction": fraction, "seconds": round(time.perf_counter() - t0, 2)}
+
+    def predict_file(self, image_path: str) -> tuple[str, Dict[str, int]]:
+        """The published model's label of the study at ``image_path`` (a temporary file the caller removes) and
+        its ``{name: id}``; :class:`ClientError` while no model is published."""
+        if not self.model.exists():
+            raise ClientError("no segmentation model yet", status_code=404)
+        path, body = self({"image": image_path})
+        return path, dict(body["label_names"])

@@ -1,0 +1,159 @@
+"""Correcting a label with scribbles or clicks, instead of segmenting again from scratch.
+
+An annotator opens a draft (PRNet's ``original``, a saved ``final``, the UNet's prediction) and marks
+only where it is wrong: a foreground stroke of class ``k`` where ``k`` is missing, a background stroke
+where a structure leaks. Each correction set ``S`` (the strokes of one class, or the background
+strokes) claims the voxels it reaches *geodesically cheaply*:
+
+    claim_S(x) = D(x; S) < δ      and     x lies within ``radius_mm`` of S (Euclidean)
+
+with ``D`` GeodisTK's geodesic distance on the normalised image (λ = 1: the intensity change summed
+along the best path, [0, 1] units, the same as :mod:`lib.geos`). Where several sets claim a voxel the
+nearest wins (plain GeoS between the corrections). Every voxel no correction claims keeps its starting
+label, so a stroke changes only its own neighbourhood, bounded by the image's edges (an organ's
+boundary costs more than δ to cross) and by ``radius_mm``. A class keeps its id; a background claim
+removes only the classes it may (``removable``: the corrected structure, or every foreground class).
+
+In other words this is GeoS (Criminisi et al. 2008) in which the starting label is one more seed set
+whose distance is the constant δ everywhere: "the draft, unless a correction is nearer than δ".
+The claim is decided on the same working voxels as :func:`lib.geos.geos_segment` and its boundary
+again per stored voxel (:func:`lib.geos.refine_boundary`).
+
+Arrays are ``(I, J, K)`` in the image's voxel order; ``spacing`` is mm per axis in the same order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Collection, Mapping, Sequence
+
+import numpy as np
+from scipy import ndimage as ndi
+
+from lib.geos import GeoSConfig, block_reduce, components_touching, geodesic_distances, refine_boundary, working_image
+
+KEEP = 255  # the working label "no correction claims this voxel"
+_CROSS = ndi.generate_binary_structure(3, 1)
+
+
+@dataclass(frozen=True)
+class CorrectionConfig:
+    """How far a correction reaches (configuration section ``correction``).
+
+    ``delta``: the geodesic distance (summed intensity change on the [0, 1] normalised image) a correction
+    may travel; ``radius_mm``: and no farther than this from its strokes (Euclidean, mm); ``exclusion_mm``: the
+    starting label's regions a correction would take compete with it from farther than this from its strokes
+    (except a region the strokes lie in that lies wholly within ``radius_mm``: an island, argued as a whole);
+    ``enabled``: the
+    interactive tasks correct a starting label when the study has one (a request's ``correct: false``
+    turns it off); ``sources``: where the starting label comes from, in order (datastore label tags, and
+    ``segmentation`` for the published UNet's prediction).
+    """
+
+    enabled: bool = True
+    delta: float = 0.2
+    radius_mm: float = 60.0
+    exclusion_mm: float = 10.0
+    sources: Sequence[str] = ("final", "original", "segmentation")
+
+    def __post_init__(self):
+        if not float(self.delta) > 0 or not float(self.radius_mm) > 0:
+            raise ValueError(f"delta and radius_mm must be > 0, got {self.delta!r} and {self.radius_mm!r}")
+
+
+def correct_label(
+    image_hu: np.ndarray,
+    start: np.ndarray,
+    corrections: Mapping[int, np.ndarray],
+    spacing: Sequence[float],
+    geos: GeoSConfig = GeoSConfig(),
+    cfg: CorrectionConfig = CorrectionConfig(),
+    removable: Collection[int] | None = None,
+    window: tuple[Sequence[float], Sequence[float]] | None = None,
+) -> tuple[np.ndarray, dict]:
+    """``start`` corrected by the strokes in ``corrections``.
+
+    Args:
+        image_hu: ``(I, J, K)`` CT in HU (or MR with its ``window``).
+        start: ``(I, J, K)`` integer class ids (0 = background): the label to correct.
+        corrections: ``{class id: bool (I, J, K)}``; id 0 holds the background strokes, any other id the
+            foreground strokes of that class (it may be a class ``start`` does not hold yet).
+        spacing: mm per axis.
+        geos: the GeoS settings used for the geodesics (window, λ, passes, working voxels, median filter).
+        cfg: how far a correction reaches.
+        removable: the class ids a background claim may remove (default: every foreground class).
+        window: the study's intensity knots ``(window_in, window_out)``; default ``geos``' HU window.
+
+    Returns:
+        ``(label, stats)``: the corrected label (``start``'s dtype, a new array) and a dict with the crop,
+        the working voxel size (mm) and per correction set the voxels it changed.
+    """
+    sets = {int(c): np.asarray(m, bool) for c, m in corrections.items() if np.any(m)}
+    if not sets:
+        raise ValueError("no correction stroke")
+    if start.shape != image_hu.shape or any(m.shape != image_hu.shape for m in sets.values()):
+        raise ValueError(f"the label and the strokes must have the image's shape {list(image_hu.shape)}")
+    strokes = np.logical_or.reduce(list(sets.values()))
+    idx = np.argwhere(strokes)
+    reach = [int(np.ceil(cfg.radius_mm / s)) for s in spacing]
+    box = tuple(slice(max(0, int(lo) - r), min(n, int(hi) + 1 + r))
+                for lo, hi, r, n in zip(idx.min(0), idx.max(0), reach, image_hu.shape))
+    crop_hu = image_hu[box]
+    w_in, w_out = window or (geos.window_hu, geos.window_out)
+
+    img, f, work_spacing = working_image(crop_hu, spacing, geos, (w_in, w_out))
+    coarse = any(x > 1 for x in f)
+    work = {c: block_reduce(m[box], f, "any") if coarse else m[box] for c, m in sets.items()}
+    taken = np.zeros(img.shape, bool)  # a block holding strokes of two sets belongs to the first
+    for c in work:
+        work[c] = work[c] & ~taken
+        taken |= work[c]
+
+    ids = np.array([KEEP, *work], dtype=np.uint8)
+    start_work = start[box][tuple(slice(x // 2, None, x) for x in f)] if coarse else start[box]
+    start_work = start_work[tuple(slice(0, n) for n in img.shape)]
+    # what each set competes with: the starting label's own regions that it would take (other foreground
+    # classes for a foreground set, the removable classes for the background), their interiors, away from
+    # the strokes
+    seeds, competitors = list(work.values()), []
+    for c, m in work.items():
+        near = ndi.distance_transform_edt(~m, sampling=work_spacing)
+        take = (np.isin(start_work, list(removable)) if removable is not None else start_work > 0) if c == 0 \
+            else (start_work > 0) & (start_work != c)
+        if take.any():  # a region the stroke lies in that is wholly within its reach is argued as a whole (an island)
+            lab, n = ndi.label(take)
+            for k in np.unique(lab[ndi.binary_dilation(m, _CROSS) & take]):
+                if k and near[lab == k].max() <= cfg.radius_mm:
+                    take[lab == k] = False
+        competitors.append(ndi.binary_erosion(take, _CROSS) & (near > cfg.exclusion_mm))
+    dists = geodesic_distances(img, seeds + [m for m in competitors if m.any()], work_spacing, geos.lamb, geos.iterations)
+    rival = iter(dists[len(seeds):])
+    scores = [np.full(img.shape, float(cfg.delta), np.float32)]
+    for (c, m), d, comp in zip(work.items(), dists, competitors):
+        lost = ndi.distance_transform_edt(~m, sampling=work_spacing) > cfg.radius_mm  # beyond its reach
+        if comp.any():
+            lost |= d >= next(rival)  # a rival region of the starting label is nearer
+        scores.append(np.where(lost, np.float32(1e6), d).astype(np.float32))
+    scores = np.stack(scores)
+    choice = ids[np.argmin(scores, axis=0)]
+    for c, m in work.items():  # each set's claim: the part connected to its own strokes
+        region = choice == c
+        choice[region & ~components_touching(region, m)] = KEEP
+    if coarse:
+        choice = refine_boundary(choice, scores, None, ids, f, crop_hu, (w_in, w_out), 0.0)
+    for c, m in sets.items():  # every stroke voxel belongs to its own set
+        choice[m[box]] = c
+
+    out = np.array(start, copy=True)
+    crop = out[box]
+    allowed_bg = np.isin(crop, list(removable)) if removable is not None else crop > 0
+    changed = {}
+    for c in work:
+        claim = choice == c
+        if c == 0:
+            claim &= allowed_bg
+        changed[int(c)] = int(np.count_nonzero(claim & (crop != c)))
+        crop[claim] = c
+    stats = {"crop": [[s.start, s.stop] for s in box], "working_spacing_mm": [round(s, 3) for s in work_spacing],
+             "changed_voxels": changed, "delta": float(cfg.delta), "radius_mm": float(cfg.radius_mm)}
+    return out, stats

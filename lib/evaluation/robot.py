@@ -1,0 +1,50 @@
+"""A simulated annotator for interactive benchmarks (DeepIGeoS, DeepEdit evaluate this way).
+
+Each round it looks at the current result of one structure against the truth, takes the largest
+connected error region (false negative or false positive, 26-connected) and puts one correction at its
+most interior voxel (largest distance to the region's boundary, in mm): a foreground stroke in a false
+negative, a background stroke in a false positive.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+from scipy import ndimage as ndi
+
+from lib.geos import seeds_from_points
+
+
+@dataclass(frozen=True)
+class Correction:
+    foreground: bool  # True: the structure is missing there; False: it should not be there
+    point: tuple[int, int, int]  # (i, j, k) voxel
+    region_voxels: int  # the size of the error region it was put in
+
+
+def next_correction(result: np.ndarray, truth: np.ndarray, spacing: Sequence[float]) -> Correction | None:
+    """Where the annotator corrects next; ``result``, ``truth``: bool ``(I, J, K)``. None when they agree."""
+    best = None
+    for fg, error in ((True, truth & ~result), (False, result & ~truth)):
+        lab, n = ndi.label(error, structure=np.ones((3, 3, 3), bool))
+        if n == 0:
+            continue
+        sizes = np.bincount(lab.ravel())[1:]
+        k = int(np.argmax(sizes)) + 1
+        if best is None or sizes[k - 1] > best[2]:
+            best = (fg, lab == k, int(sizes[k - 1]))
+    if best is None:
+        return None
+    fg, region, size = best
+    sl = ndi.find_objects(region.astype(np.uint8))[0]
+    pad = tuple(slice(max(0, s.start - 1), s.stop + 1) for s in sl)
+    edt = ndi.distance_transform_edt(region[pad], sampling=spacing)
+    p = np.unravel_index(int(np.argmax(edt)), edt.shape)
+    return Correction(fg, tuple(int(a + s.start) for a, s in zip(p, pad)), size)  # type: ignore[arg-type]
+
+
+def stroke(shape: Sequence[int], correction: Correction, spacing: Sequence[float], radius_mm: float = 3.0) -> np.ndarray:
+    """The correction as a bool ``(I, J, K)`` stroke: a ball of ``radius_mm`` at its point."""
+    return seeds_from_points(shape, [correction.point], spacing, radius_mm)
