@@ -118,13 +118,7 @@ def correct_label(
     seeds, competitors = list(work.values()), []
     for c, m in work.items():
         near = ndi.distance_transform_edt(~m, sampling=work_spacing)
-        take = (np.isin(start_work, list(removable)) if removable is not None else start_work > 0) if c == 0 \
-            else (start_work > 0) & (start_work != c)
-        if take.any():  # a region the stroke lies in that is wholly within its reach is argued as a whole (an island)
-            lab, n = ndi.label(take)
-            for k in np.unique(lab[ndi.binary_dilation(m, _CROSS) & take]):
-                if k and near[lab == k].max() <= cfg.radius_mm:
-                    take[lab == k] = False
+        take = _takes(start_work, c, removable) & ~_islands(start_work, m, c, removable, work_spacing, cfg.radius_mm)
         competitors.append(ndi.binary_erosion(take, _CROSS) & (near > cfg.exclusion_mm))
     dists = geodesic_distances(img, seeds + [m for m in competitors if m.any()], work_spacing, geos.lamb, geos.iterations)
     rival = iter(dists[len(seeds):])
@@ -141,12 +135,13 @@ def correct_label(
         choice[region & ~components_touching(region, m)] = KEEP
     if coarse:
         choice = refine_boundary(choice, scores, None, ids, f, crop_hu, (w_in, w_out), 0.0)
-    for c, m in sets.items():  # every stroke voxel belongs to its own set
+    for c, m in sets.items():  # every stroke voxel belongs to its own set, and so does an island it lies in
+        choice[_islands(start[box], m[box], c, removable, spacing, cfg.radius_mm)] = c
         choice[m[box]] = c
 
     out = np.array(start, copy=True)
     crop = out[box]
-    allowed_bg = np.isin(crop, list(removable)) if removable is not None else crop > 0
+    allowed_bg = _takes(crop, 0, removable)
     changed = {}
     for c in work:
         claim = choice == c
@@ -157,3 +152,28 @@ def correct_label(
     stats = {"crop": [[s.start, s.stop] for s in box], "working_spacing_mm": [round(s, 3) for s in work_spacing],
              "changed_voxels": changed, "delta": float(cfg.delta), "radius_mm": float(cfg.radius_mm)}
     return out, stats
+
+
+def _takes(start: np.ndarray, c: int, removable: Collection[int] | None) -> np.ndarray:
+    """The voxels of ``start`` that set ``c`` would change: removable classes for the background (0), other
+    foreground classes for a foreground class."""
+    if c == 0:
+        return np.isin(start, list(removable)) if removable is not None else start > 0
+    return (start > 0) & (start != c)
+
+
+def _islands(start: np.ndarray, strokes: np.ndarray, c: int, removable: Collection[int] | None,
+             spacing: Sequence[float], radius_mm: float) -> np.ndarray:
+    """The connected regions of the starting label that the strokes of set ``c`` lie in and that lie wholly
+    within ``radius_mm`` of them: an island of a removable class under a background stroke, of another
+    foreground class under a foreground stroke; the stroke argues about each as a whole. Bool, ``start.shape``."""
+    take = _takes(start, c, removable)
+    out = np.zeros(start.shape, bool)
+    if not (take & strokes).any():
+        return out
+    near = ndi.distance_transform_edt(~strokes, sampling=spacing)
+    lab, _ = ndi.label(take)
+    for k in np.unique(lab[strokes & take]):
+        if k and near[lab == k].max() <= radius_mm:
+            out |= lab == k
+    return out

@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from lib.api.access import ServerConfig
-from lib.correction import CorrectionConfig
 from lib.config import ConfigError, app_config, check_keys, from_section, split_section
+from lib.correction import CorrectionConfig
 from lib.geos import GeoSConfig
 from lib.prnet.prelabel import PrelabelConfig
 from lib.prnet.propagate import PropagationConfig

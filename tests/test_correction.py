@@ -119,6 +119,17 @@ def test_scribbles_and_clicks_correct_the_studys_draft_through_the_server(tmp_pa
     assert body["correction"]["from"] == "original" and body["label_names"] == {"liver": 1}
     assert dice(out == 1, truth == 1) > dice(draft == 1, truth == 1) + 0.1
     assert out[8:14, 8:12, 10:20].all()  # the draft's other error is still there: nobody argued about it
+    # a background stroke alone (no foreground) removes the false-positive island
+    both = scribbles.copy()
+    both[10:12, 9:11, 14:16] = BG
+    path, body = client.infer("scribbles_geos", "case", params,
+                              label_in=str(save_nifti(both, tmp_path / "both.nii.gz", spacing=SPACING)))
+    out = read_volume(path).array
+    assert not out[8:14, 8:12, 10:20].any() and dice(out == 1, truth == 1) > 0.95
+    only_bg = np.where(both == BG, BG, 0).astype(np.uint8)
+    path, body = client.infer("scribbles_geos", "case", params,
+                              label_in=str(save_nifti(only_bg, tmp_path / "bg.nii.gz", spacing=SPACING)))
+    assert not read_volume(path).array[8:14, 8:12, 10:20].any() and body["correction"]["from"] == "original"
 
     # a saved final takes precedence over the draft
     final = truth.copy()

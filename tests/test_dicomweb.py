@@ -20,6 +20,7 @@ from pydicom.uid import generate_uid
 
 from lib.dicomweb.convert import nifti_to_ct_series, voxel_order_as_read_back
 from lib.dicomweb.upload import upload_study
+from lib.evaluation.metrics import dice
 from lib.tasks.datastore_dicomweb import OneShotDICOMwebDatastore
 
 pytestmark = pytest.mark.e2e  # starts real servers
@@ -147,6 +148,11 @@ def test_round_trip_through_the_app(orthanc, pacs_cohort, real_cohort, server_fa
     seg_meta = client.retrieve_series_metadata(segs[0]["0020000D"]["Value"][0], segs[0]["0020000E"]["Value"][0])[0]
     assert seg_meta["00081115"]["Value"][0]["0020000E"]["Value"] == [series]  # ReferencedSeriesSequence
     assert ml.info()["datastore"]["completed"] == 1
+
+    # correction mode on a DICOMweb study: a click is looked up against the study's final (its DICOM-SEG)
+    result, body = ml.infer("points_geos", series, {"foreground": [click], "selected_label_name": "liver"})
+    assert body["correction"]["from"] == "final"
+    assert dice(np.asarray(nib.load(result).dataobj) > 0, final == names["liver"]) > 0.95  # the click agrees with it
 
     # a support annotation (tag scribbles) stays in the local cache, as drafts do; no new SEG
     scribbles = np.zeros_like(final, dtype=np.uint8)

@@ -295,31 +295,27 @@ class ScribblesGeoS(_GeoSTask):
         background = scribbles == bg_id
         if names and "foreground_scribbles" not in names:
             classes = {n: i for n, i in names.items() if n != "background_scribbles" and np.any(scribbles == i)}
-            if not classes:
-                raise ClientError(
-                    f"no foreground scribble: none of the segments {sorted(n for n in names if n != 'background_scribbles')} "
-                    "has voxels in the scribbles volume; draw at least one foreground stroke"
-                )
             seeds = {i: scribbles == i for i in classes.values()}
+            no_fg = (f"no foreground scribble: none of the segments {sorted(n for n in names if n != 'background_scribbles')} "
+                     "has voxels in the scribbles volume; draw at least one foreground stroke") if not classes else ""
         else:
             fg_id = names.get("foreground_scribbles", self.default_fg)
             seeds = {1: scribbles == fg_id}
             classes = {selected or "foreground": 1}
-            if not seeds[1].any():
-                raise ClientError(
-                    f"no foreground scribble (label id {fg_id}, 'foreground_scribbles') in the scribbles volume; "
-                    "draw at least one foreground stroke"
-                )
+            no_fg = "" if seeds[1].any() else (f"no foreground scribble (label id {fg_id}, 'foreground_scribbles') in the "
+                                                 "scribbles volume; draw at least one foreground stroke")
 
         roi = _roi(request, vol.array.shape)
         multi = bool(names) and "foreground_scribbles" not in names
-        start, why = self._start(request, vol)
-        if start is not None:
-            ids, why = _start_ids(start, list(classes) if multi else [selected] if selected else [])
+        start, why = self._start(request, vol) if (not no_fg or background.any()) else (None, "")
+        if start is not None:  # the structures corrected (by name in the label); background strokes alone may remove
+            wanted = list(classes) if multi and classes else [selected] if selected else []
+            ids, why = _start_ids(start, wanted)
             if ids is None:
                 start = None
         if start is not None:
-            corrections = {ids[n]: seeds[classes[n] if multi else 1] for n in ids}
+            corrections = {ids[n]: seeds[classes[n] if multi else 1] for n in ids if (classes.get(n) if multi else 1) in seeds}
+            corrections = {c: m for c, m in corrections.items() if m.any()}
             if background.any():
                 corrections[0] = background
             label, correction = self._correct(request, vol, start, corrections, roi, None if multi else list(ids.values()), t0)
@@ -332,6 +328,8 @@ class ScribblesGeoS(_GeoSTask):
             result = self._write(request, label)
             correction["total_s"] = round(time.perf_counter() - t0, 4)
             return result, {"label_names": label_names, "correction": correction}
+        if no_fg:
+            raise ClientError(no_fg + (f" (nothing to correct: {why})" if why else ""))
 
         label, stats = self._segment(request, vol, seeds, background, roi, t0)
         if len(classes) > 1 and selected in classes:
@@ -406,7 +404,7 @@ class PointsGeoS(_GeoSTask):
         shape = vol.array.shape
         fg_pts = self._points(request, "foreground", shape)
         bg_pts = self._points(request, "background", shape)
-        if not fg_pts:
+        if not fg_pts and not bg_pts:
             raise ClientError("no foreground point: click at least one point inside the structure ('foreground')")
         radius = number(request, "point_radius_mm", self.point_radius_mm, *POINT_RADIUS_MM)
         fg = seeds_from_points(shape, fg_pts, vol.spacing, radius)
@@ -422,12 +420,15 @@ class PointsGeoS(_GeoSTask):
                 start = None
         if start is not None:
             (name, c), = ids.items()
-            corrections = {c: fg, **({0: bg} if bg.any() else {})}
+            corrections = {**({c: fg} if fg.any() else {}), **({0: bg} if bg.any() else {})}
             label, correction = self._correct(request, vol, start, corrections, roi, [c], t0)
             result = self._write(request, (label == c).astype(np.uint8))
             correction["total_s"] = round(time.perf_counter() - t0, 4)
             return result, {"label_names": {str(selected or name): 1}, "correction": correction}
 
+        if not fg_pts:
+            raise ClientError("no foreground point: click at least one point inside the structure ('foreground')"
+                              + (f"; background points alone need a label to correct ({why})" if why else ""))
         cfg = self._cfg(request)
         margin = cfg.margin_mm
         for grown in range(self.max_growth + 1):

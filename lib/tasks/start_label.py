@@ -41,8 +41,12 @@ def label_names(info: Mapping[str, Any]) -> dict[str, int]:
             return {str(k): int(v) for k, v in names.items() if str(v).lstrip("-").isdigit()}
         items = where.get("label_info")
         if isinstance(items, list):
-            return {str(d["name"]): int(d["id"]) for d in items if isinstance(d, Mapping) and "name" in d and "id" in d
-                    and not str(d["name"]).endswith("_scribbles")}
+            out = {}
+            for d in items:  # Slicer: {"name", "id"}; MONAI Label's DICOM-SEG convention: {"name", "idx"}
+                i = d.get("id", d.get("idx")) if isinstance(d, Mapping) else None
+                if i is not None and "name" in d and not str(d["name"]).endswith("_scribbles"):
+                    out[str(d["name"])] = int(i)
+            return out
     return {}
 
 
