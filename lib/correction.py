@@ -14,6 +14,16 @@ label, so a stroke changes only its own neighbourhood, bounded by the image's ed
 boundary costs more than δ to cross) and by ``radius_mm``. A class keeps its id; a background claim
 removes only the classes it may (``removable``: the corrected structure, or every foreground class).
 
+Two rules keep a stroke from taking what nobody argued about, and let it take what it did:
+
+- **rivals**: the starting label's regions that a set would change (other foreground classes for a
+  foreground stroke; the removable classes for a background stroke), eroded by one voxel and farther than
+  ``exclusion_mm`` from the strokes, are seeds too; a voxel geodesically nearer to them than to the strokes
+  is not claimed (a background stroke in a leak stops where the organ itself begins, even without an edge);
+- **islands**: a connected region of the label that a stroke lies in, that is not its class's largest
+  region and that lies wholly within ``radius_mm`` of the stroke is argued as a whole (a background stroke on a false-positive island removes it all,
+  however noisy its intensities), and is no rival.
+
 In other words this is GeoS (Criminisi et al. 2008) in which the starting label is one more seed set
 whose distance is the constant δ everywhere: "the draft, unless a correction is nearer than δ".
 The claim is decided on the same working voxels as :func:`lib.geos.geos_segment` and its boundary
@@ -164,16 +174,22 @@ def _takes(start: np.ndarray, c: int, removable: Collection[int] | None) -> np.n
 
 def _islands(start: np.ndarray, strokes: np.ndarray, c: int, removable: Collection[int] | None,
              spacing: Sequence[float], radius_mm: float) -> np.ndarray:
-    """The connected regions of the starting label that the strokes of set ``c`` lie in and that lie wholly
-    within ``radius_mm`` of them: an island of a removable class under a background stroke, of another
-    foreground class under a foreground stroke; the stroke argues about each as a whole. Bool, ``start.shape``."""
+    """The connected regions of the starting label that the strokes of set ``c`` lie in, that are not their
+    class's largest region (the structure itself) and that lie wholly within ``radius_mm`` of the strokes: an
+    island of a removable class under a background stroke, of another foreground class under a foreground
+    stroke; the stroke argues about each as a whole. Bool, ``start.shape`` (in the crop: a class's largest
+    region there)."""
     take = _takes(start, c, removable)
     out = np.zeros(start.shape, bool)
     if not (take & strokes).any():
         return out
     near = ndi.distance_transform_edt(~strokes, sampling=spacing)
-    lab, _ = ndi.label(take)
-    for k in np.unique(lab[strokes & take]):
-        if k and near[lab == k].max() <= radius_mm:
-            out |= lab == k
+    for cls in np.unique(start[strokes & take]):
+        lab, n = ndi.label(start == cls)
+        if n < 2:
+            continue  # the class is one region: the structure itself, never an island
+        main = int(np.argmax(np.bincount(lab.ravel())[1:])) + 1
+        for k in np.unique(lab[strokes & (start == cls)]):
+            if k and k != main and near[lab == k].max() <= radius_mm:
+                out |= lab == k
     return out

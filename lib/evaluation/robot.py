@@ -22,6 +22,7 @@ class Correction:
     foreground: bool  # True: the structure is missing there; False: it should not be there
     point: tuple[int, int, int]  # (i, j, k) voxel
     region_voxels: int  # the size of the error region it was put in
+    region: np.ndarray | None = None  # bool (I, J, K): that region
 
 
 def next_correction(result: np.ndarray, truth: np.ndarray, spacing: Sequence[float]) -> Correction | None:
@@ -42,9 +43,11 @@ def next_correction(result: np.ndarray, truth: np.ndarray, spacing: Sequence[flo
     pad = tuple(slice(max(0, s.start - 1), s.stop + 1) for s in sl)
     edt = ndi.distance_transform_edt(region[pad], sampling=spacing)
     p = np.unravel_index(int(np.argmax(edt)), edt.shape)
-    return Correction(fg, tuple(int(a + s.start) for a, s in zip(p, pad)), size)  # type: ignore[arg-type]
+    return Correction(fg, tuple(int(a + s.start) for a, s in zip(p, pad)), size, region)  # type: ignore[arg-type]
 
 
 def stroke(shape: Sequence[int], correction: Correction, spacing: Sequence[float], radius_mm: float = 3.0) -> np.ndarray:
-    """The correction as a bool ``(I, J, K)`` stroke: a ball of ``radius_mm`` at its point."""
-    return seeds_from_points(shape, [correction.point], spacing, radius_mm)
+    """The correction as a bool ``(I, J, K)`` stroke: a ball of ``radius_mm`` at its point, inside its error
+    region (an annotator paints within the region they correct)."""
+    ball = seeds_from_points(shape, [correction.point], spacing, radius_mm)
+    return ball & correction.region if correction.region is not None else ball
