@@ -120,8 +120,10 @@ def correct_label(
         taken |= work[c]
 
     ids = np.array([KEEP, *work], dtype=np.uint8)
-    start_work = start[box][tuple(slice(x // 2, None, x) for x in f)] if coarse else start[box]
-    start_work = start_work[tuple(slice(0, n) for n in img.shape)]
+    # the starting label on the working grid: the class at each block's centre (a partial block at the crop's end
+    # takes its last voxel)
+    centres = [np.minimum(np.arange(m) * x + x // 2, n - 1) for m, x, n in zip(img.shape, f, crop_hu.shape)]
+    start_work = start[box][np.ix_(*centres)]
     # what each set competes with: the starting label's own regions that it would take (other foreground
     # classes for a foreground set, the removable classes for the background), their interiors, away from
     # the strokes

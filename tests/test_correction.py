@@ -67,6 +67,20 @@ def test_a_background_stroke_removes_a_false_positive_and_only_its_class():
     assert np.array_equal(out[truth == 1], draft[truth == 1])  # the true liver, untouched
 
 
+def test_a_working_grid_coarser_than_the_stored_one_and_a_crop_of_odd_size():
+    """0.75 mm voxels: the geodesics run on 2-voxel blocks; a crop whose size is no multiple of the block."""
+    image, truth = phantom()
+    fine_image = np.repeat(np.repeat(image, 2, axis=0), 2, axis=1)[:-1, :-1]
+    fine_truth = np.repeat(np.repeat(truth, 2, axis=0), 2, axis=1)[:-1, :-1]
+    spacing = (0.75, 0.75, 2.0)
+    draft = fine_truth.copy()
+    draft[40:][draft[40:] == 1] = 0
+    c = next_correction(draft == 1, fine_truth == 1, spacing)
+    out, stats = correct_label(fine_image, draft, {1: stroke(fine_image.shape, c, spacing)}, spacing)
+    assert stats["working_spacing_mm"][0] == 1.5
+    assert dice(out == 1, fine_truth == 1) > dice(draft == 1, fine_truth == 1) + 0.1
+
+
 def test_strokes_outside_the_image_or_none_are_refused():
     image, truth = phantom()
     with pytest.raises(ValueError, match="no correction stroke"):
