@@ -21,8 +21,8 @@ Two rules keep a stroke from taking what nobody argued about, and let it take wh
   ``exclusion_mm`` from the strokes, are seeds too; a voxel geodesically nearer to them than to the strokes
   is not claimed (a background stroke in a leak stops where the organ itself begins, even without an edge);
 - **islands**: a connected region of the label that a stroke lies in, that is not its class's largest
-  region and that lies wholly within ``radius_mm`` of the stroke is argued as a whole (a background stroke on a false-positive island removes it all,
-  however noisy its intensities), and is no rival.
+  region and that lies wholly within ``radius_mm`` of the stroke is argued as a whole (a background stroke
+  on a false-positive island removes it all, however noisy its intensities), and is no rival.
 
 In other words this is GeoS (Criminisi et al. 2008) in which the starting label is one more seed set
 whose distance is the constant δ everywhere: "the draft, unless a correction is nearer than δ".
@@ -54,8 +54,7 @@ class CorrectionConfig:
     may travel; ``radius_mm``: and no farther than this from its strokes (Euclidean, mm); ``exclusion_mm``: the
     starting label's regions a correction would take compete with it from farther than this from its strokes
     (except a region the strokes lie in that lies wholly within ``radius_mm``: an island, argued as a whole);
-    ``enabled``: the
-    interactive tasks correct a starting label when the study has one (a request's ``correct: false``
+    ``enabled``: the interactive tasks correct a starting label when the study has one (a request's ``correct: false``
     turns it off); ``sources``: where the starting label comes from, in order (datastore label tags, and
     ``segmentation`` for the published UNet's prediction).
     """
@@ -128,15 +127,15 @@ def correct_label(
     # classes for a foreground set, the removable classes for the background), their interiors, away from
     # the strokes
     seeds, competitors = list(work.values()), []
-    for c, m in work.items():
-        near = ndi.distance_transform_edt(~m, sampling=work_spacing)
+    near = [ndi.distance_transform_edt(~m, sampling=work_spacing) for m in seeds]  # mm from each set's strokes
+    for (c, m), mm in zip(work.items(), near):
         take = _takes(start_work, c, removable) & ~_islands(start_work, m, c, removable, work_spacing, cfg.radius_mm)
-        competitors.append(ndi.binary_erosion(take, _CROSS) & (near > cfg.exclusion_mm))
+        competitors.append(ndi.binary_erosion(take, _CROSS) & (mm > cfg.exclusion_mm))
     dists = geodesic_distances(img, seeds + [m for m in competitors if m.any()], work_spacing, geos.lamb, geos.iterations)
     rival = iter(dists[len(seeds):])
     scores = [np.full(img.shape, float(cfg.delta), np.float32)]
-    for (c, m), d, comp in zip(work.items(), dists, competitors):
-        lost = ndi.distance_transform_edt(~m, sampling=work_spacing) > cfg.radius_mm  # beyond its reach
+    for d, mm, comp in zip(dists, near, competitors):
+        lost = mm > cfg.radius_mm  # beyond its reach
         if comp.any():
             lost |= d >= next(rival)  # a rival region of the starting label is nearer
         scores.append(np.where(lost, np.float32(1e6), d).astype(np.float32))

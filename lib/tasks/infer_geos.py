@@ -151,14 +151,18 @@ class _GeoSTask(InferTask):
             entry = self._intensity[id(vol)] = (vol, modality, rng)
         return entry[1], entry[2]
 
+    def _window(self, request, vol: Volume, seeds: Sequence[np.ndarray], cfg: GeoSConfig):
+        """The study's modality and intensity window: None for CT (the HU window of ``cfg``), for MR centred on
+        the intensities under ``seeds`` (bool masks)."""
+        modality, rng = self._modality(request, vol)
+        if modality != "MR":
+            return modality, None
+        return modality, seed_window(rng, vol.array[np.logical_or.reduce(list(seeds))], cfg.mr_window_half_width)
+
     def _segment(self, request, vol: Volume, seeds: Dict[int, np.ndarray], background: np.ndarray, roi, t0: float,
                  cfg: GeoSConfig | None = None):
         cfg = cfg or self._cfg(request)
-        modality, rng = self._modality(request, vol)
-        window = None  # CT: the HU window of cfg
-        if modality == "MR":
-            values = vol.array[np.logical_or.reduce(list(seeds.values()))]
-            window = seed_window(rng, values, cfg.mr_window_half_width)
+        modality, window = self._window(request, vol, list(seeds.values()), cfg)
         try:
             label, stats = geos_segment(vol.array, seeds, background, vol.spacing, cfg, roi=roi or None, window=window)
         except ValueError as e:
@@ -191,11 +195,7 @@ class _GeoSTask(InferTask):
         """``start`` corrected by ``corrections`` ``{class id: stroke mask}`` (0: background); with a ROI,
         nothing outside it changes."""
         cfg = self._cfg(request)
-        modality, rng = self._modality(request, vol)
-        window = None
-        if modality == "MR":
-            fg = [m for c, m in corrections.items() if c] or list(corrections.values())
-            window = seed_window(rng, vol.array[np.logical_or.reduce(fg)], cfg.mr_window_half_width)
+        modality, window = self._window(request, vol, [m for c, m in corrections.items() if c] or list(corrections.values()), cfg)
         try:
             label, stats = correct_label(vol.array, start.array, corrections, vol.spacing, cfg, self.correction,
                                          removable=removable, window=window)

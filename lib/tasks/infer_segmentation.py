@@ -3,6 +3,8 @@ sliding-window inference on CPU or CUDA and hot-reloaded whenever a new model is
 
 from __future__ import annotations
 
+import os
+import threading
 import time
 from typing import Any, Dict, Tuple
 
@@ -42,6 +44,8 @@ class SegmentationInfer(ModelInferTask):
             description="3D UNet trained on the pre-labeled cohort (trainer 'segmentation')",
             config={"device": pick_device(), "min_component_fraction": _fraction(min_component_fraction)},
         )
+        self._cache: dict[tuple[str, int], tuple[np.ndarray, Dict[str, int]]] = {}  # predict_label's
+        self._cache_lock = threading.Lock()
 
     def info(self) -> Dict[str, Any]:
         out = super().info()
@@ -60,7 +64,15 @@ class SegmentationInfer(ModelInferTask):
             fraction = _fraction(request.get("min_component_fraction", self._config["min_component_fraction"]))
         except ValueError as e:
             raise ClientError(str(e)) from None
-        model = self.model.get(device)[0]
+        label, model, _ = self._predict(path, device, fraction)
+        out = write_result(request, label, prefix="seg_")
+        return out, {"label_names": model.label_names, "device": device, "epoch": model.epoch,
+                     "noise_strategy": model.noise_strategy,
+                     "min_component_fraction": fraction, "seconds": round(time.perf_counter() - t0, 2)}
+
+    def _predict(self, path: str, device: str, fraction: float):
+        """``(label on the study's grid, the model, its version)`` for the study at ``path``."""
+        model, version = self.model.get(device)
         try:
             vol = read_volume(path)
         except ValueError as e:
@@ -69,16 +81,23 @@ class SegmentationInfer(ModelInferTask):
         view = vol.view(model.config.spacing_mm)
         image = normalise_study(view.image(vol.array), *model.window)[0]
         probs = predict_probs(model.net, image, model.config, device)
-        label = view.to_native(remove_fragments(probs, fraction).astype(np.uint8))
-        out = write_result(request, label, prefix="seg_")
-        return out, {"label_names": model.label_names, "device": device, "epoch": model.epoch,
-                     "noise_strategy": model.noise_strategy,
-                     "min_component_fraction": fraction, "seconds": round(time.perf_counter() - t0, 2)}
+        return view.to_native(remove_fragments(probs, fraction).astype(np.uint8)), model, version
 
-    def predict_file(self, image_path: str) -> tuple[str, Dict[str, int]]:
-        """The published model's label of the study at ``image_path`` (a temporary file the caller removes) and
-        its ``{name: id}``; :class:`ClientError` while no model is published."""
+    def predict_label(self, image_path: str) -> tuple[np.ndarray, Dict[str, int]]:
+        """The published model's label of the study at ``image_path`` and its ``{name: id}``, computed once per
+        study and model version (each stroke of a correction asks again); :class:`ClientError` while no
+        model is published."""
         if not self.model.exists():
             raise ClientError("no segmentation model yet", status_code=404)
-        path, body = self({"image": image_path})
-        return path, dict(body["label_names"])
+        device = pick_device({})
+        version = self.model.get(device)[1]
+        key = (os.path.realpath(image_path), version)
+        with self._cache_lock:
+            hit = self._cache.get(key)
+        if hit is None:
+            label, model, version = self._predict(image_path, device, self._config["min_component_fraction"])
+            hit = (label, dict(model.label_names))
+            with self._cache_lock:
+                self._cache = {k: v for k, v in list(self._cache.items())[-3:]}  # the last few studies
+                self._cache[(key[0], version)] = hit
+        return hit

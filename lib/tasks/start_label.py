@@ -10,7 +10,6 @@ is its DICOM-SEG, fetched and converted once).
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
@@ -53,12 +52,12 @@ def label_names(info: Mapping[str, Any]) -> dict[str, int]:
 class StartLabels:
     """Finds the starting label of a study: ``find(image_id, image_path, shape)``.
 
-    ``predict``: the published UNet as a callable ``image path → (label path, {name: id})`` that raises
+    ``predict``: the published UNet as a callable ``image path → (label (I, J, K), {name: id})`` that raises
     :class:`ClientError` while no model is published (the ``segmentation`` source is skipped then).
     """
 
     def __init__(self, datastore: Datastore | None, sources: Sequence[str],
-                 predict: Callable[[str], tuple[str, Mapping[str, int]]] | None = None):
+                 predict: Callable[[str], tuple[np.ndarray, Mapping[str, int]]] | None = None):
         self.datastore, self.sources, self.predict = datastore, [str(s) for s in sources], predict
 
     def find(self, image_id: str | None, image_path: str, shape: Sequence[int], only: str | None = None) -> StartLabel | None:
@@ -79,11 +78,8 @@ class StartLabels:
         if source == MODEL_SOURCE:
             if self.predict is None:
                 return None
-            path, names = self.predict(image_path)
-            try:
-                return StartLabel(np.asarray(read_volume(path).array), dict(names), source)
-            finally:
-                os.remove(path)
+            array, names = self.predict(image_path)
+            return StartLabel(np.array(array), dict(names), source)  # a copy: the model's answer is cached
         if self.datastore is None or not image_id:
             return None
         uri = self.datastore.get_label_uri(image_id, source)
