@@ -5,7 +5,6 @@ the tasks live in the repository's ``lib/``.
 """
 
 import logging
-import os
 from typing import Callable, Dict
 
 import monailabel
@@ -18,20 +17,13 @@ from monailabel.interfaces.tasks.train import TrainTask
 from monailabel.tasks.activelearning.first import First
 from monailabel.tasks.activelearning.random import Random
 
-from lib.prnet import checkpoint as prnet_checkpoint
-from lib.segmentation import checkpoint as unet_checkpoint
 from lib.settings import app_settings
 from lib.tasks.batch_infer import HostAwareBatchInferTask
-from lib.tasks.datastore import AtomicLocalDatastore
-from lib.tasks.datastore_dicomweb import OneShotDICOMwebDatastore
 from lib.tasks.infer_geos import PointsGeoS, ScribblesGeoS
-from lib.tasks.infer_prnet import PRNetPrelabel
 from lib.tasks.infer_segmentation import SegmentationInfer
-from lib.tasks.models import ModelFiles
 from lib.tasks.start_label import StartLabels
 from lib.tasks.strategy_prnet import PRNetConfidence
-from lib.tasks.train_prnet import PRNetTrain
-from lib.tasks.train_segmentation import SegmentationTrain
+from lib.tasks.wiring import model_dir, model_files, open_datastore, prelabel_task, trainers
 
 logger = logging.getLogger(__name__)
 
@@ -42,10 +34,8 @@ class OneShotApp(MONAILabelApp):
         # experiment tracking only when asked for (MLflow's default file store refuses under mlflow 3)
         settings.MONAI_LABEL_TRACKING_ENABLED = bool(self.settings.tracking) or bool(self.settings.tracking_uri)
         settings.MONAI_LABEL_TRACKING_URI = str(self.settings.tracking_uri or "")
-        self.model_dir = str(self.settings.model_dir or os.path.join(app_dir, "model"))
-        # one owner of each model's files, shared by its infer and its train task
-        self.models = {"prnet": ModelFiles(self.model_dir, prnet_checkpoint.NAME),
-                       "segmentation": ModelFiles(self.model_dir, unet_checkpoint.NAME)}
+        self.model_dir = model_dir(self.settings, app_dir)
+        self.models = model_files(self.model_dir)
         super().__init__(
             app_dir=app_dir,
             studies=studies,
@@ -56,20 +46,10 @@ class OneShotApp(MONAILabelApp):
         )
 
     def init_datastore(self) -> Datastore:
-        if self.studies.startswith(("http://", "https://")):
-            dw = self.settings.dicomweb
-            return OneShotDICOMwebDatastore(
-                self.studies,
-                cache_path=str(dw.cache_path or settings.MONAI_LABEL_DATASTORE_CACHE_PATH or "") or None,
-                listing_ttl_s=float(dw.listing_ttl_s),
-                timeout_s=float(dw.timeout_s),
-            )
-        return AtomicLocalDatastore(
-            self.studies,
-            extensions=settings.MONAI_LABEL_DATASTORE_FILE_EXT,
-            auto_reload=settings.MONAI_LABEL_DATASTORE_AUTO_RELOAD,
-            read_only=settings.MONAI_LABEL_DATASTORE_READ_ONLY,
-        )
+        return open_datastore(self.studies, self.settings, cache_path=str(settings.MONAI_LABEL_DATASTORE_CACHE_PATH or ""),
+                              extensions=settings.MONAI_LABEL_DATASTORE_FILE_EXT,
+                              auto_reload=settings.MONAI_LABEL_DATASTORE_AUTO_RELOAD,
+                              read_only=settings.MONAI_LABEL_DATASTORE_READ_ONLY)
 
     def init_infers(self) -> Dict[str, InferTask]:
         s = self.settings
@@ -82,8 +62,7 @@ class OneShotApp(MONAILabelApp):
                                       max_growth=int(s.points.max_growth),
                                       labels={str(k): int(v) for k, v in dict(s.points.labels).items()},
                                       start_labels=start, correction=s.correction),
-            "prnet_prelabel": PRNetPrelabel(self.datastore(), self.models["prnet"], s.pseudo_mask_geos, s.propagation,
-                                            s.prelabel, support_tag=str(s.support_tag)),
+            "prnet_prelabel": prelabel_task(s, self.datastore(), self.models),
             "segmentation": segmentation,
         }
         if s.scribbles_baseline:
@@ -93,11 +72,7 @@ class OneShotApp(MONAILabelApp):
         return infers
 
     def init_trainers(self) -> Dict[str, TrainTask]:
-        s = self.settings
-        return {
-            "prnet": PRNetTrain(self.models["prnet"], s.prnet, s.window),
-            "segmentation": SegmentationTrain(self.models["segmentation"], s.segmentation, s.window),
-        }
+        return trainers(self.settings, self.models)
 
     def init_strategies(self) -> Dict[str, Strategy]:
         return {"prnet_confidence": PRNetConfidence(), "random": Random(), "first": First()}

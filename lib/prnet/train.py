@@ -115,7 +115,7 @@ def prnet_loss(
 
 
 def train_prnet(
-    net: PRNet,
+    net: PRNet | torch.nn.Module,
     volumes: Sequence[np.ndarray],
     spacings: Sequence[Sequence[float]],
     cfg: PRNetConfig,
@@ -125,10 +125,14 @@ def train_prnet(
     device: str | torch.device = "cpu",
     callback: Callable[[int, dict], bool | None] | None = None,
     fine: bool = False,
+    part: slice = slice(None),
 ) -> torch.optim.Optimizer:
     """``steps`` Adam steps of Eq. 3 on random pairs; ``callback(step, stats)`` returning True stops early.
 
     ``fine``: train ``net`` as the fine model (short pairs, ``cfg.fine_r_mm``), else as the coarse one.
+    ``part``: the pairs of each batch of ``cfg.batch_pairs`` this process computes, for data-parallel
+    training (:meth:`lib.distributed.Ranks.batch_slice`; ``net`` then a DDP module, which averages the
+    gradients): every process draws the same batch from ``seed`` and takes its part.
     Returns the optimizer (its state carries on across calls, e.g. after a resume).
     """
     net.to(device).train()
@@ -139,6 +143,7 @@ def train_prnet(
     for step in range(steps):
         v = int(rng.integers(len(volumes)))
         c0, c1, d = sample_pairs(volumes[v], spacings[v], cfg.batch_pairs, rng, max_offset, cfg.body_min)
+        c0, c1, d = c0[part], c1[part], d[part]
         x0 = torch.from_numpy(extract_patches(volumes[v], c0, cfg.patch_size))[:, None].to(device)
         x1 = torch.from_numpy(extract_patches(volumes[v], c1, cfg.patch_size))[:, None].to(device)
         parts = prnet_loss(net, x0, x1, torch.from_numpy(d).to(device), r, reconstruct)

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from monai.losses import DiceLoss
 
+from lib.distributed import Ranks
 from lib.noise.mcpm import MetaMaskNet, mcpm_step
 from lib.noise.oeem import oeem_weights
 from lib.noise.plc import plc_correct
@@ -37,16 +38,28 @@ def ce_map(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 
 class SegTrainer:
-    """The UNet, its optimizer and (MCPM) the meta mask net; ``step`` / ``epoch`` / ``correct`` / ``predict``."""
+    """The UNet, its optimizer and (MCPM) the meta mask net; ``step`` / ``epoch`` / ``correct`` / ``predict``.
 
-    def __init__(self, cfg: SegConfig, num_classes: int, device: str | torch.device = "cpu", seed: int = 0):
+    Data parallel with ``ranks`` (:mod:`lib.distributed`): every process draws the same batches (same seed)
+    and computes its part of each; DDP averages the gradients, so the steps are those of one process on the
+    whole batch (``cfg.batch_size`` is global). PLC corrects each process's share of the studies and every
+    process gets all corrections. MCPM's look-ahead is not data parallel: one process only.
+    """
+
+    def __init__(self, cfg: SegConfig, num_classes: int, device: str | torch.device = "cpu", seed: int = 0,
+                 ranks: Ranks = Ranks()):
+        if cfg.noise_strategy == "mcpm" and ranks.distributed:
+            raise ValueError("noise_strategy 'mcpm' trains in one process (its meta look-ahead is not data parallel); "
+                             "train it without multi_gpu / processes, or choose plc, oeem or none")
         if cfg.noise_strategy not in STRATEGIES:
             raise ValueError(f"unknown noise_strategy '{cfg.noise_strategy}'; valid: {', '.join(STRATEGIES)}")
         if cfg.lr_decay not in LR_DECAYS:
             raise ValueError(f"unknown lr_decay '{cfg.lr_decay}'; valid: {', '.join(LR_DECAYS)}")
-        self.cfg, self.num_classes, self.device = cfg, num_classes, torch.device(device)
+        self.cfg, self.num_classes, self.device, self.ranks = cfg, num_classes, torch.device(device), ranks
         torch.manual_seed(seed)
         self.net = build_unet(cfg, num_classes).to(self.device)
+        self.model = ranks.wrap(self.net)  # what the steps run: the net, in DDP when distributed
+        self.part = ranks.batch_slice(cfg.batch_size)
         self.optimizer = torch.optim.Adam(self.net.parameters(), lr=cfg.lr)
         self.sampler = PatchSampler(cfg.patch_size, num_classes, seed=seed, background_ratio=cfg.background_ratio)
         self.dice = DiceLoss(to_onehot_y=True, softmax=True)
@@ -80,7 +93,7 @@ class SegTrainer:
     def step(self, x: torch.Tensor, y: torch.Tensor, meta: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict[str, float]:
         """One step on a batch ``x (B, 1, *patch)``, ``y (B, 1, *patch)``; ``meta``: a clean batch (MCPM)."""
         self.net.train()
-        x, y = x.to(self.device), y.to(self.device)
+        x, y = x[self.part].to(self.device), y[self.part].to(self.device)
         lr = self.lr_at(self.steps)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
@@ -93,7 +106,7 @@ class SegTrainer:
             return mcpm_step(self.net, self.mask_net, self.optimizer, self.mask_optimizer, x, y, mx, my,
                              ce_map, self._extra, self._meta_loss, alpha, self.cfg.mcpm.scope,
                              self.cfg.mcpm.method)
-        logits = self.net(x)
+        logits = self.model(x)
         L = ce_map(logits, y)
         if self.cfg.noise_strategy == "oeem":
             L = oeem_weights(L, y, self.cfg.oeem.per_class) * L
@@ -121,7 +134,7 @@ class SegTrainer:
             if callback is not None:
                 callback(i)
         keys = {k for l in losses for k in l}
-        return {k: float(np.mean([l[k] for l in losses if k in l])) for k in sorted(keys)}
+        return self.ranks.mean({k: float(np.mean([l[k] for l in losses if k in l])) for k in sorted(keys)})
 
     def fit(self, studies: list[Study], start_epoch: int = 0,
             on_epoch: Callable[[int, dict[str, Any]], Any] | None = None,
@@ -158,15 +171,20 @@ class SegTrainer:
         return predict_probs(self.net, image, self.cfg, self.device)
 
     def correct(self, studies: list[Study], delta: float) -> dict[str, int]:
-        """PLC on every noisy study (clean ones are never changed); returns voxels flipped per study."""
-        flips = {}
-        for s in studies:
-            if s.clean:
-                continue
+        """PLC on every noisy study (clean ones are never changed); returns voxels flipped per study.
+
+        Distributed: each process corrects its share of the studies, and every process gets every correction."""
+        mine = {}
+        for s in self.ranks.shard([s for s in studies if not s.clean]):
             corrected, n = plc_correct(s.label, self.predict(s.image), delta)
-            if n:
-                s.set_label(corrected)
-            flips[s.id] = n
+            mine[s.id] = (corrected.astype(np.min_scalar_type(self.num_classes)) if n else None, n)
+        by_id = {s.id: s for s in studies}
+        flips = {}
+        for share in self.ranks.gather(mine):
+            for sid, (corrected, n) in share.items():
+                if corrected is not None:
+                    by_id[sid].set_label(corrected.astype(np.int64))
+                flips[sid] = n
         return flips
 
     # --- checkpoints -----------------------------------------------------------------------------

@@ -45,6 +45,12 @@ class AtomicLocalDatastore(LocalDatastore):
         super().__init__(datastore_path, *args, **kwargs)
         if getattr(self, "_handler", None) is not None:
             self._handler.on_moved = self._on_moved_event
+        self._opened_with = ((datastore_path, *args), {**kwargs, "auto_reload": False})
+
+    def __reduce__(self):
+        """Pickled as the arguments that open it again (its file watcher does not pickle): a worker process of a
+        distributed job (:func:`lib.distributed.spawn`) opens the same folder, without watching it."""
+        return reopen, (type(self), *self._opened_with)
 
     def close(self) -> None:
         """Stop watching the folder (a datastore made outside the server, e.g. in a script or test)."""
@@ -152,6 +158,11 @@ class AtomicLocalDatastore(LocalDatastore):
                 write()
         else:
             write()
+
+
+def reopen(cls: type, args: tuple, kwargs: dict) -> Any:
+    """``cls(*args, **kwargs)``: how a pickled datastore is opened again in another process."""
+    return cls(*args, **kwargs)
 
 
 def remove_stale_temporaries(datastore_path: str, min_age_s: float = 60.0) -> list[str]:

@@ -108,12 +108,23 @@ class OneShotDICOMwebDatastore(DICOMWebDatastore, AtomicLocalDatastore):
         # the series list and the SEG index, recomputed at most every listing_ttl_s (cleared on a `final` save)
         self._listings: TTLCache = TTLCache(maxsize=2, ttl=listing_ttl_s)
         self._listings_lock = threading.Lock()
+        own_client = client is None
         if client is None:
             client = DICOMwebClientX(url=self._url, session=timeout_session(timeout_s))
             # dicomweb-client retries every failure 5 times with 2-16 s back-off: 30 s per call when the PACS
             # is down. One quick retry is enough on loopback; the user gets the 503 at once.
             client.set_http_retry_params(max_attempts=2, wait_exponential_multiplier=250)
         super().__init__(client, search_filter, cache_path)
+        if own_client:  # pickled as what opens it again (:meth:`AtomicLocalDatastore.__reduce__`)
+            self._opened_with = ((url,), {"cache_path": cache_path, "listing_ttl_s": listing_ttl_s,
+                                          "search_filter": search_filter, "timeout_s": timeout_s})
+        else:
+            self._opened_with = None
+
+    def __reduce__(self):
+        if self._opened_with is None:
+            raise TypeError("a DICOMweb datastore built on a caller's client does not pickle")
+        return super().__reduce__()
 
     # --- talking to the PACS -------------------------------------------------------------------
     def _call(self, fn: Callable[..., T], *args, **kwargs) -> T:

@@ -141,7 +141,7 @@ class PRNetPrelabel(ModelInferTask):
         self.class_strides = dict(prelabel.class_strides)  # {support class name: stride}, e.g. a sparser background
         self._lock = threading.Lock()
         self._support_cache: dict = {}  # the support study, re-read only when its label file changes
-        self._encodings: tuple[tuple, dict] = ((), {})  # support encodings for (support, model, stride)
+        self._encodings: dict[str, tuple[tuple, dict]] = {}  # device -> support encodings for (support, model, stride)
 
     def _image_id(self, request: Dict[str, Any]) -> str | None:
         if request.get("_image_id"):
@@ -165,11 +165,11 @@ class PRNetPrelabel(ModelInferTask):
         image_id = self._image_id(request)
 
         bg_id = support.names[BACKGROUND]
-        key = (id(support), version, stride, self.propagation.batch_size, device)
-        with self._lock:
-            if self._encodings[0] != key:
-                self._encodings = (key, {})
-            encodings = self._encodings[1]
+        key = (id(support), version, stride, self.propagation.batch_size)
+        with self._lock:  # one set per device: batch pre-labeling on several GPUs runs one thread per GPU
+            if self._encodings.get(device, ((), {}))[0] != key:
+                self._encodings[device] = (key, {})
+            encodings = self._encodings[device][1]
         try:
             result = prelabel(
                 model.localizer, support.volume, support.scribbles, support.names, query, bg_id, geos,
@@ -187,7 +187,8 @@ class PRNetPrelabel(ModelInferTask):
             raise ClientError(f"no propagated foreground point survived DFD (tau={tau}); lower 'tau' or retrain 'prnet'", status_code=422)
         label_names = {n: c for n, c in support.names.items() if n != BACKGROUND}
         summary = {**result.stats(support.names), "tau": tau, "support": support.image_id, "frame": result.frame,
-                   "support_source": support.source, "seconds": round(time.perf_counter() - t0, 2)}
+                   "support_source": support.source,
+                   "model_version": self.model.digest(version), "seconds": round(time.perf_counter() - t0, 2)}
         if image_id and image_id != support.image_id:
             try:
                 self.datastore.update_image_info(image_id, {"prnet": summary})

@@ -19,12 +19,13 @@ import numpy as np
 import torch
 from monailabel.interfaces.datastore import Datastore
 
+from lib.distributed import Ranks
 from lib.intensity import normalise_study
 from lib.io import read_volume
 from lib.prnet.checkpoint import STATE_KEYS, build_prnet, prnet_state
 from lib.prnet.train import PRNetConfig, train_prnet
 from lib.tasks.errors import ClientError
-from lib.tasks.models import ModelFiles, ResumableTrainTask, pick_device
+from lib.tasks.models import PARALLEL_DEFAULTS, ModelFiles, ResumableTrainTask, pick_device, train_processes
 from lib.tasks.params import number
 
 logger = logging.getLogger(__name__)
@@ -40,7 +41,7 @@ class PRNetTrain(ResumableTrainTask):
 
     def config(self) -> Dict[str, Any]:
         return {"max_steps": self.cfg.max_steps, "lr": self.cfg.lr, "batch_pairs": self.cfg.batch_pairs,
-                "checkpoint_every": self.cfg.checkpoint_every, "restart": False}
+                "checkpoint_every": self.cfg.checkpoint_every, "restart": False, **PARALLEL_DEFAULTS}
 
     def validate(self, request: Dict[str, Any], datastore: Datastore) -> tuple[int, int, float]:
         """``(max_steps, checkpoint_every, lr)`` of a request; ClientError (4xx) with what to fix."""
@@ -48,14 +49,20 @@ class PRNetTrain(ResumableTrainTask):
         every = max(1, number(request, "checkpoint_every", self.cfg.checkpoint_every, 1, 10_000_000, integer=True))
         lr = number(request, "lr", self.cfg.lr, 1e-8, 1.0)
         number(request, "seed", 0, 0, 2**31 - 1, integer=True)
+        nprocs = train_processes(request)[0]
+        if self.cfg.batch_pairs < nprocs:
+            raise ClientError(f"prnet.train.batch_pairs ({self.cfg.batch_pairs}) is the global batch, split over the "
+                              f"{nprocs} processes: set it to at least {nprocs}")
         if not datastore.list_images():
             raise ClientError("the datastore has no studies to train PRNet on; add images first")
         return max_steps, every, lr
 
-    def train(self, request: Dict[str, Any], datastore: Datastore) -> Dict[str, Any]:
+    def train(self, request: Dict[str, Any], datastore: Datastore, ranks: Ranks | None = None) -> Dict[str, Any]:
+        """Train on every study (each process loads them all: the pairs of a batch are split, not the studies)."""
         max_steps, every, lr = self.validate(request, datastore)
-        images = datastore.list_images()
-        device = pick_device()
+        images = sorted(datastore.list_images())
+        ranks = ranks or Ranks(device=pick_device(request))
+        device = ranks.device
         volumes, spacings = [], []
         for image_id in images:  # each study in the canonical frame (RAS axes, cfg.spacing_mm), normalised per study
             vol = read_volume(datastore.get_image_uri(image_id))
@@ -68,7 +75,7 @@ class PRNetTrain(ResumableTrainTask):
 
         torch.manual_seed(int(request.get("seed", 0)))  # reproducible initial weights
         stages = ["coarse"] + (["fine"] if cfg.fine_r_mm is not None else [])
-        nets = {k: build_prnet(cfg).to(device) for k in stages}
+        nets = {k: build_prnet(cfg).to(device) for k in stages}  # the same initial weights on every rank
         optimizers = {k: torch.optim.Adam(n.parameters(), lr=cfg.lr) for k, n in nets.items()}
         optimizer_keys = {"coarse": "optimizer", "fine": "fine_optimizer"}
         step = 0
@@ -83,6 +90,9 @@ class PRNetTrain(ResumableTrainTask):
             else:
                 logger.warning("PRNet: the checkpoint lacks a model of this configuration; starting over")
 
+        # the coarse model without the fine one trains on the whole of Eq. 3; else its decoder is unused
+        trained = {k: ranks.wrap(nets[k], find_unused_parameters=not cfg.stage(k == "fine")[2]) for k in stages}
+        part = ranks.batch_slice(cfg.batch_pairs)
         history = self.stats().get("history", []) if step else []
         t_start = time.time()
         while step < max_steps:
@@ -91,17 +101,19 @@ class PRNetTrain(ResumableTrainTask):
             t0 = time.perf_counter()
             for k in stages:
                 losses: list[dict] = []
-                train_prnet(nets[k], volumes, spacings, cfg, chunk, optimizers[k], seed=step + (k == "fine") * 7919,
-                            device=device, callback=lambda s, st: losses.append(st), fine=k == "fine")
+                train_prnet(trained[k], volumes, spacings, cfg, chunk, optimizers[k], seed=step + (k == "fine") * 7919,
+                            device=device, callback=lambda s, st: losses.append(st), fine=k == "fine", part=part)
                 prefix = "fine_" if k == "fine" else ""
                 mean.update({prefix + n: float(np.mean([l[n] for l in losses])) for n in losses[0]})
+            mean = ranks.mean(mean)  # each rank's loss is on its part of the batch: the batch's is their mean
             step += chunk
             rate = chunk * cfg.batch_pairs * len(stages) / (time.perf_counter() - t0)
             history.append({"step": step, **mean, "pairs_per_s": rate})
             published = prnet_state(nets, cfg, self.window, step)
             self.save({**published, **{optimizer_keys[k]: optimizers[k].state_dict() for k in stages}}, published,
-                      {"step": step, "max_steps": max_steps, "device": device, "studies": len(images), **mean,
-                       "pairs_per_s": rate, "history": history[-200:], "elapsed_s": time.time() - t_start})
+                      {"step": step, "max_steps": max_steps, "device": device, "processes": ranks.world_size,
+                       "studies": len(images), **mean, "pairs_per_s": rate, "history": history[-200:],
+                       "elapsed_s": time.time() - t_start}, ranks)
             fine_err = f", fine err {mean['fine_err_mm']:.1f} mm" if "fine_err_mm" in mean else ""
             logger.info(f"PRNet step {step}/{max_steps}: loss {mean['loss']:.3f} err {mean['err_mm']:.1f} mm{fine_err}, {rate:.1f} pairs/s")
         return self.stats()

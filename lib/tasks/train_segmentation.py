@@ -25,6 +25,7 @@ from typing import Any, Dict, Sequence
 import numpy as np
 from monailabel.interfaces.datastore import Datastore
 
+from lib.distributed import Ranks
 from lib.intensity import normalise_study
 from lib.io import read_volume, write_like
 from lib.segmentation.checkpoint import unet_state
@@ -33,7 +34,7 @@ from lib.segmentation.data import Study
 from lib.segmentation.train import SegTrainer
 from lib.tasks.errors import ClientError
 from lib.tasks.labels import label_names_from_info
-from lib.tasks.models import ModelFiles, ResumableTrainTask, pick_device
+from lib.tasks.models import PARALLEL_DEFAULTS, ModelFiles, ResumableTrainTask, pick_device, train_processes
 from lib.tasks.params import number
 
 logger = logging.getLogger(__name__)
@@ -78,7 +79,7 @@ class SegmentationTrain(ResumableTrainTask):
     def config(self) -> Dict[str, Any]:
         return {"noise_strategy": self.cfg.noise_strategy, "epochs": self.cfg.epochs,
                 "steps_per_epoch": self.cfg.steps_per_epoch, "lr": self.cfg.lr, "lr_decay": self.cfg.lr_decay,
-                "restart": False}
+                "restart": False, **PARALLEL_DEFAULTS}
 
     def _request_config(self, request: Dict[str, Any]) -> SegConfig:
         strategy = str(request.get("noise_strategy", self.cfg.noise_strategy))
@@ -106,9 +107,17 @@ class SegmentationTrain(ResumableTrainTask):
         if cfg.noise_strategy == "mcpm" and "final" not in tags:
             raise ClientError("noise_strategy 'mcpm' needs a clean meta set: save at least one study's corrected "
                               "mask as a 'final' label")
+        nprocs = train_processes(request)[0]
+        if nprocs > 1 and cfg.noise_strategy == "mcpm":
+            raise ClientError("noise_strategy 'mcpm' trains in one process (its meta look-ahead is not data parallel): "
+                              "leave out multi_gpu / processes, or choose plc, oeem or none")
+        if cfg.batch_size < nprocs:
+            raise ClientError(f"segmentation.batch_size ({cfg.batch_size}) is the global batch, split over the "
+                              f"{nprocs} processes: set it to at least {nprocs}")
         return cfg
 
-    def train(self, request: Dict[str, Any], datastore: Datastore) -> Dict[str, Any]:
+    def train(self, request: Dict[str, Any], datastore: Datastore, ranks: Ranks | None = None) -> Dict[str, Any]:
+        """Train on every labeled study (each process loads them all: the patches of a batch are split)."""
         cfg = self.validate(request, datastore)
         studies, names, data_key = training_set(datastore, self.window, cfg.spacing_mm)
         if not names:
@@ -118,9 +127,10 @@ class SegmentationTrain(ResumableTrainTask):
             if s.label.max() >= num_classes or s.label.min() < 0:
                 raise ClientError(f"the label of '{s.id}' holds ids outside 0..{num_classes - 1} (its names: {names})")
 
-        device = pick_device()
+        ranks = ranks or Ranks(device=pick_device(request))
+        device = ranks.device
         seed = int(request.get("seed", 0))
-        trainer = SegTrainer(cfg, num_classes, device, seed=seed)
+        trainer = SegTrainer(cfg, num_classes, device, seed=seed, ranks=ranks)
         key = {"data": data_key, "strategy": cfg.noise_strategy, "num_classes": num_classes, "seed": seed}
         epoch, history = 0, []
         ck = self.resume_from(request, device)
@@ -137,15 +147,15 @@ class SegmentationTrain(ResumableTrainTask):
         t_start = time.time()
 
         def on_epoch(epoch: int, row: Dict[str, Any]) -> None:
-            if "delta" in row:  # PLC corrected the drafts: they are part of the state a resumed run needs
+            if "delta" in row and ranks.main:  # PLC corrected the drafts: part of the state a resumed run needs
                 self._save_corrected(datastore, studies, names, epoch, row["delta"])
             history.append(row)
             self.save({"trainer": trainer.state_dict(), "epoch": epoch, "key": key},
                       unet_state(trainer.net, cfg, num_classes, names, self.window, epoch), {
                           "epoch": epoch, "epochs": cfg.epochs, "noise_strategy": cfg.noise_strategy,
-                          "device": device, "studies": len(studies), "final": sum(s.clean for s in studies),
+                          "device": device, "processes": ranks.world_size, "studies": len(studies), "final": sum(s.clean for s in studies),
                           "label_names": names, **{k: v for k, v in row.items() if k != "epoch"}, "history": history,
-                          "elapsed_s": round(time.time() - t_start, 1)})
+                          "elapsed_s": round(time.time() - t_start, 1)}, ranks)
             logger.info(f"segmentation epoch {epoch}/{cfg.epochs} ({cfg.noise_strategy}): {row}")
 
         trainer.fit(studies, start_epoch=epoch, on_epoch=on_epoch)
