@@ -23,7 +23,7 @@ import time
 from typing import Any, Dict
 
 from filelock import FileLock
-from monailabel.datastore.local import DataModel, ImageLabelModel, LocalDatastore
+from monailabel.datastore.local import DataModel, ImageLabelModel, LocalDatastore, LocalDatastoreModel
 
 from lib.atomic import atomic_copy, atomic_write_text
 from lib.tasks.errors import ClientError, ImageNotFound
@@ -71,9 +71,10 @@ class AtomicLocalDatastore(LocalDatastore):
         ext = volume_extension(image_filename)
         check_name(image_id, "image id")
         dest = path_under(self._datastore.image_path(), self._filename(image_id, ext))
-        old = self._datastore.objects.get(image_id)
         logger.info(f"Adding image (atomic): {image_id} => {os.path.basename(dest)}")
         with FileLock(self._lock_file):
+            self._reload_index()
+            old = self._datastore.objects.get(image_id)
             atomic_copy(image_filename, dest)
             if old is not None and old.image.ext != ext:  # the same study re-uploaded in another format
                 old_file = path_under(self._datastore.image_path(), self._filename(image_id, old.image.ext))
@@ -91,6 +92,7 @@ class AtomicLocalDatastore(LocalDatastore):
         """Remove image ``image_id`` and all its labels (404 for an unknown id)."""
         check_name(image_id, "image id")
         with FileLock(self._lock_file):
+            self._reload_index()
             obj = self._datastore.objects.get(image_id)
             if not obj:
                 raise ImageNotFound(image_id)
@@ -105,6 +107,7 @@ class AtomicLocalDatastore(LocalDatastore):
         check_name(label_id, "image id")
         check_name(label_tag, "label tag")
         with FileLock(self._lock_file):
+            self._reload_index()
             obj = self._datastore.objects.get(label_id)
             if not obj:
                 raise ImageNotFound(label_id)
@@ -125,15 +128,16 @@ class AtomicLocalDatastore(LocalDatastore):
     def save_label(self, image_id: str, label_filename: str, label_tag: str, label_info: Dict[str, Any]) -> str:
         check_name(image_id, "image id")
         check_name(label_tag, "label tag")
-        obj = self._datastore.objects.get(image_id)
-        if not obj:
-            raise ImageNotFound(image_id)
         label_ext = volume_extension(label_filename)
         label_path = self._datastore.label_path(label_tag)
         name = self._filename(image_id, label_ext)
         dest = path_under(label_path, name)
         logger.info(f"Saving label (atomic): {image_id} => {label_tag} => {name}")
         with FileLock(self._lock_file):
+            self._reload_index()
+            obj = self._datastore.objects.get(image_id)
+            if not obj:
+                raise ImageNotFound(image_id)
             os.makedirs(label_path, exist_ok=True)
             old = obj.labels.get(label_tag)
             atomic_copy(label_filename, dest)
@@ -145,6 +149,35 @@ class AtomicLocalDatastore(LocalDatastore):
             obj.labels[label_tag] = DataModel(info=info, ext=label_ext)
             self._update_datastore_file(lock=False)
         return image_id
+
+    def update_image_info(self, image_id: str, info: Dict[str, Any]) -> None:
+        with FileLock(self._lock_file):
+            self._reload_index()
+            obj = self._datastore.objects.get(image_id)
+            if not obj:
+                raise ImageNotFound(image_id)
+            obj.image.info.update(info)
+            self._update_datastore_file(lock=False)
+
+    def update_label_info(self, label_id: str, label_tag: str, info: Dict[str, Any]) -> None:
+        with FileLock(self._lock_file):
+            self._reload_index()
+            label = self._datastore.label(label_id, label_tag)
+            if not label:
+                raise ClientError(f"image '{label_id}' has no label with tag '{label_tag}'", status_code=404)
+            label.info.update(info)
+            self._update_datastore_file(lock=False)
+
+    def _reload_index(self) -> None:
+        """The index as it is on disk, read under the lock before every change: another process (a job, a rank
+        of a distributed pre-labeling, a second server) may have written it since, and writing this
+        process's stale copy back would drop its entries. Always read: file times are too coarse to tell."""
+        if os.path.exists(self._datastore_config_path):
+            with open(self._datastore_config_path) as f:
+                model = LocalDatastoreModel.model_validate_json(f.read())
+            model.base_path = self._datastore_path
+            self._datastore = model
+            self._config_ts = os.stat(self._datastore_config_path).st_mtime
 
     def _update_datastore_file(self, lock: bool = True) -> None:
         def write() -> None:

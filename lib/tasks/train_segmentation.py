@@ -104,9 +104,6 @@ class SegmentationTrain(ResumableTrainTask):
         if not any(tags):
             raise ClientError("no drafts and no final labels to train on: pre-label the cohort first "
                               "(POST /batch/infer/prnet_prelabel?images=unlabeled) or save 'final' labels")
-        if cfg.noise_strategy == "mcpm" and "final" not in tags:
-            raise ClientError("noise_strategy 'mcpm' needs a clean meta set: save at least one study's corrected "
-                              "mask as a 'final' label")
         nprocs = train_processes(request)[0]
         if nprocs > 1 and cfg.noise_strategy == "mcpm":
             raise ClientError("noise_strategy 'mcpm' trains in one process (its meta look-ahead is not data parallel): "
@@ -114,6 +111,9 @@ class SegmentationTrain(ResumableTrainTask):
         if cfg.batch_size < nprocs:
             raise ClientError(f"segmentation.batch_size ({cfg.batch_size}) is the global batch, split over the "
                               f"{nprocs} processes: set it to at least {nprocs}")
+        if cfg.noise_strategy == "mcpm" and "final" not in tags:
+            raise ClientError("noise_strategy 'mcpm' needs a clean meta set: save at least one study's corrected "
+                              "mask as a 'final' label")
         return cfg
 
     def train(self, request: Dict[str, Any], datastore: Datastore, ranks: Ranks | None = None) -> Dict[str, Any]:
