@@ -52,7 +52,7 @@ class AppSettings:
     tracking: bool = False  # MLflow experiment tracking (off unless a tracking URI is set)
     tracking_uri: str = ""
     batch_multi_gpu: str = "auto"  # auto | true | false
-    batch_max_workers: int = 1
+    batch_max_workers: int = 0  # 0: one per GPU on a multi-GPU host, else 1
     model_dir: str = ""  # where trained models are published; "" = <app folder>/model
     support_tag: str = "scribbles"  # label tag of the one-shot support annotation
     scribbles_baseline: bool = False  # also serve MONAI Label's HistogramBasedGraphCut

@@ -7,7 +7,9 @@ sampled from a ``final`` label (a full mask saved from Slicer, its ids in ``labe
 
 The result's ``label_names`` (``{name: id}``) is what Slicer's *Next Sample* reads from the draft
 (tag ``original``) saved by ``POST /batch/infer/prnet_prelabel?images=unlabeled``. Propagation statistics
-(points kept per class, mean DFD similarity) are returned and stored in the image's info under ``prnet``.
+(points kept per class, mean DFD similarity, and ``model_version``: the first 16 hex digits of the published
+model file's sha256, which :mod:`lib.cluster` compares to skip studies already drafted by this model) are
+returned and stored in the image's info under ``prnet``.
 With the request parameter ``points: true`` the result also lists the propagated points per class, kept
 and rejected by DFD (``{"points": {name: {"kept": [[i, j, k], ...], "rejected": [...]}}}``).
 """

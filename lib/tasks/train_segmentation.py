@@ -4,7 +4,8 @@ Data: every study with a ``final`` label (clean; wins over a draft) or an ``orig
 e.g. written by ``POST /batch/infer/prnet_prelabel?images=unlabeled``). Label names come from the labels'
 info (``label_names`` / ``label_info``). Request parameters: ``noise_strategy`` (none | plc | mcpm |
 oeem, default from the configuration), ``epochs``, ``steps_per_epoch``, ``lr``, ``lr_decay`` (poly | none),
-``seed``, ``restart``.
+``seed``, ``restart``, and where it runs: ``multi_gpu`` / ``gpus`` (one process per GPU) or ``processes`` on a
+CPU host (:func:`lib.tasks.models.train_processes`; data parallel, :class:`lib.segmentation.train.SegTrainer`).
 
 Resumable: after every epoch the model, optimizer(s) and epoch go to an atomic checkpoint, and PLC's
 corrected labels are saved in the datastore under tag ``plc``; a run restarted on the same data and

@@ -1,0 +1,124 @@
+"""Cost model of the cohort jobs: seconds per study (pre-labeling) and per training step (PRNet, UNet) for one
+and for several processes, each under ``torchrun`` with ``lib.cluster`` on the sample cohort (real CT).
+
+Configurations (``--configs``, ``processes x threads``): ``1x<cpus>`` is today's single process with every core,
+``1x1`` and ``Nx1`` give the scaling efficiency per process. Efficiency of N processes:
+``throughput(N x 1) / (N · throughput(1 x 1))``; training keeps the global batch (the steps are the same), so
+there it is the speed-up of a step over N. Medians of ``--runs`` runs; table printed and written to ``--out``.
+
+    .venv/bin/python scripts/bench_distributed.py --runs 2 --studies 4 --out docs/bench_distributed.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from lib.workflow.server import free_port  # noqa: E402
+
+
+def cluster(procs: int, threads: int, studies: Path, model_dir: Path, *args: str) -> tuple[dict, float]:
+    """``lib.cluster`` under torchrun; ``(rank 0's summary, wall seconds)``."""
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "GLOO_SOCKET_IFNAME": "lo", "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc-per-node", str(procs),
+           "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{free_port()}", "-m", "lib.cluster",
+           "--studies", str(studies), "--model-dir", str(model_dir), *args]
+    t0 = time.perf_counter()
+    run = subprocess.run(cmd, env=env, cwd=str(ROOT), capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    lines = [line for line in run.stdout.splitlines() if line.startswith("{")]
+    if run.returncode != 0 or not lines:
+        raise RuntimeError(f"{' '.join(cmd)} failed:\n{run.stdout[-2000:]}\n{run.stderr[-4000:]}")
+    return json.loads(lines[-1]), wall
+
+
+def cohort_copy(src: Path, dest: Path, n: int) -> Path:
+    """The support study and the first ``n`` other studies of ``src`` (a fresh datastore, no drafts)."""
+    dest.mkdir(parents=True)
+    index = json.loads((src / "datastore_v2.json").read_text())["objects"]
+    support = next(k for k, v in index.items() if "scribbles" in v["labels"])
+    others = sorted(k for k in index if k != support)[:n]
+    for image_id in [support, *others]:
+        shutil.copy(src / index[image_id]["image"]["info"]["name"], dest)
+    (dest / "labels" / "scribbles").mkdir(parents=True)
+    name = index[support]["labels"]["scribbles"]["info"]["name"]
+    shutil.copy(src / "labels" / "scribbles" / name, dest / "labels" / "scribbles" / name)
+    keep = {k: v for k, v in index.items() if k in [support, *others]}
+    for v in keep.values():
+        v["labels"] = {t: l for t, l in v["labels"].items() if t == "scribbles"}
+    (dest / "datastore_v2.json").write_text(json.dumps({**json.loads((src / "datastore_v2.json").read_text()), "objects": keep}))
+    return dest
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--cohort", default=str(ROOT / "sample-data" / "cohort" / "studies"))
+    ap.add_argument("--studies", type=int, default=4, help="studies to pre-label (besides the support)")
+    ap.add_argument("--configs", nargs="+", default=[f"1x{os.cpu_count() or 1}", "1x1", f"{os.cpu_count() or 1}x1"])
+    ap.add_argument("--prnet-steps", type=int, default=30)
+    ap.add_argument("--seg-steps", type=int, default=10)
+    ap.add_argument("--runs", type=int, default=2)
+    ap.add_argument("--out", default="")
+    args = ap.parse_args(argv)
+    configs = [tuple(int(x) for x in c.split("x")) for c in args.configs]
+    work = Path(tempfile.mkdtemp(prefix="bench_distributed_"))
+    results: dict[tuple, dict[str, list[float]]] = {c: {} for c in configs}
+    try:
+        for run in range(args.runs):
+            for procs, threads in configs:
+                r = results[(procs, threads)]
+                base = work / f"r{run}_{procs}x{threads}"
+                studies = cohort_copy(Path(args.cohort), base / "studies", args.studies)
+                model = base / "model"
+                s, _ = cluster(procs, threads, studies, model, "train", "prnet", "--param", f"max_steps={args.prnet_steps}",
+                               "--param", f"checkpoint_every={args.prnet_steps}")
+                r.setdefault("prnet_s_per_step", []).append(s["elapsed_s"] / args.prnet_steps)
+                s, wall = cluster(procs, threads, studies, model, "prelabel")
+                assert s["drafted"] == args.studies and not s["failed"], s
+                # the slowest rank's compute seconds (its share: ceil(n / procs) studies) over the n studies
+                slowest = max(s["seconds_per_study"]) * math.ceil(args.studies / procs)
+                r.setdefault("prelabel_s_per_study", []).append(slowest / args.studies)
+                r.setdefault("prelabel_wall_s", []).append(wall)
+                s, _ = cluster(procs, threads, studies, model, "train", "segmentation", "--param", "epochs=1",
+                               "--param", f"steps_per_epoch={args.seg_steps}")
+                r.setdefault("seg_s_per_step", []).append(s["seconds"] / args.seg_steps)
+                print(f"run {run + 1}/{args.runs} {procs}x{threads}: " + ", ".join(f"{k} {v[-1]:.2f}" for k, v in r.items()), flush=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+    med = {c: {k: statistics.median(v) for k, v in r.items()} for c, r in results.items()}
+    one = med.get((1, 1))
+    rows = ["| processes × threads | pre-label s / study | pre-label wall (s) | PRNet s / step | UNet s / step | "
+            "efficiency pre-label | PRNet | UNet |", "|---|---|---|---|---|---|---|---|"]
+    for (procs, threads), m in med.items():
+        eff = ["", "", ""]
+        if one and procs > 1:
+            eff = [f"{one[k] / (procs * m[k]):.2f}" for k in ("prelabel_s_per_study", "prnet_s_per_step", "seg_s_per_step")]
+        rows.append(f"| {procs} × {threads} | {m['prelabel_s_per_study']:.2f} | {m['prelabel_wall_s']:.1f} | "
+                    f"{m['prnet_s_per_step']:.3f} | {m['seg_s_per_step']:.3f} | {' | '.join(eff)} |")
+    table = "\n".join(rows)
+    head = (f"Sample cohort (real CT, 3 mm), {args.studies} studies pre-labeled, PRNet {args.prnet_steps} steps, UNet "
+            f"{args.seg_steps} steps, default configuration; medians of {args.runs} runs; {os.cpu_count()} CPUs.\n"
+            "Pre-label s / study: the slowest rank's compute seconds over the studies of the run (no start-up); wall: "
+            "the whole torchrun command, start-up included.")
+    print(head + "\n\n" + table)
+    if args.out:
+        Path(args.out).write_text(head + "\n\n" + table + "\n\n```json\n" + json.dumps(
+            {f"{p}x{t}": r for (p, t), r in results.items()}, indent=1) + "\n```\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
