@@ -32,7 +32,7 @@ from lib.atomic import atomic_torch_save, atomic_write_json
 from lib.config import is_true
 from lib.distributed import Ranks, spawn
 from lib.tasks.errors import ClientError
-from lib.tasks.jobs import job
+from lib.tasks.jobs import die_with_parent, job
 from lib.tasks.params import number
 
 logger = logging.getLogger(__name__)
@@ -197,6 +197,7 @@ class ResumableTrainTask(TrainTask):
             return self.stats()
 
     def _rank_main(self, ranks: Ranks, request: Dict[str, Any], datastore: Datastore) -> None:
+        die_with_parent()  # a worker ends with the job process that spawned it (and that one with the server)
         self.train(request, datastore, ranks)
 
     def validate(self, request: Dict[str, Any], datastore: Datastore) -> Any:
