@@ -38,13 +38,13 @@ from typing import Any, Sequence
 
 from monailabel.interfaces.datastore import Datastore
 
-from lib.config import ConfigError
+from lib.config import REPO_ROOT, ConfigError
 from lib.distributed import Ranks, from_env, leave
 from lib.settings import app_settings
 from lib.tasks.errors import ClientError
 from lib.tasks.infer_prnet import PRNetPrelabel, find_support
 from lib.tasks.jobs import JobLock
-from lib.tasks.wiring import model_files, open_datastore, prelabel_task, trainers
+from lib.tasks.wiring import model_dir, model_files, open_datastore, prelabel_task, trainers
 
 logger = logging.getLogger("lib.cluster")
 
@@ -83,7 +83,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def _open(args: argparse.Namespace, ranks: Ranks) -> tuple[Any, Datastore, dict]:
     """Settings, datastore and model files; rank 0 opens the datastore first (it may write its index)."""
     settings = app_settings(_pairs(args.conf, "--conf"))
-    folder = args.model_dir or str(settings.model_dir) or os.path.join(os.path.dirname(__file__), "..", "apps", "oneshot", "model")
+    folder = args.model_dir or model_dir(settings, str(REPO_ROOT / "apps" / "oneshot"))
     datastore = None
     if ranks.main:
         datastore = open_datastore(args.studies, settings)

@@ -25,13 +25,14 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence, TypeVar
 
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+
+from lib.workflow.server import free_port
 
 logger = logging.getLogger(__name__)
 
@@ -109,11 +110,6 @@ class Ranks:
             dist.barrier()
 
 
-def unwrap(module: torch.nn.Module) -> torch.nn.Module:
-    """The module inside a DDP wrapper (or ``module`` itself)."""
-    return module.module if isinstance(module, torch.nn.parallel.DistributedDataParallel) else module
-
-
 def backend(cuda: bool) -> str:
     return "nccl" if cuda and dist.is_nccl_available() else "gloo"
 
@@ -144,12 +140,6 @@ def leave() -> None:
     """Leave the process group (at the end of a distributed run)."""
     if dist.is_initialized():
         dist.destroy_process_group()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _worker(local_rank: int, world_size: int, port: int, gpus: Sequence[int], threads: int,
