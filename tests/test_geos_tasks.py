@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import time
+import urllib.request
+
 import numpy as np
 import pytest
 from conftest import save_nifti, sphere_volume, start_server, stop_server
@@ -285,3 +288,37 @@ def test_an_organ_cut_by_the_field_of_view_runs_on_to_the_image_edge():
     # inside the image, the crop's faces are still background: the segment stops at the in-plane crop faces
     i0, i1 = stats["crop"][0]
     assert i0 > 0 and not seg[i0].any() and not seg[i1 - 1].any()
+
+
+def test_a_study_handed_to_the_viewer_is_read_before_the_first_click(tmp_path, server_factory):
+    """Next Sample (and an image download) start reading the study in the background, and the two interactive
+    tasks share what they read: the annotator's first scribble or click does not wait for the file."""
+    studies = tmp_path / "studies"
+    studies.mkdir()
+    for n, name in enumerate(("s1", "s2", "s3")):
+        image, _ = sphere_volume(shape=(40, 40, 24), centre=(20, 20, 12), radius=12.0, seed=n, spacing=SPACING)
+        save_nifti(image, studies / f"{name}.nii.gz", spacing=SPACING)
+    server = server_factory(studies)
+    client = server.client()
+    click = {"foreground": [[20, 20, 12]], "background": []}
+
+    handed = client.next_sample("first", {})["id"]  # Slicer's Next Sample
+    time.sleep(1.0)  # the viewer loads the study meanwhile (a read still under way would be waited for)
+    _, body = client.infer("points_geos", handed, click)
+    assert body["image"]["from"] == "prefetched", body["image"]
+    # the other interactive task finds it too
+    f = scribble_file(tmp_path, (40, 40, 24), fg=[np.s_[15:25, 20, 12]], bg=[np.s_[2:8, 2:38, 12]])
+    _, body = client.infer("scribbles_geos", handed, {"label_info": SLICER_INFO, "selected_label_name": "lesion"},
+                           label_in=f)
+    assert body["image"]["from"] == "cached", body["image"]
+
+    others = sorted({"s1", "s2", "s3"} - {handed})
+    _, body = client.infer("points_geos", others[0], click)  # nobody opened it: read by the request
+    assert body["image"]["from"] == "read", body["image"]
+
+    # a viewer downloading a study (GET /datastore/image) reads it ahead as well
+    with urllib.request.urlopen(f"{server.url}/datastore/image?image={others[1]}", timeout=30) as r:
+        assert r.status == 200 and len(r.read()) > 0
+    time.sleep(1.0)
+    _, body = client.infer("points_geos", others[1], click)
+    assert body["image"]["from"] == "prefetched", body["image"]

@@ -17,6 +17,7 @@ from monailabel.interfaces.tasks.train import TrainTask
 from monailabel.tasks.activelearning.first import First
 from monailabel.tasks.activelearning.random import Random
 
+from lib.io import VolumeCache
 from lib.settings import app_settings
 from lib.tasks.batch_infer import HostAwareBatchInferTask
 from lib.tasks.infer_geos import PointsGeoS, ScribblesGeoS
@@ -36,6 +37,7 @@ class OneShotApp(MONAILabelApp):
         settings.MONAI_LABEL_TRACKING_URI = str(self.settings.tracking_uri or "")
         self.model_dir = model_dir(self.settings, app_dir)
         self.models = model_files(self.model_dir)
+        self.studies_open = VolumeCache(size=4)  # the interactive tasks' studies, read ahead (lib.api.prefetch)
         super().__init__(
             app_dir=app_dir,
             studies=studies,
@@ -57,11 +59,11 @@ class OneShotApp(MONAILabelApp):
         # what a scribble or a click corrects: the study's final, else its draft, else the UNet's prediction
         start = StartLabels(self.datastore(), s.correction.sources, predict=segmentation.predict_label)
         infers: Dict[str, InferTask] = {
-            "scribbles_geos": ScribblesGeoS(s.geos, start_labels=start, correction=s.correction),
+            "scribbles_geos": ScribblesGeoS(s.geos, start_labels=start, correction=s.correction, images=self.studies_open),
             "points_geos": PointsGeoS(s.points.geos(s.geos), point_radius_mm=float(s.points.radius_mm),
                                       max_growth=int(s.points.max_growth),
                                       labels={str(k): int(v) for k, v in dict(s.points.labels).items()},
-                                      start_labels=start, correction=s.correction),
+                                      start_labels=start, correction=s.correction, images=self.studies_open),
             "prnet_prelabel": prelabel_task(s, self.datastore(), self.models),
             "segmentation": segmentation,
         }

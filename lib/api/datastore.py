@@ -22,6 +22,7 @@ from monailabel.interfaces.datastore import Datastore, DefaultLabelTag
 from monailabel.interfaces.utils.app import app_instance
 from monailabel.utils.others.generic import get_mime_type, remove_file
 
+from lib.api.prefetch import prefetch
 from lib.api.uploads import check_image, check_label, received
 from lib.tasks.errors import ClientError, ImageNotFound
 from lib.tasks.ids import check_name, volume_extension
@@ -99,7 +100,9 @@ def api_check_image(image: str, check_sum: Optional[str] = None, user: User = US
 
 @router.get("/image", summary=f"{RBAC_USER}Download Image")
 def api_download_image(image: str, user: User = USER):
-    return ml_datastore.download_image(known_image(image))
+    response = ml_datastore.download_image(known_image(image))
+    prefetch(image)  # a viewer opening the study: its first scribble or click should not wait for the read
+    return response
 
 
 @router.get("/image/info", summary=f"{RBAC_USER}Get Image Info")

@@ -25,6 +25,7 @@ from monailabel.interfaces.datastore import DefaultLabelTag
 from monailabel.interfaces.tasks.batch_infer import BatchInferImageType
 from monailabel.interfaces.utils.app import app_instance
 
+from lib.api.prefetch import prefetch
 from lib.config import ConfigError, check_keys
 from lib.tasks.errors import ClientError
 from lib.tasks.ids import check_name
@@ -176,7 +177,9 @@ async def api_scoring_stop(user: User = ANNOTATOR):
 async def api_sample(strategy: str, params: Optional[dict] = None, user: User = USER):
     known(strategy, app_instance()._strategies, "strategy")
     params = check_object(params)
-    return await run_in_threadpool(ml_activelearning.sample, strategy, params, user.username)
+    sample = await run_in_threadpool(ml_activelearning.sample, strategy, params, user.username)
+    prefetch(sample.get("id") if isinstance(sample, dict) else None)  # read while the viewer loads it
+    return sample
 
 
 # --- model files -------------------------------------------------------------------------------------

@@ -84,14 +84,15 @@ MAX_POINTS = 1000  # clicks per list
 
 class _GeoSTask(InferTask):
     def __init__(self, type: InferType, description: str, cfg: GeoSConfig, labels=None, extra_config=None,
-                 start_labels: StartLabels | None = None, correction: CorrectionConfig = CorrectionConfig()):
+                 start_labels: StartLabels | None = None, correction: CorrectionConfig = CorrectionConfig(),
+                 images: VolumeCache | None = None):
         config = {k: getattr(cfg, k) for k in TUNABLE}
         config.update(extra_config or {})
         config["correct"] = bool(correction.enabled and start_labels is not None)
         super().__init__(type=type, labels=labels, dimension=3, description=description, config=config)
         self.cfg = cfg
         self.start_labels, self.correction = start_labels, correction
-        self.images = VolumeCache(size=4)
+        self.images = images if images is not None else VolumeCache(size=4)  # the app shares one (prefetched)
         self._intensity: dict[int, tuple[Volume, str, tuple[float, float]]] = {}  # id -> (volume, modality, MR range)
 
     def is_valid(self) -> bool:
@@ -120,14 +121,17 @@ class _GeoSTask(InferTask):
         except ValueError as e:  # a value in range that GeoSConfig refuses (an even median filter)
             raise ClientError(str(e)) from None
 
-    def _image(self, request: Mapping[str, Any]) -> Volume:
+    def _image(self, request: Mapping[str, Any]) -> tuple[Volume, dict]:
+        """The request's study and ``{"from": "read" | "prefetched" | "cached", "s": seconds spent getting it}``."""
         path = request.get("image")
         if not isinstance(path, str) or not path or not os.path.exists(path):
             raise ClientError(f"image '{request.get('image')}' is not in the datastore", status_code=404)
+        t0 = time.perf_counter()
         try:
-            return self.images.get(path)
+            vol, source = self.images.lookup(path)
         except ValueError as e:
             raise ClientError(f"the image could not be read: {e}", status_code=422) from None
+        return vol, {"from": source, "s": round(time.perf_counter() - t0, 4)}
 
     def _write(self, request: Mapping[str, Any], label: np.ndarray) -> str:
         return write_result(request, label, prefix="geos_")
@@ -252,7 +256,7 @@ class ScribblesGeoS(_GeoSTask):
     """``scribbles_geos``: GeoS from Slicer's foreground / background scribbles (type ``scribbles``)."""
 
     def __init__(self, cfg: GeoSConfig = GeoSConfig(), labels=None, start_labels: StartLabels | None = None,
-                 correction: CorrectionConfig = CorrectionConfig()):
+                 correction: CorrectionConfig = CorrectionConfig(), images: VolumeCache | None = None):
         super().__init__(
             InferType.SCRIBBLES,
             "Geodesic (GeoS) segmentation from foreground/background scribbles (3D Slicer); corrects the study's "
@@ -261,6 +265,7 @@ class ScribblesGeoS(_GeoSTask):
             labels=labels,
             start_labels=start_labels,
             correction=correction,
+            images=images,
         )
         n = len(self.labels)
         self.default_bg = n + 1 if n else 2
@@ -268,7 +273,7 @@ class ScribblesGeoS(_GeoSTask):
 
     def __call__(self, request) -> Tuple[str | None, Dict]:
         t0 = time.perf_counter()
-        vol = self._image(request)
+        vol, image = self._image(request)
         label_file = request.get("label")
         if not label_file or not os.path.exists(str(label_file)):
             raise ClientError("no scribbles: send the scribbles volume as multipart field 'label' (as Slicer does)")
@@ -327,7 +332,7 @@ class ScribblesGeoS(_GeoSTask):
                 label_names = {str(selected or key): 1}
             result = self._write(request, label)
             correction["total_s"] = round(time.perf_counter() - t0, 4)
-            return result, {"label_names": label_names, "correction": correction}
+            return result, {"label_names": label_names, "correction": correction, "image": image}
         if no_fg:
             raise ClientError(no_fg + (f" (nothing to correct: {why})" if why else ""))
 
@@ -342,7 +347,7 @@ class ScribblesGeoS(_GeoSTask):
             label_names = {next(iter(classes)): 1}
         result = self._write(request, label)
         stats["total_s"] = round(time.perf_counter() - t0, 4)
-        return result, {"label_names": label_names, "geos": stats, "correction": {"from": None, "why": why}}
+        return result, {"label_names": label_names, "geos": stats, "correction": {"from": None, "why": why}, "image": image}
 
 
 def _start_ids(start: StartLabel, wanted: Sequence[str]) -> tuple[dict[str, int] | None, str]:
@@ -365,7 +370,8 @@ class PointsGeoS(_GeoSTask):
     """``points_geos``: GeoS from OHIF v3 click points (type ``deepgrow``)."""
 
     def __init__(self, cfg: GeoSConfig = GeoSConfig(), labels=None, point_radius_mm: float = 4.0, max_growth: int = 3,
-                 start_labels: StartLabels | None = None, correction: CorrectionConfig = CorrectionConfig()):
+                 start_labels: StartLabels | None = None, correction: CorrectionConfig = CorrectionConfig(),
+                 images: VolumeCache | None = None):
         """``cfg.margin_mm`` is the shell beyond the points that is background when none is clicked; a
         region that reaches a face of that crop inside the image doubles the margin, at most ``max_growth``
         times."""
@@ -377,6 +383,7 @@ class PointsGeoS(_GeoSTask):
             extra_config={"point_radius_mm": point_radius_mm},
             start_labels=start_labels,
             correction=correction,
+            images=images,
         )
         self.point_radius_mm = point_radius_mm
         self.max_growth = max_growth
@@ -400,7 +407,7 @@ class PointsGeoS(_GeoSTask):
 
     def __call__(self, request) -> Tuple[str | None, Dict]:
         t0 = time.perf_counter()
-        vol = self._image(request)
+        vol, image = self._image(request)
         shape = vol.array.shape
         fg_pts = self._points(request, "foreground", shape)
         bg_pts = self._points(request, "background", shape)
@@ -424,7 +431,7 @@ class PointsGeoS(_GeoSTask):
             label, correction = self._correct(request, vol, start, corrections, roi, [c], t0)
             result = self._write(request, (label == c).astype(np.uint8))
             correction["total_s"] = round(time.perf_counter() - t0, 4)
-            return result, {"label_names": {str(selected or name): 1}, "correction": correction}
+            return result, {"label_names": {str(selected or name): 1}, "correction": correction, "image": image}
 
         if not fg_pts:
             raise ClientError("no foreground point: click at least one point inside the structure ('foreground')"
@@ -443,4 +450,4 @@ class PointsGeoS(_GeoSTask):
         result = self._write(request, label)
         stats["total_s"] = round(time.perf_counter() - t0, 4)
         name = str(selected or "foreground")
-        return result, {"label_names": {name: 1}, "geos": stats, "correction": {"from": None, "why": why}}
+        return result, {"label_names": {name: 1}, "geos": stats, "correction": {"from": None, "why": why}, "image": image}
