@@ -13,7 +13,10 @@ ring on each (sized in mm), ROI = the structure's box + 8 voxels, one click at i
   is left out of the grid (its stored-voxel runs take minutes) and kept for ``server``.
 - ``server``: ``scribbles_geos`` (``MONAILabelClient.infer`` with the scribbles volume and label_info, as
   Slicer sends it) and ``points_geos`` (one click) on every case, for this checkout and (``--before``) a
-  ``git worktree`` of an older one: Dice, end-to-end latency (median, p95), the first request after start.
+  ``git worktree`` of an older one: Dice, end-to-end latency (median, p95), the first request after start, and
+  the first request on each study right after the viewer downloaded it (``GET /datastore/image``).
+- ``passes``: the default setting with 2, 3, 4 and 6 raster-scan passes against plain GeoS (2 passes): mean
+  Dice per subject, leave-one-subject-out, the structures below plain GeoS (0.7 mm copy left out, as in ``grid``).
 - ``oracle``: distance accuracy against the exact geodesic (Dijkstra on the voxel graph) and time, per
   raster-scan passes and working voxel size, on three crops.
 
@@ -30,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from dataclasses import replace
 from pathlib import Path
 
@@ -114,6 +118,36 @@ def grid(cases, base: GeoSConfig) -> tuple[list[str], dict]:
                    "loso": loso}
 
 
+def passes(cases, base: GeoSConfig, counts=(2, 3, 4, 6)) -> tuple[list[str], dict]:
+    """Raster-scan passes of the default setting against plain GeoS (itself 2 passes): mean Dice per subject,
+    leave-one-subject-out, and the structures that fall below plain GeoS."""
+    settings = {f"{n} passes": replace(base, iterations=n) for n in counts}
+    scores = {k: {} for k in ["plain GeoS", *settings]}
+    times = {k: {} for k in settings}
+    groups = {}
+    for c in cases:
+        key = (c.scan, c.structure)
+        groups[key] = c.group
+        scores["plain GeoS"][key] = run_inprocess(c, PLAIN)[0]
+        for name, cfg in settings.items():
+            scores[name][key], times[name][key] = run_inprocess(c, cfg)
+    names = sorted(set(groups.values()))
+    loso = leave_one_group_out({k: scores[k] for k in settings}, groups)
+    lines = ["## Raster-scan passes (in-process, the default setting otherwise)", "",
+             "| setting | " + " | ".join(names) + " | mean over subjects | structures below plain GeoS | their total "
+             "| median s |", "|---" * (len(names) + 5) + "|"]
+    for name, d in scores.items():
+        per = [np.mean([v for k, v in d.items() if groups[k] == g]) for g in names]
+        below = [k for k, v in d.items() if v < scores["plain GeoS"][k] - 1e-9]
+        total = sum(d[k] - scores["plain GeoS"][k] for k in below)
+        t = f"{np.median(list(times[name].values())):.3f}" if name in times else ""
+        lines.append(f"| {name} | " + " | ".join(f"{x:.3f}" for x in per) + f" | {np.mean(per):.3f} | {len(below)} "
+                     f"| {total:+.3f} | {t} |")
+    lines += ["", "Leave-one-subject-out: " + "; ".join(f"{g} → {loso['chosen'][g]} ({loso['score'][g]:.3f})"
+                                                        for g in names) + f"; mean {loso['mean']:.3f}.", ""]
+    return lines, {"scores": {k: {f"{a}/{b}": v for (a, b), v in d.items()} for k, d in scores.items()}, "loso": loso}
+
+
 def mr_windows(cases, cfg: GeoSConfig) -> list[str]:
     modes = ["hu", "study", "seed0.1", "seed0.2", "seed0.3"]
     mr = [c for c in cases if c.modality == "MR"]
@@ -153,9 +187,14 @@ def server_runs(cases, checkouts: dict[str, Path], work: Path) -> tuple[list[str
         client = server.client()
         rows = []
         try:
-            first = None
+            first, opened = None, set()
             for c in cases:
                 image_id = c.image_path.name.split(".")[0]
+                if image_id not in opened:  # the viewer opens the study (Slicer downloads it), then the user draws
+                    opened.add(image_id)
+                    with urllib.request.urlopen(f"{server.url}/datastore/image?image={image_id}", timeout=300) as r:
+                        r.read()
+                    new_study = True
                 info = [{"name": c.structure, "id": 1}, {"name": "background_scribbles", "id": BG},
                         {"name": "foreground_scribbles", "id": FG}]
                 params = {"label_info": info, "selected_label_name": c.structure, "roi": c.roi}
@@ -172,7 +211,8 @@ def server_runs(cases, checkouts: dict[str, Path], work: Path) -> tuple[list[str
                 if first is None:
                     first = dt
                 rows.append({"scan": c.scan, "structure": c.structure, "group": c.group, "scribbles": d,
-                             "scribbles_s": dt, "points": p, "points_s": dp})
+                             "scribbles_s": dt, "points": p, "points_s": dp, "first_on_study": new_study})
+                new_study = False
                 print(f"[{label}] {c.scan} {c.structure}: scribbles {d:.3f} {dt:.2f}s, click {p:.3f} {dp:.2f}s", flush=True)
         finally:
             stop_server(server)
@@ -191,12 +231,18 @@ def server_runs(cases, checkouts: dict[str, Path], work: Path) -> tuple[list[str
         per = [np.mean([np.mean([r[key] for r in results[lab]["rows"] if r["group"] == g])
                         for g in sorted({r["group"] for r in results[lab]["rows"]})]) for lab in labels]
         lines.append(f"| **mean over subjects, {name}** | " + " | ".join(f"{x:.3f}" for x in per) + " |")
-    lines += ["", "| checkout | task | median s | p95 s | max s | first request after start s |", "|---|---|---|---|---|---|"]
+    lines += ["", "First request on a study: the scribbles request right after the viewer downloaded the study "
+              "(`GET /datastore/image`, as Slicer does after Next Sample), median and max over the studies.", "",
+              "| checkout | task | median s | p95 s | max s | first request after start s | first request on a study: "
+              "median s | max s |", "|---|---|---|---|---|---|---|---|"]
     for lab in labels:
         for key in ("scribbles", "points"):
             ts = np.array([r[f"{key}_s"] for r in results[lab]["rows"]])
             first = f"{results[lab]['first_s']:.3f}" if key == "scribbles" else ""
-            lines.append(f"| {lab} | {key} | {np.median(ts):.3f} | {np.percentile(ts, 95):.3f} | {ts.max():.3f} | {first} |")
+            on_study = np.array([r["scribbles_s"] for r in results[lab]["rows"] if r["first_on_study"]])
+            per_study = f"{np.median(on_study):.3f} | {on_study.max():.3f}" if key == "scribbles" else " | "
+            lines.append(f"| {lab} | {key} | {np.median(ts):.3f} | {np.percentile(ts, 95):.3f} | {ts.max():.3f} | {first} "
+                         f"| {per_study} |")
     if len(labels) == 2:
         a, b = labels
         worse = [(r["scan"], r["structure"], q["scribbles"], r["scribbles"])
@@ -251,7 +297,8 @@ def oracle(cases, cfg: GeoSConfig) -> list[str]:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--sections", nargs="+", default=["grid", "server", "oracle"], choices=["grid", "server", "oracle"])
+    ap.add_argument("--sections", nargs="+", default=["grid", "server", "oracle"],
+                    choices=["grid", "passes", "server", "oracle"])
     ap.add_argument("--before", default=None, help="git revision of the server section's baseline column")
     ap.add_argument("--scans", nargs="*", default=None)
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks-out")
@@ -263,11 +310,14 @@ def main(argv=None) -> int:
             f"`scripts/bench_geos.py --sections {' '.join(args.sections)}`; machine: {machine()}; labels: "
             "TotalSegmentator's (silver standard) and pyradiomics' lesion masks.", ""]
     dump = {}
-    if {"grid", "oracle"} & set(args.sections):
+    if {"grid", "passes", "oracle"} & set(args.sections):
         cases = list(devset_cases(DEVSET, args.scans, skip_large=True))
         if "grid" in args.sections:
             lines, dump["grid"] = grid(cases, cfg)
             text += lines + mr_windows(cases, cfg)
+        if "passes" in args.sections:
+            lines, dump["passes"] = passes(cases, cfg)
+            text += lines
         if "oracle" in args.sections:
             text += oracle(cases, cfg)
     if "server" in args.sections:

@@ -7,6 +7,7 @@ Round trip: NIfTI → CT series → STOW to Orthanc → the app lists the series
 from __future__ import annotations
 
 import json
+import os
 import time
 
 import nibabel as nib
@@ -30,7 +31,11 @@ def _nifti_from_series(series_dir) -> nib.Nifti1Image:
     """The series as MONAI Label reads it (ITK/GDCM), as NIfTI."""
     from monailabel.datastore.utils.convert import dicom_to_nifti
 
-    return nib.load(dicom_to_nifti(str(series_dir)))
+    path = dicom_to_nifti(str(series_dir))  # a temporary file
+    image = nib.load(path)
+    image = nib.Nifti1Image(np.asarray(image.dataobj), image.affine)
+    os.unlink(path)
+    return image
 
 
 def test_ct_series_keeps_voxels_geometry_and_hounsfield_units(tmp_path):
@@ -231,3 +236,29 @@ def test_hung_pacs_times_out_with_503_and_the_server_stays_responsive(orthanc, p
     finally:
         os.kill(pid, signal.SIGCONT)
     assert server.proc.poll() is None
+
+
+def test_ohif_opening_a_series_reads_it_ahead(orthanc, pacs_cohort, server_factory, tmp_path):
+    """OHIF asks for a series' metadata through ``/proxy/dicom`` when it opens it: the server fetches the series
+    from the PACS and reads it meanwhile, so the first click does not wait for either."""
+    cache = tmp_path / "cache"
+    server = server_factory(orthanc.url, {"dicomweb.cache_path": str(cache)})
+    ml = server.client()
+    click = {"foreground": [[61, 50, 56]], "background": []}
+    series = pacs_cohort["pseudo_01"]
+    study = DICOMwebClient(url=orthanc.url).search_for_series(
+        search_filters={"SeriesInstanceUID": series})[0]["0020000D"]["Value"][0]
+
+    r = requests.get(f"{server.url}/proxy/dicom/wado/studies/{study}/series/{series}/metadata", timeout=60)
+    assert r.status_code == 200 and len(r.json()) > 1  # OHIF gets its answer as before
+    deadline = time.monotonic() + 120
+    while not list(cache.rglob(f"{series}.nii.gz")):  # fetched from Orthanc and converted in the background
+        assert time.monotonic() < deadline, "the series was not fetched ahead"
+        time.sleep(0.2)
+    time.sleep(1.0)  # ... and read (a read still under way would be waited for)
+    _, body = ml.infer("points_geos", series, click)
+    assert body["image"]["from"] == "prefetched", body["image"]
+
+    # a series nobody opened: fetched and read by the request itself
+    _, body = ml.infer("points_geos", pacs_cohort["subject_a"], click)
+    assert body["image"]["from"] == "read", body["image"]

@@ -23,6 +23,7 @@ from monailabel.config import settings
 from monailabel.endpoints.user.auth import RBAC, User
 from monailabel.interfaces.utils.app import app_instance
 
+from lib.api.prefetch import prefetch_series
 from lib.tasks.errors import ClientError
 
 logger = logging.getLogger(__name__)
@@ -68,6 +69,8 @@ async def proxy_dicom(request: Request, path: str, user: User = Depends(RBAC(set
     upstream = await run_in_threadpool(requests.request, request.method, target, headers=headers, data=body,
                                        timeout=_proxy_timeout(), auth=auth, allow_redirects=False)
     out = {k: v for k, v in upstream.headers.items() if k.lower() in _RETURN and k.lower() != "content-length"}
+    if request.method == "GET" and upstream.status_code == 200:
+        await run_in_threadpool(prefetch_series, path)  # OHIF opens the series: its first click should not fetch it
     return Response(content=upstream.content, status_code=upstream.status_code, headers=out)
 
 

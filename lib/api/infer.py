@@ -21,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Dict, Optional
 
 from fastapi import APIRouter, BackgroundTasks, Depends, File, Form, UploadFile
+from fastapi.concurrency import run_in_threadpool
 from monailabel.config import RBAC_USER, settings
 from monailabel.datastore.utils.convert import binary_to_image
 from monailabel.endpoints import infer as ml_infer
@@ -123,7 +124,8 @@ async def run_inference(background_tasks: BackgroundTasks, model: str, image: st
         request["image"], request["session"] = session.image, session.to_json()
     elif image:
         image_id = known_image(image)
-        request["image"] = instance.datastore().get_image_uri(image_id)
+        # off the event loop: on DICOMweb this fetches and converts the series the first time
+        request["image"] = await run_in_threadpool(instance.datastore().get_image_uri, image_id)
         request["_image_id"] = image_id  # the tasks look up the study's labels by it (a correction's start)
     else:
         raise ClientError("no image: give a datastore image id ('image') or a session id ('session_id')")

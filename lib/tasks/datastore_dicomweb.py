@@ -108,6 +108,7 @@ class OneShotDICOMwebDatastore(DICOMWebDatastore, AtomicLocalDatastore):
         # the series list and the SEG index, recomputed at most every listing_ttl_s (cleared on a `final` save)
         self._listings: TTLCache = TTLCache(maxsize=2, ttl=listing_ttl_s)
         self._listings_lock = threading.Lock()
+        self._fetch_locks: Dict[str, threading.Lock] = {}  # one fetch of a series at a time (get_image_uri)
         own_client = client is None
         if client is None:
             client = DICOMwebClientX(url=self._url, session=timeout_session(timeout_s))
@@ -217,7 +218,23 @@ class OneShotDICOMwebDatastore(DICOMWebDatastore, AtomicLocalDatastore):
 
     # --- images and labels -------------------------------------------------------------------
     def get_image_uri(self, image_id: str) -> str:
-        return self._call(super().get_image_uri, image_id)
+        """The series as a local NIfTI file in the cache, fetched and converted on first use. One fetch per series
+        at a time: a second request for a series being fetched (a read ahead, another viewer) waits for it
+        instead of reading the half-written folder."""
+        with self._fetch_lock(image_id):
+            uri = self._call(super().get_image_uri, image_id)
+            # the first fetch answers the converter's temporary file (then copied into the cache): answer the
+            # cache's copy every time (one path per study for the callers' caches) and drop the temporary one
+            stored = os.path.realpath(os.path.join(self._datastore.image_path(), f"{image_id}.nii.gz"))
+            if uri != stored and os.path.isfile(stored):
+                if os.path.dirname(os.path.realpath(uri)) == os.path.realpath(tempfile.gettempdir()):
+                    os.unlink(uri)
+                uri = stored
+            return uri
+
+    def _fetch_lock(self, image_id: str) -> threading.Lock:
+        with self._listings_lock:
+            return self._fetch_locks.setdefault(image_id, threading.Lock())
 
     def get_label_uri(self, label_id: str, label_tag: str, image_id: str = "") -> str:
         """The label of image ``label_id`` under ``label_tag`` (a local path; ``""`` when none)."""
