@@ -137,6 +137,10 @@ def working_factors(shape: Sequence[int], spacing: Sequence[float], working_spac
 
 def block_reduce(a: np.ndarray, factors: Sequence[int], how: str) -> np.ndarray:
     """``a`` ``(I, J, K)`` in blocks of ``factors`` voxels: their ``"mean"`` (edge-padded) or ``"any"``."""
+    if how == "any" and np.count_nonzero(a) <= a.size // 64:  # sparse (seeds, a crop's shell): by their indices
+        out = np.zeros([-(-n // f) for n, f in zip(a.shape, factors)], bool)
+        out[tuple(i // f for i, f in zip(np.nonzero(a), factors))] = True
+        return out
     pad = [(0, (-n) % f) for n, f in zip(a.shape, factors)]
     if any(p for _, p in pad):
         a = np.pad(a, pad, mode="edge" if how == "mean" else "constant")
@@ -363,7 +367,7 @@ def _tidy(label: np.ndarray, fg: Mapping[int, np.ndarray], element: np.ndarray |
         if largest_component:
             region = components_touching(region, m)
         if fill_holes:
-            region = ndi.binary_fill_holes(region)
+            region = fill_holes_6(region)
         label[(label == c) & ~region] = 0
         label[region & (label == 0)] = c
     return label
@@ -437,6 +441,22 @@ def _like_seeds(img: np.ndarray, seeds, n_sd: float) -> np.ndarray:
         values = img[m]
         like |= np.abs(img - values.mean()) <= n_sd * max(float(values.std()), 1e-3)
     return like
+
+
+def fill_holes_6(region: np.ndarray) -> np.ndarray:
+    """``region`` with its holes filled: the parts of its complement that no 6-connected path joins to the
+    array's border. The same as ``scipy.ndimage.binary_fill_holes`` (which grows the border inwards one voxel
+    per pass), by one labelling of the complement: faster on large crops (a 0.7 mm liver crop of 8 M voxels:
+    GeoS 1.18 → 0.89 s with the sparse ``any`` of :func:`block_reduce`)."""
+    outside, n = ndi.label(~region)
+    if n == 0:
+        return region.copy()
+    border = np.zeros(n + 1, bool)
+    for axis in range(region.ndim):
+        for end in (0, -1):
+            border[np.take(outside, end, axis=axis)] = True
+    border[0] = True  # label 0 is the region itself
+    return region | ~border[outside]
 
 
 def components_touching(region: np.ndarray, seeds: np.ndarray) -> np.ndarray:
