@@ -5,7 +5,9 @@
 
 Per repeat, on a fresh Orthanc and a fresh app cache, for subject A of the sample cohort (122×101×112,
 3 mm): convert + STOW the series; the app's first listing (QIDO + series checks); the first
-``points_geos`` (fetches the series, converts it to NIfTI, segments); a second ``points_geos`` (cached);
+``points_geos`` (fetches the series, converts it to NIfTI, segments); the first ``points_geos`` on a second series
+(``pseudo_01``) ``--think-s`` after OHIF opened it (its metadata through ``/proxy/dicom``: the server fetches and
+reads it meanwhile); a second ``points_geos`` (cached);
 saving a ``final`` label (DICOM-SEG by dcmqi + STOW); reading it back into a fresh cache (QIDO + WADO +
 SEG → label on the image grid). The same click and label on the local NIfTI datastore are the baseline.
 Medians over ``--repeats``; writes ``benchmarks-out/dicomweb.md`` and ``.json``.
@@ -21,6 +23,7 @@ import statistics
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 import nibabel as nib
@@ -44,7 +47,7 @@ def timed(fn, *args, **kwargs):
     return out, time.perf_counter() - t0
 
 
-def one_run(work: Path, click: list[int], final: Path, label_info: list) -> dict[str, float]:
+def one_run(work: Path, click: list[int], final: Path, label_info: list, think_s: float) -> dict[str, float]:
     t: dict[str, float] = {}
     pacs = Orthanc(work / "orthanc", free_port()).start()
     try:
@@ -53,11 +56,23 @@ def one_run(work: Path, click: list[int], final: Path, label_info: list) -> dict
         lister = OneShotDICOMwebDatastore(pacs.url, cache_path=str(work / "list"))
         _, t["first listing (QIDO + series checks)"] = timed(lister.list_images)
         lister.close()
+        opened, _ = upload_study(DICOMwebClient(url=pacs.url), COHORT / "studies" / "pseudo_01.nii.gz")
         server = start_server(pacs.url, work / "app", {"dicomweb.cache_path": str(work / "cache")})  # type: ignore[arg-type]
         try:
             ml = server.client()
             params = {"foreground": [click], "background": []}
             _, t["points_geos, first (fetch + convert + GeoS)"] = timed(ml.infer, "points_geos", series, params)
+            # OHIF opens a series (its metadata through /proxy/dicom), the annotator clicks think_s later
+            study = DICOMwebClient(url=pacs.url).search_for_series(
+                search_filters={"SeriesInstanceUID": opened})[0]["0020000D"]["Value"][0]
+            with urllib.request.urlopen(f"{server.url}/proxy/dicom/wado/studies/{study}/series/{opened}/metadata",
+                                        timeout=60) as r:
+                r.read()
+            time.sleep(think_s)
+            (_, body), t[f"second series: points_geos, first, {think_s:g} s after OHIF opened it"] = timed(
+                ml.infer, "points_geos", opened, params)
+            assert body["image"]["from"] == "prefetched", body["image"]
+            _, t["second series: points_geos, again (cached)"] = timed(ml.infer, "points_geos", opened, params)
             _, t["points_geos, cached"] = timed(ml.infer, "points_geos", series, params)
             _, t["save final (DICOM-SEG + STOW)"] = timed(ml.save_label, series, str(final), tag="final",
                                                           params={"label_info": label_info})
@@ -93,6 +108,7 @@ def local_run(work: Path, click: list[int], final: Path, label_info: list) -> di
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--think-s", type=float, default=2.0, help="seconds from OHIF opening a series to the first click")
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks-out")
     args = ap.parse_args(argv)
     truth_img = nib.load(str(COHORT / "ground_truth" / "subject_a.nii.gz"))
@@ -107,7 +123,7 @@ def main(argv=None) -> int:
         final = Path(tmp) / "final.nii.gz"
         nib.save(nib.Nifti1Image(truth, truth_img.affine), str(final))
         for r in range(args.repeats):
-            dicomweb.append(one_run(Path(tmp) / f"dw{r}", click, final, label_info))
+            dicomweb.append(one_run(Path(tmp) / f"dw{r}", click, final, label_info, args.think_s))
             local.append(local_run(Path(tmp) / f"local{r}", click, final, label_info))
             print(f"repeat {r + 1}/{args.repeats}: {json.dumps({k: round(v, 3) for k, v in dicomweb[-1].items()})}")
 
