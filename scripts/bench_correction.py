@@ -89,6 +89,7 @@ def main(argv=None) -> int:
     ap.add_argument("--rounds", type=int, default=10)
     ap.add_argument("--studies", nargs="+", default=STUDIES)
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks-out")
+    ap.add_argument("--keep", type=Path, default=None, help="keep each study's PRNet draft in this folder")
     args = ap.parse_args(argv)
     manifest = json.loads((DEVSET / "manifest.json").read_text())["studies"]
     tmp = Path(tempfile.mkdtemp(prefix="bench-correction-"))
@@ -107,6 +108,10 @@ def main(argv=None) -> int:
             reference = str(studies / manifest[study]["image"])
             path, body = client.infer("prnet_prelabel", study, {"save_label": True, "label_tag": "original"})
             draft_all = read_volume(path).array
+            if args.keep:  # the drafts, to look at a round again in process
+                args.keep.mkdir(parents=True, exist_ok=True)
+                shutil.copy(path, args.keep / f"{study}_original.nii.gz")
+                (args.keep / f"{study}_original.json").write_text(json.dumps(body["label_names"]))
             draft_names = body["label_names"]
             gt = read_volume(str(DEVSET / "ground_truth" / f"{study}.nii.gz"))
             for organ, gid in manifest[study]["labels"].items():

@@ -16,7 +16,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 from monailabel.interfaces.datastore import Datastore
 
-from lib.io import read_volume
+from lib.io import VolumeCache
 from lib.tasks.errors import ClientError
 
 logger = logging.getLogger(__name__)
@@ -26,7 +26,7 @@ MODEL_SOURCE = "segmentation"
 
 @dataclass
 class StartLabel:
-    array: np.ndarray  # (I, J, K) integer class ids on the study's own grid
+    array: np.ndarray  # (I, J, K) integer class ids on the study's own grid; read-only (a cached file's)
     names: dict[str, int]  # {class name: id}; empty when the label did not record them
     source: str  # the label tag, or "segmentation"
 
@@ -59,6 +59,8 @@ class StartLabels:
     def __init__(self, datastore: Datastore | None, sources: Sequence[str],
                  predict: Callable[[str], tuple[np.ndarray, Mapping[str, int]]] | None = None):
         self.datastore, self.sources, self.predict = datastore, [str(s) for s in sources], predict
+        # label files read once while unchanged (keyed by path, size and mtime): every stroke of a correction asks
+        self._files = VolumeCache(size=4)
 
     def find(self, image_id: str | None, image_path: str, shape: Sequence[int], only: str | None = None) -> StartLabel | None:
         """The first source (or only the source ``only``) that has a label of ``shape`` for the study."""
@@ -85,7 +87,8 @@ class StartLabels:
         uri = self.datastore.get_label_uri(image_id, source)
         if not uri:
             return None
-        array = read_volume(uri).array
+        array = self._files.get(uri).array
         if not np.issubdtype(array.dtype, np.integer):
             array = np.rint(array).astype(np.int32)
+        array.flags.writeable = False  # shared by the rounds of a correction: a correction works on a copy
         return StartLabel(array, label_names(self.datastore.get_label_info(image_id, source)), source)
