@@ -17,12 +17,15 @@ removes only the classes it may (``removable``: the corrected structure, or ever
 Two rules keep a stroke from taking what nobody argued about, and let it take what it did:
 
 - **rivals**: the starting label's regions that a set would change (other foreground classes for a
-  foreground stroke; the removable classes for a background stroke), eroded by one voxel and farther than
-  ``exclusion_mm`` from the strokes, are seeds too; a voxel geodesically nearer to them than to the strokes
-  is not claimed (a background stroke in a leak stops where the organ itself begins, even without an edge);
+  foreground stroke; the removable classes for a background stroke), eroded by one voxel (a part thinner
+  than that competes whole) and farther than ``exclusion_mm`` from the strokes, are seeds too; a voxel
+  geodesically nearer to them than to the strokes is not claimed (a background stroke in a leak stops where
+  the organ itself begins, even without an edge);
 - **islands**: a connected region of the label that a stroke lies in, that is not its class's largest
-  region and that lies wholly within ``radius_mm`` of the stroke is argued as a whole (a background stroke
-  on a false-positive island removes it all, however noisy its intensities), and is no rival.
+  region, holds at most ``island_max_fraction`` of that region's voxels and lies wholly within ``radius_mm``
+  of the stroke is argued as a whole (a background stroke on a false-positive island removes it all, however
+  noisy its intensities), and is no rival. A larger secondary region is the organ split in two, argued by
+  the geodesics like the rest.
 
 In other words this is GeoS (Criminisi et al. 2008) in which the starting label is one more seed set
 whose distance is the constant δ everywhere: "the draft, unless a correction is nearer than δ".
@@ -53,7 +56,8 @@ class CorrectionConfig:
     ``delta``: the geodesic distance (summed intensity change on the [0, 1] normalised image) a correction
     may travel; ``radius_mm``: and no farther than this from its strokes (Euclidean, mm); ``exclusion_mm``: the
     starting label's regions a correction would take compete with it from farther than this from its strokes
-    (except a region the strokes lie in that lies wholly within ``radius_mm``: an island, argued as a whole);
+    (except a region the strokes lie in that lies wholly within ``radius_mm`` and holds at most ``island_max_fraction``
+    of its class's largest region: an island, argued as a whole);
     ``enabled``: the interactive tasks correct a starting label when the study has one (a request's ``correct: false``
     turns it off); ``sources``: where the starting label comes from, in order (datastore label tags, and
     ``segmentation`` for the published UNet's prediction).
@@ -63,6 +67,7 @@ class CorrectionConfig:
     delta: float = 0.2
     radius_mm: float = 60.0
     exclusion_mm: float = 10.0
+    island_max_fraction: float = 0.25
     sources: Sequence[str] = ("final", "original", "segmentation")
 
     def __post_init__(self):
@@ -129,8 +134,11 @@ def correct_label(
     seeds, competitors = list(work.values()), []
     near = [ndi.distance_transform_edt(~m, sampling=work_spacing) for m in seeds]  # mm from each set's strokes
     for (c, m), mm in zip(work.items(), near):
-        take = _takes(start_work, c, removable) & ~_islands(start_work, m, c, removable, work_spacing, cfg.radius_mm)
-        competitors.append(ndi.binary_erosion(take, _CROSS) & (mm > cfg.exclusion_mm))
+        take = _takes(start_work, c, removable) & ~_islands(start_work, m, c, removable, work_spacing, cfg.radius_mm,
+                                                            cfg.island_max_fraction)
+        interior = ndi.binary_erosion(take, _CROSS)
+        interior |= take & ~ndi.binary_dilation(interior, _CROSS)  # parts thinner than the erosion compete whole
+        competitors.append(interior & (mm > cfg.exclusion_mm))
     dists = geodesic_distances(img, seeds + [m for m in competitors if m.any()], work_spacing, geos.lamb, geos.iterations)
     rival = iter(dists[len(seeds):])
     scores = [np.full(img.shape, float(cfg.delta), np.float32)]
@@ -147,7 +155,7 @@ def correct_label(
     if coarse:
         choice = refine_boundary(choice, scores, None, ids, f, crop_hu, (w_in, w_out), 0.0)
     for c, m in sets.items():  # every stroke voxel belongs to its own set, and so does an island it lies in
-        choice[_islands(start[box], m[box], c, removable, spacing, cfg.radius_mm)] = c
+        choice[_islands(start[box], m[box], c, removable, spacing, cfg.radius_mm, cfg.island_max_fraction)] = c
         choice[m[box]] = c
 
     out = np.array(start, copy=True)
@@ -174,9 +182,10 @@ def _takes(start: np.ndarray, c: int, removable: Collection[int] | None) -> np.n
 
 
 def _islands(start: np.ndarray, strokes: np.ndarray, c: int, removable: Collection[int] | None,
-             spacing: Sequence[float], radius_mm: float) -> np.ndarray:
+             spacing: Sequence[float], radius_mm: float, max_fraction: float) -> np.ndarray:
     """The connected regions of the starting label that the strokes of set ``c`` lie in, that are not their
-    class's largest region (the structure itself) and that lie wholly within ``radius_mm`` of the strokes: an
+    class's largest region (the structure itself), hold at most ``max_fraction`` of its voxels (a part about the
+    organ's own size is the organ, split) and that lie wholly within ``radius_mm`` of the strokes: an
     island of a removable class under a background stroke, of another foreground class under a foreground
     stroke; the stroke argues about each as a whole. Bool, ``start.shape`` (in the crop: a class's largest
     region there)."""
@@ -189,8 +198,9 @@ def _islands(start: np.ndarray, strokes: np.ndarray, c: int, removable: Collecti
         lab, n = ndi.label(start == cls)
         if n < 2:
             continue  # the class is one region: the structure itself, never an island
-        main = int(np.argmax(np.bincount(lab.ravel())[1:])) + 1
+        sizes = np.bincount(lab.ravel())
+        main = int(np.argmax(sizes[1:])) + 1
         for k in np.unique(lab[strokes & (start == cls)]):
-            if k and k != main and near[lab == k].max() <= radius_mm:
+            if k and k != main and sizes[k] <= max_fraction * sizes[main] and near[lab == k].max() <= radius_mm:
                 out |= lab == k
     return out

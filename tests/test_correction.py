@@ -173,3 +173,27 @@ def test_scribbles_and_clicks_correct_the_studys_draft_through_the_server(tmp_pa
     out = read_volume(path).array
     assert body["correction"]["from"] == "final"
     assert dice(out == 1, truth == 1) > dice(draft == 1, truth == 1) + 0.1
+
+
+def test_a_background_stroke_on_half_of_a_split_organ_does_not_remove_that_half():
+    """A class split into two regions of about the same size is the organ, not an island (robot run on a PRNet
+    draft: a pancreas in two halves, one background stroke on a leak of the smaller half removed all of it)."""
+    from scipy import ndimage as ndi
+
+    image, truth = phantom()
+    draft = truth.copy()
+    draft[20:22][draft[20:22] == 1] = 0  # the liver (centre i = 20) cut in two halves of about the same size
+    halves, n = ndi.label(draft == 1)
+    sizes = np.bincount(halves.ravel())[1:]
+    assert n == 2 and sizes.min() > 0.5 * sizes.max()
+    small = int(np.argmin(sizes)) + 1
+    leak = np.zeros(image.shape, bool)  # a leak of the smaller half into the fat, a background stroke on it
+    i, j, k = np.argwhere(halves == small).mean(0).round().astype(int)
+    top = np.flatnonzero((halves == small)[i, :, k]).max()
+    draft[i - 2:i + 3, top + 1:top + 5, k - 2:k + 3] = 1
+    s = np.zeros(image.shape, bool)
+    s[i - 1:i + 2, top + 3:top + 5, k - 1:k + 2] = True
+    out, _ = correct_label(image, draft, {0: s}, SPACING, removable=[1])
+    kept = (halves == small) & (truth == 1)
+    assert (out[kept] == 1).mean() > 0.9  # the half stays
+    assert not out[s].any()
