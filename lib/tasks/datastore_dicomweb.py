@@ -223,14 +223,12 @@ class OneShotDICOMwebDatastore(DICOMWebDatastore, AtomicLocalDatastore):
         instead of reading the half-written folder."""
         with self._fetch_lock(image_id):
             uri = self._call(super().get_image_uri, image_id)
-            # the first fetch answers the converter's temporary file (then copied into the cache): answer the
-            # cache's copy every time (one path per study for the callers' caches) and drop the temporary one
-            stored = os.path.realpath(os.path.join(self._datastore.image_path(), f"{image_id}.nii.gz"))
-            if uri != stored and os.path.isfile(stored):
-                if os.path.dirname(os.path.realpath(uri)) == os.path.realpath(tempfile.gettempdir()):
-                    os.unlink(uri)
-                uri = stored
-            return uri
+            # the first fetch answers the converter's temporary file (then copied into the cache); asked again, the
+            # datastore answers the cache's copy: one path per study for the callers' caches, the temporary one dropped
+            stored = self._call(super().get_image_uri, image_id)
+            if uri != stored and os.path.dirname(os.path.realpath(uri)) == os.path.realpath(tempfile.gettempdir()):
+                os.unlink(uri)
+            return stored
 
     def _fetch_lock(self, image_id: str) -> threading.Lock:
         with self._listings_lock:
