@@ -152,26 +152,33 @@ def test_sharded_prelabel_equals_one_process_and_resumes(trained):
     assert info["params"]["prnet"]["model_version"] == summary(run)["model_version"]
 
 
+def listed_drafts(studies: Path) -> list[str]:
+    """The draft files (``original``) the datastore's index lists (the index is replaced atomically)."""
+    index = studies / "datastore_v2.json"
+    objects = json.loads(index.read_text())["objects"] if index.exists() else {}
+    return [f"{image_id}.nii.gz" for image_id, obj in objects.items() if "original" in obj["labels"]]
+
+
 def test_killed_rank_then_rerun_does_only_what_is_left(trained):
     root = trained["root"]
     studies = make_studies(root / "kill", shifts=(0, 2, -2, 1, 3, -1, 2, 0, 1))
     drafts = studies / "labels" / "original"
     proc = cluster(2, studies, root / "model1", "prelabel", wait=False)
     deadline = time.time() + 300
-    while time.time() < deadline and not (drafts.exists() and any(drafts.glob("case_*.nii.gz"))):
+    while time.time() < deadline and not listed_drafts(studies):  # at least one draft in the datastore
         assert proc.poll() is None, proc.stdout.read()[-3000:]
         time.sleep(0.1)
     workers = [p for p in psutil.Process(proc.pid).children(recursive=True) if "lib.cluster" in " ".join(p.cmdline())]
     assert len(workers) == 2
     workers[-1].kill()  # SIGKILL one rank mid-cohort: torchrun stops the other
     assert proc.wait(timeout=120) != 0
-    before = {p.name: p.stat().st_mtime_ns for p in drafts.glob("case_*.nii.gz")}
+    # the datastore stays consistent: every draft it lists is a whole, readable file (a rank killed between
+    # placing a draft's file and listing it leaves that file unlisted: not a draft yet, redone by the re-run)
+    done = listed_drafts(studies)
+    for name in done:
+        assert read_volume(str(drafts / name)).array.shape == (44, 40, 36)
+    before = {name: (drafts / name).stat().st_mtime_ns for name in done}
     assert 1 <= len(before) < 8
-    # the datastore stays consistent: every draft it lists is a whole, readable file
-    listed = json.loads((studies / "datastore_v2.json").read_text())["objects"]
-    for image_id, obj in listed.items():
-        if "original" in obj["labels"]:
-            assert read_volume(str(drafts / f"{image_id}.nii.gz")).array.shape == (44, 40, 36)
 
     run = cluster(2, studies, root / "model1", "prelabel")
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
