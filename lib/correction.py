@@ -43,7 +43,8 @@ from typing import Collection, Mapping, Sequence
 import numpy as np
 from scipy import ndimage as ndi
 
-from lib.geos import GeoSConfig, block_reduce, components_touching, geodesic_distances, refine_boundary, working_image
+from lib.geos import (GeoSConfig, block_reduce, components_touching, geodesic_distances, intensity_likelihoods,
+                      refine_boundary, working_image)
 
 KEEP = 255  # the working label "no correction claims this voxel"
 _CROSS = ndi.generate_binary_structure(3, 1)
@@ -64,10 +65,13 @@ class CorrectionConfig:
     """
 
     enabled: bool = True
-    delta: float = 0.2
+    delta: float = 0.3
     radius_mm: float = 60.0
     exclusion_mm: float = 10.0
     island_max_fraction: float = 0.25
+    intensity_weight: float = 0.2
+    intensity_tolerance: float = 1.0
+    spatial_weight: float = 0.015
     sources: Sequence[str] = ("final", "original", "segmentation")
 
     def __post_init__(self):
@@ -139,14 +143,17 @@ def correct_label(
         interior = ndi.binary_erosion(take, _CROSS)
         interior |= take & ~ndi.binary_dilation(interior, _CROSS)  # parts thinner than the erosion compete whole
         competitors.append(interior & (mm > cfg.exclusion_mm))
-    dists = geodesic_distances(img, seeds + [m for m in competitors if m.any()], work_spacing, geos.lamb, geos.iterations)
+    dists = geodesic_distances(_with_position(img, cfg.spatial_weight), seeds + [m for m in competitors if m.any()],
+                               work_spacing, geos.lamb, geos.iterations)
     rival = iter(dists[len(seeds):])
-    scores = [np.full(img.shape, float(cfg.delta), np.float32)]
-    for d, mm, comp in zip(dists, near, competitors):
+    penalty = _intensity_penalty(img, start_work, work, geos.histogram_bins, cfg.intensity_weight,
+                                 cfg.intensity_tolerance)
+    scores = [np.full(img.shape, cfg.delta, np.float32)]
+    for (c, d), mm, comp in zip(zip(work, dists), near, competitors):
         lost = mm > cfg.radius_mm  # beyond its reach
         if comp.any():
             lost |= d >= next(rival)  # a rival region of the starting label is nearer
-        scores.append(np.where(lost, np.float32(1e6), d).astype(np.float32))
+        scores.append(np.where(lost, np.float32(1e6), d + penalty[c]).astype(np.float32))
     scores = np.stack(scores)
     choice = ids[np.argmin(scores, axis=0)]
     for c, m in work.items():  # each set's claim: the part connected to its own strokes
@@ -171,6 +178,40 @@ def correct_label(
     stats = {"crop": [[s.start, s.stop] for s in box], "working_spacing_mm": [round(s, 3) for s in work_spacing],
              "changed_voxels": changed, "delta": float(cfg.delta), "radius_mm": float(cfg.radius_mm)}
     return out, stats
+
+
+def _with_position(img: np.ndarray, weight: float) -> np.ndarray:
+    """The working image with, when ``weight`` > 0, three channels ``weight`` × voxel index (one per axis):
+    GeodisTK's step cost (step length in mm × the change of the channel vector) then adds about ``weight``
+    per mm of path on top of the intensity change, so that a distance grows with the path's length even in
+    flat tissue (its own λ does not do this at the scale of a [0, 1] image). ``(I, J, K)`` or ``(I, J, K, 4)``."""
+    if weight <= 0:
+        return img
+    grid = np.meshgrid(*[np.arange(n, dtype=np.float32) * np.float32(weight) for n in img.shape], indexing="ij")
+    return np.stack([img, *grid], axis=-1)
+
+
+def _intensity_penalty(img: np.ndarray, start: np.ndarray, sets: Mapping[int, np.ndarray], bins: int,
+                       weight: float, tolerance: float) -> dict[int, np.ndarray]:
+    """Per correction set ``c``, what its score pays where the voxel's intensity is clearly less likely under
+    ``c`` than under the class the starting label holds there: ``weight · max(0, log P(I | start) − log P(I | c)
+    − tolerance)`` per working voxel (≥ 0; zeros with ``weight`` 0). A stroke keeps its full reach into tissue
+    that looks like its class or could; it cannot flood tissue that looks like what the label already says
+    it is (a foreground stroke in a kidney's fatty hilum into the fat around it).
+
+    Each class's ``P(I | c)`` is the smoothed histogram (:func:`lib.geos.intensity_likelihoods`) of the
+    normalised image in that class's region of the starting label in the crop, with its strokes, floored at
+    1/20 of a flat histogram (one class's empty bins do not decide alone)."""
+    if weight <= 0:
+        return {c: np.zeros(img.shape, np.float32) for c in sets}
+    keys = sorted({int(c) for c in np.unique(start)} | {int(c) for c in sets})
+    masks = {c: (start == c) | (sets[c] if c in sets else False) for c in keys}
+    logl = np.log(np.maximum(intensity_likelihoods(img, masks, bins), 0.05 / bins)).astype(np.float32)
+    idx = np.clip((img * bins).astype(np.int64), 0, bins - 1)
+    lut = np.zeros(int(max(keys)) + 1, np.int64)
+    lut[keys] = np.arange(len(keys))
+    here = logl[lut[start], idx]
+    return {c: np.float32(weight) * np.maximum(0, here - logl[lut[c]][idx] - np.float32(tolerance)) for c in sets}
 
 
 def _takes(start: np.ndarray, c: int, removable: Collection[int] | None) -> np.ndarray:

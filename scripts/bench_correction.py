@@ -6,9 +6,10 @@
 On a real server over the development set's CT studies (support subject A): the support scribbles are
 saved, ``POST /train/prnet``, and every other study's draft is saved as ``original`` (``/infer/prnet_prelabel``
 with ``save_label``). Then, per study and structure present in it, a simulated annotator
-(:mod:`lib.evaluation.robot`) works ``--rounds`` rounds: each round one stroke (a 3 mm ball) at the most interior
-voxel of the largest error region (false negative: foreground, false positive: background), and the whole
-scribbles volume so far sent to ``scribbles_geos`` as Slicer sends it (``label_info``, ``selected_label_name``),
+(:mod:`lib.evaluation.robot`) works ``--rounds`` rounds: each round one scribble through the most interior voxel of
+the largest error region (false negative: foreground, false positive: background), drawn on the axial slice along
+the error's medial axis there as DeepIGeoS simulates scribbles (``--ball``: a 3 mm ball instead, a click), and the
+whole scribbles volume so far sent to ``scribbles_geos`` as Slicer sends it (``label_info``, ``selected_label_name``),
 in two modes:
 
 - ``draft``: correction mode (the server finds the draft ``original`` by the image id);
@@ -35,7 +36,7 @@ from scipy import ndimage as ndi
 
 from lib.atomic import atomic_write_text
 from lib.evaluation.metrics import dice
-from lib.evaluation.robot import next_correction, stroke
+from lib.evaluation.robot import axial_axis, next_correction, scribble, stroke
 from lib.evaluation.tables import machine, md_table
 from lib.io import read_volume, write_like
 from lib.workflow.rest import train
@@ -51,7 +52,7 @@ NEAR_MM = 30.0
 
 
 def robot(client, study: str, organ: str, truth: np.ndarray, reference: str, spacing, rounds: int, mode: str,
-          draft: np.ndarray | None, work: Path) -> dict:
+          draft: np.ndarray | None, work: Path, axis: int | None) -> dict:
     """``rounds`` rounds of the robot on one structure; Dice per round (round 0: the draft, or nothing)."""
     info = [{"name": organ, "id": 1}, {"name": "background_scribbles", "id": BG}, {"name": "foreground_scribbles", "id": FG}]
     params = {"label_info": info, "selected_label_name": organ, **({"correct": False} if mode == "scratch" else {})}
@@ -63,8 +64,8 @@ def robot(client, study: str, organ: str, truth: np.ndarray, reference: str, spa
         if c is None:
             scores.append(scores[-1])
             continue
-        s = stroke(truth.shape, c, spacing)
-        scribbles[s] = FG if c.foreground else BG
+        s = stroke(truth.shape, c, spacing) if axis is None else scribble(c, axis, spacing)
+        scribbles[s] = FG if c.foreground else BG  # over any earlier stroke there, as Slicer paints
         path = write_like(scribbles, reference, str(work / "scribbles.nii.gz"))
         t0 = time.perf_counter()
         out, _ = client.infer("scribbles_geos", study, params, label_in=path)
@@ -89,6 +90,7 @@ def main(argv=None) -> int:
     ap.add_argument("--rounds", type=int, default=10)
     ap.add_argument("--studies", nargs="+", default=STUDIES)
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks-out")
+    ap.add_argument("--ball", action="store_true", help="each correction a 3 mm ball (a click), not a scribble")
     ap.add_argument("--keep", type=Path, default=None, help="keep each study's PRNet draft in this folder")
     args = ap.parse_args(argv)
     manifest = json.loads((DEVSET / "manifest.json").read_text())["studies"]
@@ -121,7 +123,7 @@ def main(argv=None) -> int:
                 draft = draft_all == draft_names[organ]
                 for mode in ("draft", "scratch"):
                     r = robot(client, study, organ, truth, reference, gt.spacing, args.rounds, mode,
-                              draft if mode == "draft" else None, tmp)
+                              draft if mode == "draft" else None, tmp, None if args.ball else axial_axis(gt.affine))
                     runs[f"{study}/{organ}/{mode}"] = r
                     print(f"{study} {organ} {mode}: " + " ".join(f"{d:.3f}" for d in r["dice"])
                           + f"  median round {np.median(r['seconds']) if r['seconds'] else 0:.2f} s", flush=True)

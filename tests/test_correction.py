@@ -9,7 +9,7 @@ from conftest import save_nifti
 
 from lib.correction import CorrectionConfig, correct_label
 from lib.evaluation.metrics import dice
-from lib.evaluation.robot import next_correction, stroke
+from lib.evaluation.robot import next_correction, scribble, stroke
 from lib.geos import GeoSConfig
 from lib.io import read_volume
 
@@ -42,16 +42,21 @@ def test_a_foreground_stroke_adds_what_is_missing_and_nothing_far_changes():
     draft = draft_of(truth)
     c = next_correction(draft == 1, truth == 1, SPACING)
     assert c is not None and c.foreground  # the missing part is the largest error
-    out, stats = correct_label(image, draft, {1: stroke(image.shape, c, SPACING)}, SPACING)
+    line = scribble(c, 2, SPACING)  # drawn across it on an axial slice
+    out, stats = correct_label(image, draft, {1: line}, SPACING)
     assert dice(out == 1, truth == 1) > dice(draft == 1, truth == 1) + 0.1
     missing = (truth == 1) & (draft != 1)
-    assert (out[missing] == 1).mean() > 0.9  # the missing part, back
+    from scipy import ndimage as ndi
+
+    near = ndi.distance_transform_edt(~line, sampling=SPACING) <= 12.0
+    assert (out[missing & near] == 1).mean() > 0.95  # the missing part within the stroke's reach, back
+    assert (out[missing] == 1).mean() > 0.75  # (the cap is 36 x 30 x 18 mm; one line, ~20 mm of flat reach)
     assert (out[truth == 0] == 1).sum() <= (draft[truth == 0] == 1).sum() + 0.02 * (truth == 1).sum()  # no leak into fat
     assert np.array_equal(out == 2, draft == 2)  # the spleen (another class, another intensity) as it was
     far = np.ones(image.shape, bool)
     far[tuple(slice(a, b) for a, b in stats["crop"])] = False
     assert np.array_equal(out[far], draft[far])  # nothing outside the stroke's reach changed
-    assert stats["changed_voxels"][1] > 0.9 * missing.sum()
+    assert stats["changed_voxels"][1] > 0.75 * missing.sum()
 
 
 def test_a_background_stroke_removes_a_false_positive_and_only_its_class():
@@ -123,9 +128,9 @@ def test_scribbles_and_clicks_correct_the_studys_draft_through_the_server(tmp_pa
     client.save_label("case", str(save_nifti(draft, tmp_path / "draft.nii.gz", spacing=SPACING)), tag="original",
                       params={"label_names": NAMES})
     c = next_correction(draft == 1, truth == 1, SPACING)
-    scribbles = np.where(stroke(image.shape, c, SPACING), FG, 0).astype(np.uint8)
+    scribbles = np.where(scribble(c, 2, SPACING), FG, 0).astype(np.uint8)
     f = str(save_nifti(scribbles, tmp_path / "scribbles.nii.gz", spacing=SPACING))
-    params = {"label_info": SLICER_INFO, "selected_label_name": "liver"}
+    params = {"label_info": SLICER_INFO, "selected_label_name": "liver", "modality": "CT"}  # (HU, but no air)
 
     # Slicer: the draft `original` is found by the image id and corrected; the answer is the liver's 0/1 mask
     path, body = client.infer("scribbles_geos", "case", params, label_in=f)
@@ -139,7 +144,7 @@ def test_scribbles_and_clicks_correct_the_studys_draft_through_the_server(tmp_pa
     path, body = client.infer("scribbles_geos", "case", params,
                               label_in=str(save_nifti(both, tmp_path / "both.nii.gz", spacing=SPACING)))
     out = read_volume(path).array
-    assert not out[8:14, 8:12, 10:20].any() and dice(out == 1, truth == 1) > 0.95
+    assert not out[8:14, 8:12, 10:20].any() and dice(out == 1, truth == 1) > 0.93  # (draft 0.62)
     only_bg = np.where(both == BG, BG, 0).astype(np.uint8)
     path, body = client.infer("scribbles_geos", "case", params,
                               label_in=str(save_nifti(only_bg, tmp_path / "bg.nii.gz", spacing=SPACING)))
@@ -197,3 +202,62 @@ def test_a_background_stroke_on_half_of_a_split_organ_does_not_remove_that_half(
     kept = (halves == small) & (truth == 1)
     assert (out[kept] == 1).mean() > 0.9  # the half stays
     assert not out[s].any()
+
+
+def test_a_foreground_stroke_in_fat_the_organ_holds_does_not_flood_the_fat_around_it():
+    """A robot stroke in the missing fatty hilum of a good kidney draft (HU of fat; the truth counts it as kidney)
+    reached the fat around the kidney at no geodesic cost: Dice 0.94 -> 0.64 in one round. Tissue that looks like
+    what the label already says it is (background) costs a stroke of another class more (intensity penalty)."""
+    image, truth = phantom()
+    notch = (slice(18, 23), slice(30, 36), slice(13, 18))  # the hilum: fat inside the liver's truth (j 15..34),
+    truth[notch] = 1  # open to the fat beyond the liver's surface
+    image[notch] = -100
+    draft = truth.copy()
+    draft[notch] = 0
+    s = np.zeros(image.shape, bool)
+    s[19:22, 31:33, 15] = True
+    out, _ = correct_label(image, draft, {1: s}, SPACING, removable=[1])
+    added = (out == 1) & (draft != 1)
+    assert added[s].all()
+    assert (added & (truth == 0)).sum() < 0.02 * (truth == 1).sum(), (added & (truth == 0)).sum()
+    assert np.array_equal(out == 2, draft == 2)
+
+
+def test_a_foreground_stroke_in_gas_stops_within_its_reach_of_a_connected_air_space():
+    """A robot stroke in the stomach's missing gas reached a lung's air through a gap at no geodesic cost (the HU
+    window is flat below -500 HU): 4 000 voxels of air labelled stomach. A path's length costs too
+    (``correction.spatial_weight`` per mm), so a stroke reaches at most δ / weight mm through flat tissue."""
+    from lib.settings import app_settings
+
+    rng = np.random.default_rng(1)
+    shape = (40, 40, 80)
+    image = np.full(shape, 40.0) + rng.normal(0, 10, shape)  # soft tissue
+    truth = np.zeros(shape, np.uint8)
+    truth[10:30, 10:30, 5:25] = 1  # the stomach: soft tissue with a gas pocket at its top
+    image[14:26, 14:26, 18:24] = -950
+    lung = np.zeros(shape, bool)
+    lung[14:26, 14:26, 30:78] = True  # a lung's air above it, joined to the pocket by a gap in the wall
+    image[lung] = -950
+    image[19:21, 19:21, 24:30] = -950
+    draft = truth.copy()
+    draft[20:26, 14:26, 18:24] = 0  # the draft holds half of the gas
+    s = np.zeros(shape, bool)
+    s[22:24, 18:22, 21] = True
+    cfg = app_settings().correction
+    out, _ = correct_label(image.astype(np.int16), draft, {1: s}, (1.5, 1.5, 1.5), removable=[1], cfg=cfg)
+    assert (out[20:26, 14:26, 18:24] == 1).mean() > 0.9  # the missing gas, back
+    beyond = int(np.ceil(cfg.delta / cfg.spatial_weight / 1.5))  # slices of the lung beyond the stroke's reach
+    assert not (out[14:26, 14:26, 30 + beyond:] == 1).any()
+    assert (out[lung] == 1).mean() < 0.05  # (with no path cost: 65 % of the lung, up to radius_mm)
+
+
+def test_the_robot_draws_its_scribble_on_one_slice_inside_the_error_and_finds_the_axial_axis():
+    image, truth = phantom()
+    c = next_correction(draft_of(truth) == 1, truth == 1, SPACING)
+    line = scribble(c, 2, SPACING)
+    assert line[c.region].sum() == line.sum() and np.unique(np.nonzero(line)[2]).tolist() == [c.point[2]]
+    assert line.sum() > stroke(image.shape, c, SPACING).sum()  # a line across the error, not a dot
+    from lib.evaluation.robot import axial_axis
+
+    lps_kji = np.array([[0, 0, -3.0, 0], [0, -0.8, 0, 0], [2.0, 0, 0, 0], [0, 0, 0, 1]])  # stored K, J, I -> world
+    assert axial_axis(lps_kji) == 0 and axial_axis(np.diag([0.8, 0.8, 5.0, 1])) == 2 and axial_axis(None) == 2

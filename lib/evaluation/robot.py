@@ -2,8 +2,10 @@
 
 Each round it looks at the current result of one structure against the truth, takes the largest
 connected error region (false negative or false positive, 26-connected) and puts one correction at its
-most interior voxel (largest distance to the region's boundary, in mm): a foreground stroke in a false
-negative, a background stroke in a false positive.
+most interior voxel (largest distance to the region's boundary, in mm): a foreground correction in a false
+negative, a background one in a false positive. A click (:func:`stroke`) is a small ball there; a scribble
+(:func:`scribble`) is drawn on the slice through it along the error's medial axis in that slice, as
+DeepIGeoS (Wang et al. 2018) simulates scribbles from the skeleton of the mis-segmented region.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Sequence
 import numpy as np
 from scipy import ndimage as ndi
 
+from lib.data.scribbles import stroke_in_slice
 from lib.geos import seeds_from_points
 
 
@@ -51,3 +54,31 @@ def stroke(shape: Sequence[int], correction: Correction, spacing: Sequence[float
     region (an annotator paints within the region they correct)."""
     ball = seeds_from_points(shape, [correction.point], spacing, radius_mm)
     return ball & correction.region if correction.region is not None else ball
+
+
+def scribble(correction: Correction, axis: int, spacing: Sequence[float], radius_mm: float = 3.0) -> np.ndarray:
+    """The correction as one scribble, bool ``(I, J, K)``: on the slice of voxel axis ``axis`` (the one a viewer
+    shows, e.g. the axial) through its point, the longest path through the skeleton of the error region's
+    cross-section there (the part holding the point), one voxel inside it where it is thick enough. A
+    cross-section too small for a line gets the ball of :func:`stroke`."""
+    if correction.region is None:
+        raise ValueError("a scribble needs the correction's error region")
+    index = [slice(None)] * 3
+    index[axis] = correction.point[axis]
+    section = correction.region[tuple(index)]
+    lab, _ = ndi.label(section, structure=np.ones((3, 3), bool))
+    inplane = tuple(p for a, p in enumerate(correction.point) if a != axis)
+    line = stroke_in_slice(lab == lab[inplane], erosion_vox=1, width_vox=0)
+    out = np.zeros(correction.region.shape, bool)
+    out[tuple(index)] = line
+    ball = stroke(correction.region.shape, correction, spacing, radius_mm)
+    return out if out.sum() > ball.sum() else ball
+
+
+def axial_axis(affine: np.ndarray | None) -> int:
+    """The voxel axis most aligned with the world's superior–inferior axis (``affine``: voxel → RAS mm; None:
+    the third axis), the one whose slices are axial."""
+    if affine is None:
+        return 2
+    cols = np.asarray(affine, float)[:3, :3]
+    return int(np.argmax(np.abs(cols[2]) / np.linalg.norm(cols, axis=0)))
