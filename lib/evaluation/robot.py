@@ -59,8 +59,9 @@ def stroke(shape: Sequence[int], correction: Correction, spacing: Sequence[float
 def scribble(correction: Correction, axis: int, spacing: Sequence[float], radius_mm: float = 3.0) -> np.ndarray:
     """The correction as one scribble, bool ``(I, J, K)``: on the slice of voxel axis ``axis`` (the one a viewer
     shows, e.g. the axial) through its point, the longest path through the skeleton of the error region's
-    cross-section there (the part holding the point), one voxel inside it where it is thick enough. A
-    cross-section too small for a line gets the ball of :func:`stroke`."""
+    cross-section there (the part holding the point), painted with an in-plane brush of ``radius_mm`` (Slicer's
+    Paint effect draws on the slice) and kept inside that cross-section. A cross-section with no line (a voxel
+    or two) gets the ball of :func:`stroke`."""
     if correction.region is None:
         raise ValueError("a scribble needs the correction's error region")
     index = [slice(None)] * 3
@@ -68,11 +69,15 @@ def scribble(correction: Correction, axis: int, spacing: Sequence[float], radius
     section = correction.region[tuple(index)]
     lab, _ = ndi.label(section, structure=np.ones((3, 3), bool))
     inplane = tuple(p for a, p in enumerate(correction.point) if a != axis)
-    line = stroke_in_slice(lab == lab[inplane], erosion_vox=1, width_vox=0)
+    part = lab == lab[inplane]
+    line = stroke_in_slice(part, erosion_vox=1, width_vox=0)
+    if not line.any():
+        return stroke(correction.region.shape, correction, spacing, radius_mm)
+    sp = [s for a, s in enumerate(spacing) if a != axis]
+    brush = ndi.distance_transform_edt(~line, sampling=sp) <= radius_mm
     out = np.zeros(correction.region.shape, bool)
-    out[tuple(index)] = line
-    ball = stroke(correction.region.shape, correction, spacing, radius_mm)
-    return out if out.sum() > ball.sum() else ball
+    out[tuple(index)] = brush & part
+    return out
 
 
 def axial_axis(affine: np.ndarray | None) -> int:
