@@ -3,34 +3,40 @@
 An annotator opens a draft (PRNet's ``original``, a saved ``final``, the UNet's prediction) and marks
 only where it is wrong: a foreground stroke of class ``k`` where ``k`` is missing, a background stroke
 where a structure leaks. Each correction set ``S`` (the strokes of one class, or the background
-strokes) claims the voxels it reaches *geodesically cheaply*:
+strokes) claims the voxels it reaches *cheaply*:
 
-    claim_S(x) = D(x; S) < δ      and     x lies within ``radius_mm`` of S (Euclidean)
+    claim_S(x) = D(x; S) + w · E(x; S) + π_S(x) < δ     and     E(x; S) ≤ ``radius_mm``
 
 with ``D`` GeodisTK's geodesic distance on the normalised image (λ = 1: the intensity change summed
-along the best path, [0, 1] units, the same as :mod:`lib.geos`). Where several sets claim a voxel the
-nearest wins (plain GeoS between the corrections). Every voxel no correction claims keeps its starting
-label, so a stroke changes only its own neighbourhood, bounded by the image's edges (an organ's
-boundary costs more than δ to cross) and by ``radius_mm``. A class keeps its id; a background claim
-removes only the classes it may (``removable``: the corrected structure, or every foreground class).
+along the best path, [0, 1] units, the same as :mod:`lib.geos`), ``E`` the Euclidean distance in mm and
+``w`` = ``spatial_weight``: a stroke reaches at most δ / w mm (15 mm), however flat the tissue (with λ = 1
+alone a stroke in the stomach's gas claimed a lung's air through a gap in the wall, 4 000 voxels). ``π_S``
+is the intensity penalty: ``intensity_weight`` × (log P(I | the class the label holds at x) − log P(I | S's
+class) − ``intensity_tolerance``) where positive, from histograms of the label's classes in the crop; a
+stroke in a kidney's fatty hilum may not take the fat around it, which the label already calls background.
+Where several sets claim a voxel the lowest score wins (GeoS between the corrections). Every voxel no
+correction claims keeps its starting label, so a stroke changes only its own neighbourhood. A class keeps
+its id; a background claim removes only the classes it may (``removable``: the corrected structure, or
+every foreground class).
 
 Two rules keep a stroke from taking what nobody argued about, and let it take what it did:
 
 - **rivals**: the starting label's regions that a set would change (other foreground classes for a
   foreground stroke; the removable classes for a background stroke), eroded by one voxel (a part thinner
   than that competes whole) and farther than ``exclusion_mm`` from the strokes, are seeds too; a voxel
-  geodesically nearer to them than to the strokes is not claimed (a background stroke in a leak stops where
+  nearer to them than to the strokes (``D + w · E``) is not claimed (a background stroke in a leak stops where
   the organ itself begins, even without an edge);
 - **islands**: a connected region of the label that a stroke lies in, that is not its class's largest
   region, holds at most ``island_max_fraction`` of that region's voxels and lies wholly within ``radius_mm``
-  of the stroke is argued as a whole (a background stroke on a false-positive island removes it all, however
+  of the stroke and within the crop is argued as a whole (a background stroke on a false-positive island removes it all, however
   noisy its intensities), and is no rival. A larger secondary region is the organ split in two, argued by
   the geodesics like the rest.
 
 In other words this is GeoS (Criminisi et al. 2008) in which the starting label is one more seed set
 whose distance is the constant δ everywhere: "the draft, unless a correction is nearer than δ".
-The claim is decided on the same working voxels as :func:`lib.geos.geos_segment` and its boundary
-again per stored voxel (:func:`lib.geos.refine_boundary`).
+The claim is decided on the same working voxels as :func:`lib.geos.geos_segment`, in a crop of the strokes'
+box plus δ / w + ``exclusion_mm`` (or ``radius_mm``), and its boundary again per stored voxel
+(:func:`lib.geos.refine_boundary`).
 
 Arrays are ``(I, J, K)`` in the image's voxel order; ``spacing`` is mm per axis in the same order.
 """
@@ -71,7 +77,7 @@ class CorrectionConfig:
     island_max_fraction: float = 0.25
     intensity_weight: float = 0.2
     intensity_tolerance: float = 1.0
-    spatial_weight: float = 0.015
+    spatial_weight: float = 0.02
     sources: Sequence[str] = ("final", "original", "segmentation")
 
     def __post_init__(self):
@@ -113,10 +119,11 @@ def correct_label(
         raise ValueError(f"the label and the strokes must have the image's shape {list(image_hu.shape)}")
     strokes = np.logical_or.reduce(list(sets.values()))
     idx = np.argwhere(strokes)
-    reach = [int(np.ceil(cfg.radius_mm / s)) for s in spacing]
+    reach = [int(np.ceil(_crop_mm(cfg) / s)) for s in spacing]
     box = tuple(slice(max(0, int(lo) - r), min(n, int(hi) + 1 + r))
                 for lo, hi, r, n in zip(idx.min(0), idx.max(0), reach, image_hu.shape))
     crop_hu = image_hu[box]
+    open_faces = [(s.start > 0, s.stop < n) for s, n in zip(box, image_hu.shape)]  # crop faces inside the image
     w_in, w_out = window or (geos.window_hu, geos.window_out)
 
     img, f, work_spacing = working_image(crop_hu, spacing, geos, (w_in, w_out))
@@ -139,21 +146,21 @@ def correct_label(
     near = [ndi.distance_transform_edt(~m, sampling=work_spacing) for m in seeds]  # mm from each set's strokes
     for (c, m), mm in zip(work.items(), near):
         take = _takes(start_work, c, removable) & ~_islands(start_work, m, c, removable, work_spacing, cfg.radius_mm,
-                                                            cfg.island_max_fraction)
+                                                            cfg.island_max_fraction, open_faces)
         interior = ndi.binary_erosion(take, _CROSS)
         interior |= take & ~ndi.binary_dilation(interior, _CROSS)  # parts thinner than the erosion compete whole
         competitors.append(interior & (mm > cfg.exclusion_mm))
-    dists = geodesic_distances(_with_position(img, cfg.spatial_weight), seeds + [m for m in competitors if m.any()],
-                               work_spacing, geos.lamb, geos.iterations)
+    dists = geodesic_distances(img, seeds + [m for m in competitors if m.any()], work_spacing, geos.lamb, geos.iterations)
     rival = iter(dists[len(seeds):])
     penalty = _intensity_penalty(img, start_work, work, geos.histogram_bins, cfg.intensity_weight,
                                  cfg.intensity_tolerance)
     scores = [np.full(img.shape, cfg.delta, np.float32)]
+    eps = np.float32(cfg.spatial_weight)  # the distance term: geodesic + weight x mm from the seeds (Euclidean)
     for (c, d), mm, comp in zip(zip(work, dists), near, competitors):
         lost = mm > cfg.radius_mm  # beyond its reach
         if comp.any():
-            lost |= d >= next(rival)  # a rival region of the starting label is nearer
-        scores.append(np.where(lost, np.float32(1e6), d + penalty[c]).astype(np.float32))
+            lost |= d + eps * mm >= next(rival) + eps * ndi.distance_transform_edt(~comp, sampling=work_spacing)
+        scores.append(np.where(lost, np.float32(1e6), d + eps * mm + penalty[c]).astype(np.float32))
     scores = np.stack(scores)
     choice = ids[np.argmin(scores, axis=0)]
     for c, m in work.items():  # each set's claim: the part connected to its own strokes
@@ -162,7 +169,7 @@ def correct_label(
     if coarse:
         choice = refine_boundary(choice, scores, None, ids, f, crop_hu, (w_in, w_out), 0.0)
     for c, m in sets.items():  # every stroke voxel belongs to its own set, and so does an island it lies in
-        choice[_islands(start[box], m[box], c, removable, spacing, cfg.radius_mm, cfg.island_max_fraction)] = c
+        choice[_islands(start[box], m[box], c, removable, spacing, cfg.radius_mm, cfg.island_max_fraction, open_faces)] = c
         choice[m[box]] = c
 
     out = np.array(start, copy=True)
@@ -180,15 +187,12 @@ def correct_label(
     return out, stats
 
 
-def _with_position(img: np.ndarray, weight: float) -> np.ndarray:
-    """The working image with, when ``weight`` > 0, three channels ``weight`` × voxel index (one per axis):
-    GeodisTK's step cost (step length in mm × the change of the channel vector) then adds about ``weight``
-    per mm of path on top of the intensity change, so that a distance grows with the path's length even in
-    flat tissue (its own λ does not do this at the scale of a [0, 1] image). ``(I, J, K)`` or ``(I, J, K, 4)``."""
-    if weight <= 0:
-        return img
-    grid = np.meshgrid(*[np.arange(n, dtype=np.float32) * np.float32(weight) for n in img.shape], indexing="ij")
-    return np.stack([img, *grid], axis=-1)
+def _crop_mm(cfg: CorrectionConfig) -> float:
+    """How far (mm) around the strokes the correction looks: ``radius_mm``, or with a spatial term no farther than a
+    claim can reach (``delta / spatial_weight``) plus ``exclusion_mm`` for the rivals that compete there."""
+    if cfg.spatial_weight <= 0:
+        return float(cfg.radius_mm)
+    return float(min(cfg.radius_mm, cfg.delta / cfg.spatial_weight + cfg.exclusion_mm))
 
 
 def _intensity_penalty(img: np.ndarray, start: np.ndarray, sets: Mapping[int, np.ndarray], bins: int,
@@ -223,18 +227,27 @@ def _takes(start: np.ndarray, c: int, removable: Collection[int] | None) -> np.n
 
 
 def _islands(start: np.ndarray, strokes: np.ndarray, c: int, removable: Collection[int] | None,
-             spacing: Sequence[float], radius_mm: float, max_fraction: float) -> np.ndarray:
+             spacing: Sequence[float], radius_mm: float, max_fraction: float,
+             open_faces: Sequence[tuple[bool, bool]] = ((False, False),) * 3) -> np.ndarray:
     """The connected regions of the starting label that the strokes of set ``c`` lie in, that are not their
     class's largest region (the structure itself), hold at most ``max_fraction`` of its voxels (a part about the
     organ's own size is the organ, split) and that lie wholly within ``radius_mm`` of the strokes: an
     island of a removable class under a background stroke, of another foreground class under a foreground
     stroke; the stroke argues about each as a whole. Bool, ``start.shape`` (in the crop: a class's largest
-    region there)."""
+    region there). ``open_faces``: per axis, whether the crop's low / high face lies inside the image; a region
+    touching such a face goes on beyond the crop and is no island."""
     take = _takes(start, c, removable)
     out = np.zeros(start.shape, bool)
     if not (take & strokes).any():
         return out
     near = ndi.distance_transform_edt(~strokes, sampling=spacing)
+    cut = np.zeros(start.shape, bool)
+    for axis, (low, high) in enumerate(open_faces):
+        for side, is_open in ((0, low), (-1, high)):
+            if is_open:
+                index = [slice(None)] * 3
+                index[axis] = side
+                cut[tuple(index)] = True
     for cls in np.unique(start[strokes & take]):
         lab, n = ndi.label(start == cls)
         if n < 2:
@@ -242,6 +255,8 @@ def _islands(start: np.ndarray, strokes: np.ndarray, c: int, removable: Collecti
         sizes = np.bincount(lab.ravel())
         main = int(np.argmax(sizes[1:])) + 1
         for k in np.unique(lab[strokes & (start == cls)]):
-            if k and k != main and sizes[k] <= max_fraction * sizes[main] and near[lab == k].max() <= radius_mm:
-                out |= lab == k
+            region = lab == k
+            if (k and k != main and sizes[k] <= max_fraction * sizes[main] and near[region].max() <= radius_mm
+                    and not (region & cut).any()):
+                out |= region
     return out
