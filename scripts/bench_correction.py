@@ -28,15 +28,12 @@ import json
 import shutil
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
-from scipy import ndimage as ndi
 
 from lib.atomic import atomic_write_text
-from lib.evaluation.metrics import dice
-from lib.evaluation.robot import axial_axis, next_correction, scribble, stroke
+from lib.evaluation.robot import axial_axis, run_rounds
 from lib.evaluation.tables import machine, md_table
 from lib.io import read_volume, write_like
 from lib.workflow.rest import train
@@ -53,31 +50,19 @@ NEAR_MM = 30.0
 
 def robot(client, study: str, organ: str, truth: np.ndarray, reference: str, spacing, rounds: int, mode: str,
           draft: np.ndarray | None, work: Path, axis: int | None) -> dict:
-    """``rounds`` rounds of the robot on one structure; Dice per round (round 0: the draft, or nothing)."""
+    """``rounds`` rounds of the robot on one structure through the server (:func:`lib.evaluation.robot.run_rounds`)."""
     info = [{"name": organ, "id": 1}, {"name": "background_scribbles", "id": BG}, {"name": "foreground_scribbles", "id": FG}]
     params = {"label_info": info, "selected_label_name": organ, **({"correct": False} if mode == "scratch" else {})}
-    result = draft.copy() if draft is not None else np.zeros(truth.shape, bool)
-    scribbles = np.zeros(truth.shape, np.uint8)
-    scores, seconds, drops = [dice(result, truth)], [], []
-    for _ in range(rounds):
-        c = next_correction(result, truth, spacing)
-        if c is None:
-            scores.append(scores[-1])
-            continue
-        s = stroke(truth.shape, c, spacing) if axis is None else scribble(c, axis, spacing)
-        scribbles[s] = FG if c.foreground else BG  # over any earlier stroke there, as Slicer paints
-        path = write_like(scribbles, reference, str(work / "scribbles.nii.gz"))
-        t0 = time.perf_counter()
-        out, _ = client.infer("scribbles_geos", study, params, label_in=path)
-        seconds.append(time.perf_counter() - t0)
+
+    def segment(strokes: np.ndarray) -> np.ndarray:
+        scribbles = np.choose(strokes, [0, FG, BG]).astype(np.uint8)  # as Slicer sends them
+        out, _ = client.infer("scribbles_geos", study, params,
+                              label_in=write_like(scribbles, reference, str(work / "scribbles.nii.gz")))
         new = read_volume(out).array > 0
         Path(out).unlink(missing_ok=True)
-        far = ndi.distance_transform_edt(scribbles == 0, sampling=spacing) > NEAR_MM
-        if far.any() and (truth[far].any() or result[far].any()):
-            drops.append(dice(result[far], truth[far]) - dice(new[far], truth[far]))
-        result = new
-        scores.append(dice(result, truth))
-    return {"dice": scores, "seconds": seconds, "max_far_drop": max(drops, default=0.0)}
+        return new
+
+    return run_rounds(truth, draft, spacing, rounds, segment, axis, NEAR_MM)
 
 
 def rounds_to(scores: list[float], target: float = 0.90) -> int | None:
@@ -152,8 +137,8 @@ def main(argv=None) -> int:
                     "—" if ns is None else ns])
     text = (f"Robot annotator through the server, PRNet {args.steps} steps, {len(per)} structures of {len(args.studies)} "
             f"studies; {machine()}\n\n" + md_table(header, rows)
-            + "\n\n" + md_table(["study/structure", "draft", "draft +3", f"draft +{args.rounds}", "draft: rounds to 0.90",
-                                 "scratch +3", f"scratch +{args.rounds}", "scratch: rounds to 0.90"], per) + "\n")
+            + "\n\n" + md_table(["study/structure", "draft", f"draft +{min(3, args.rounds)}", f"draft +{args.rounds}", "draft: rounds to 0.90",
+                                 f"scratch +{min(3, args.rounds)}", f"scratch +{args.rounds}", "scratch: rounds to 0.90"], per) + "\n")
     print(text)
     args.out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(args.out / "correction.md", text)

@@ -17,11 +17,9 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from scipy import ndimage as ndi
 
 from lib.correction import correct_label
-from lib.evaluation.metrics import dice
-from lib.evaluation.robot import axial_axis, next_correction, scribble, stroke
+from lib.evaluation.robot import BACKGROUND, FOREGROUND, axial_axis, run_rounds
 from lib.io import read_volume
 from lib.settings import app_settings
 
@@ -30,27 +28,15 @@ DEVSET = REPO / "sample-data" / "devset"
 NEAR_MM = 30.0
 
 
-def run(image, draft_all, did, truth, spacing, rounds, geos, corr, axis=None):
-    draft = draft_all == did
-    result, fg, bg = draft, np.zeros(truth.shape, bool), np.zeros(truth.shape, bool)
-    scores, drops = [dice(result, truth)], []
-    for _ in range(rounds):
-        c = next_correction(result, truth, spacing)
-        if c is None:
-            scores.append(scores[-1])
-            continue
-        s = stroke(truth.shape, c, spacing) if axis is None else scribble(c, axis, spacing)
-        (fg if c.foreground else bg)[s] = True  # a later stroke paints over an earlier one, as in Slicer
-        (bg if c.foreground else fg)[s] = False
-        sets = {**({did: fg.copy()} if fg.any() else {}), **({0: bg.copy()} if bg.any() else {})}
+def run(image, draft_all, did, truth, spacing, rounds, geos, corr, axis=None) -> dict:
+    """The robot's rounds on structure ``did`` of the draft, each correcting the draft with every stroke so far."""
+
+    def segment(strokes: np.ndarray) -> np.ndarray:
+        sets = {c: strokes == v for c, v in ((did, FOREGROUND), (0, BACKGROUND)) if (strokes == v).any()}
         out, _ = correct_label(image, draft_all, sets, spacing, geos, corr, removable=[did])
-        new = out == did
-        far = ndi.distance_transform_edt(~(fg | bg), sampling=spacing) > NEAR_MM
-        if far.any() and (truth[far].any() or result[far].any()):
-            drops.append(dice(result[far], truth[far]) - dice(new[far], truth[far]))
-        result = new
-        scores.append(dice(result, truth))
-    return scores, max(drops, default=0.0)
+        return out == did
+
+    return run_rounds(truth, draft_all == did, spacing, rounds, segment, axis, NEAR_MM)
 
 
 def main(argv=None) -> int:
@@ -73,8 +59,9 @@ def main(argv=None) -> int:
             truth = gt.array == gid
             if truth.sum() < 20 or organ not in names:
                 continue
-            scores, drop = run(image.array, draft_all, int(names[organ]), truth, gt.spacing, args.rounds, s.geos,
-                               s.correction, None if args.ball else axial_axis(image.affine))
+            r = run(image.array, draft_all, int(names[organ]), truth, gt.spacing, args.rounds, s.geos, s.correction,
+                    None if args.ball else axial_axis(image.affine))
+            scores, drop = r["dice"], r["max_far_drop"]
             per_round.append(scores)
             drops.append(drop)
             lines.append(f"{study}/{organ}: " + " ".join(f"{d:.3f}" for d in scores) + f"  far drop {drop:.3f}")

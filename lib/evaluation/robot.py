@@ -11,12 +11,14 @@ DeepIGeoS (Wang et al. 2018) simulates scribbles from the skeleton of the mis-se
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+import time
+from typing import Callable, Sequence
 
 import numpy as np
 from scipy import ndimage as ndi
 
 from lib.data.scribbles import stroke_in_slice
+from lib.evaluation.metrics import dice
 from lib.geos import seeds_from_points
 
 
@@ -87,3 +89,39 @@ def axial_axis(affine: np.ndarray | None) -> int:
         return 2
     cols = np.asarray(affine, float)[:3, :3]
     return int(np.argmax(np.abs(cols[2]) / np.linalg.norm(cols, axis=0)))
+
+
+FOREGROUND, BACKGROUND = 1, 2  # the values of the strokes volume :func:`run_rounds` hands to ``segment``
+
+
+def run_rounds(truth: np.ndarray, start: np.ndarray | None, spacing: Sequence[float], rounds: int,
+               segment: Callable[[np.ndarray], np.ndarray], axis: int | None = None, near_mm: float = 30.0) -> dict:
+    """``rounds`` rounds of the robot on one structure.
+
+    Each round: the next correction (:func:`next_correction`) of the current result against ``truth`` (bool
+    ``(I, J, K)``), drawn as a scribble on slices of ``axis`` (None: a ball, a click) over any earlier stroke there,
+    and ``segment(strokes)`` → the new bool result, with ``strokes`` ``uint8`` (0, :data:`FOREGROUND`,
+    :data:`BACKGROUND`): every stroke so far. ``start``: the result before any stroke (None: nothing).
+
+    Returns ``{"dice": [round 0 (start), 1, ...], "seconds": per call of segment, "max_far_drop": the largest fall of
+    one round's Dice over the voxels farther than near_mm from every stroke}``.
+    """
+    result = start.copy() if start is not None else np.zeros(truth.shape, bool)
+    strokes = np.zeros(truth.shape, np.uint8)
+    scores, seconds, drops = [dice(result, truth)], [], []
+    for _ in range(rounds):
+        c = next_correction(result, truth, spacing)
+        if c is None:
+            scores.append(scores[-1])
+            continue
+        s = stroke(truth.shape, c, spacing) if axis is None else scribble(c, axis, spacing)
+        strokes[s] = FOREGROUND if c.foreground else BACKGROUND
+        t0 = time.perf_counter()
+        new = segment(strokes)
+        seconds.append(time.perf_counter() - t0)
+        far = ndi.distance_transform_edt(strokes == 0, sampling=spacing) > near_mm
+        if far.any() and (truth[far].any() or result[far].any()):
+            drops.append(dice(result[far], truth[far]) - dice(new[far], truth[far]))
+        result = new
+        scores.append(dice(result, truth))
+    return {"dice": scores, "seconds": seconds, "max_far_drop": max(drops, default=0.0)}
