@@ -10,10 +10,12 @@ with ``save_label``). Then, per study and structure present in it, a simulated a
 the largest error region (false negative: foreground, false positive: background), drawn on the axial slice along
 the error's medial axis there as DeepIGeoS simulates scribbles (``--ball``: a 3 mm ball instead, a click), and the
 whole scribbles volume so far sent to ``scribbles_geos`` as Slicer sends it (``label_info``, ``selected_label_name``),
-in two modes:
+in the modes of ``--modes``:
 
 - ``draft``: correction mode (the server finds the draft ``original`` by the image id);
-- ``scratch``: ``correct: false``, today's behaviour before correction mode (GeoS from the strokes alone).
+- ``scratch``: ``correct: false``, today's behaviour before correction mode (GeoS from the strokes alone);
+- ``clicks``: one click per round at the same voxel instead of a scribble, every click so far sent to
+  ``points_geos`` as OHIF sends them (``foreground`` / ``background`` voxel points), correcting the draft.
 
 Reported per mode: Dice after 0, 1, 2, 3, 5, 10 rounds (median over structures), the rounds to reach Dice 0.90
 (median; "> R" when not reached), the largest Dice drop of one round outside a 30 mm neighbourhood of its strokes,
@@ -50,19 +52,25 @@ NEAR_MM = 30.0
 
 def robot(client, study: str, organ: str, truth: np.ndarray, reference: str, spacing, rounds: int, mode: str,
           draft: np.ndarray | None, work: Path, axis: int | None) -> dict:
-    """``rounds`` rounds of the robot on one structure through the server (:func:`lib.evaluation.robot.run_rounds`)."""
+    """``rounds`` rounds of the robot on one structure through the server (:func:`lib.evaluation.robot.run_rounds`):
+    scribbles to ``scribbles_geos`` (modes ``draft``, ``scratch``) or clicks to ``points_geos`` (``clicks``)."""
     info = [{"name": organ, "id": 1}, {"name": "background_scribbles", "id": BG}, {"name": "foreground_scribbles", "id": FG}]
     params = {"label_info": info, "selected_label_name": organ, **({"correct": False} if mode == "scratch" else {})}
 
-    def segment(strokes: np.ndarray) -> np.ndarray:
-        scribbles = np.choose(strokes, [0, FG, BG]).astype(np.uint8)  # as Slicer sends them
-        out, _ = client.infer("scribbles_geos", study, params,
-                              label_in=write_like(scribbles, reference, str(work / "scribbles.nii.gz")))
+    def segment(strokes: np.ndarray, clicks) -> np.ndarray:
+        if mode == "clicks":  # as OHIF sends them: voxel points, the structure by name
+            out, _ = client.infer("points_geos", study, {
+                "selected_label_name": organ, "foreground": [list(c.point) for c in clicks if c.foreground],
+                "background": [list(c.point) for c in clicks if not c.foreground]})
+        else:
+            scribbles = np.choose(strokes, [0, FG, BG]).astype(np.uint8)  # as Slicer sends them
+            out, _ = client.infer("scribbles_geos", study, params,
+                                  label_in=write_like(scribbles, reference, str(work / "scribbles.nii.gz")))
         new = read_volume(out).array > 0
         Path(out).unlink(missing_ok=True)
         return new
 
-    return run_rounds(truth, draft, spacing, rounds, segment, axis, NEAR_MM)
+    return run_rounds(truth, draft, spacing, rounds, segment, None if mode == "clicks" else axis, NEAR_MM)
 
 
 def rounds_to(scores: list[float], target: float = 0.90) -> int | None:
@@ -75,6 +83,9 @@ def main(argv=None) -> int:
     ap.add_argument("--rounds", type=int, default=10)
     ap.add_argument("--studies", nargs="+", default=STUDIES)
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks-out")
+    ap.add_argument("--modes", nargs="+", default=["draft", "scratch", "clicks"],
+                    choices=["draft", "scratch", "clicks"], help="draft: scribbles correct the draft; scratch: "
+                    "scribbles with correct: false; clicks: points_geos clicks correct the draft (OHIF)")
     ap.add_argument("--ball", action="store_true", help="each correction a 3 mm ball (a click), not a scribble")
     ap.add_argument("--keep", type=Path, default=None, help="keep each study's PRNet draft in this folder")
     args = ap.parse_args(argv)
@@ -106,9 +117,9 @@ def main(argv=None) -> int:
                 if truth.sum() < 20 or organ not in draft_names:
                     continue
                 draft = draft_all == draft_names[organ]
-                for mode in ("draft", "scratch"):
+                for mode in args.modes:
                     r = robot(client, study, organ, truth, reference, gt.spacing, args.rounds, mode,
-                              draft if mode == "draft" else None, tmp, None if args.ball else axial_axis(gt.affine))
+                              None if mode == "scratch" else draft, tmp, None if args.ball else axial_axis(gt.affine))
                     runs[f"{study}/{organ}/{mode}"] = r
                     print(f"{study} {organ} {mode}: " + " ".join(f"{d:.3f}" for d in r["dice"])
                           + f"  median round {np.median(r['seconds']) if r['seconds'] else 0:.2f} s", flush=True)
@@ -117,7 +128,7 @@ def main(argv=None) -> int:
         shutil.rmtree(tmp, ignore_errors=True)
 
     rows = []
-    for mode in ("draft", "scratch"):
+    for mode in args.modes:
         rs = [r for k, r in runs.items() if k.endswith("/" + mode)]
         at = [float(np.median([r["dice"][min(i, len(r["dice"]) - 1)] for r in rs])) for i in REPORT if i <= args.rounds]
         need = [rounds_to(r["dice"]) for r in rs]
@@ -129,16 +140,18 @@ def main(argv=None) -> int:
                      float(np.median(secs)), float(np.percentile(secs, 95))])
     header = ["mode", *[f"Dice after {i}" for i in REPORT if i <= args.rounds], "rounds to 0.90 (median)",
               "reached 0.90", "largest drop outside 30 mm", "round median (s)", "round p95 (s)"]
-    per = []
+    per, r3 = [], min(3, args.rounds)
     for key in sorted({k.rsplit("/", 1)[0] for k in runs}):
-        d, s = runs[f"{key}/draft"]["dice"], runs[f"{key}/scratch"]["dice"]
-        nd, ns = rounds_to(d), rounds_to(s)
-        per.append([key, d[0], d[min(3, len(d) - 1)], d[-1], "—" if nd is None else nd, s[min(3, len(s) - 1)], s[-1],
-                    "—" if ns is None else ns])
+        row = [key, runs[f"{key}/{args.modes[0]}"]["dice"][0] if "draft" in args.modes else ""]
+        for mode in args.modes:
+            d = runs[f"{key}/{mode}"]["dice"]
+            n = rounds_to(d)
+            row += [d[min(r3, len(d) - 1)], d[-1], "—" if n is None else n]
+        per.append(row)
+    columns = ["study/structure", "draft"] + [c for m in args.modes
+                                              for c in (f"{m} +{r3}", f"{m} +{args.rounds}", f"{m}: rounds to 0.90")]
     text = (f"Robot annotator through the server, PRNet {args.steps} steps, {len(per)} structures of {len(args.studies)} "
-            f"studies; {machine()}\n\n" + md_table(header, rows)
-            + "\n\n" + md_table(["study/structure", "draft", f"draft +{min(3, args.rounds)}", f"draft +{args.rounds}", "draft: rounds to 0.90",
-                                 f"scratch +{min(3, args.rounds)}", f"scratch +{args.rounds}", "scratch: rounds to 0.90"], per) + "\n")
+            f"studies; {machine()}\n\n" + md_table(header, rows) + "\n\n" + md_table(columns, per) + "\n")
     print(text)
     args.out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(args.out / "correction.md", text)

@@ -31,7 +31,7 @@ NEAR_MM = 30.0
 def run(image, draft_all, did, truth, spacing, rounds, geos, corr, axis=None) -> dict:
     """The robot's rounds on structure ``did`` of the draft, each correcting the draft with every stroke so far."""
 
-    def segment(strokes: np.ndarray) -> np.ndarray:
+    def segment(strokes: np.ndarray, clicks) -> np.ndarray:
         sets = {c: strokes == v for c, v in ((did, FOREGROUND), (0, BACKGROUND)) if (strokes == v).any()}
         out, _ = correct_label(image, draft_all, sets, spacing, geos, corr, removable=[did])
         return out == did

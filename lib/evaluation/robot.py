@@ -95,20 +95,22 @@ FOREGROUND, BACKGROUND = 1, 2  # the values of the strokes volume :func:`run_rou
 
 
 def run_rounds(truth: np.ndarray, start: np.ndarray | None, spacing: Sequence[float], rounds: int,
-               segment: Callable[[np.ndarray], np.ndarray], axis: int | None = None, near_mm: float = 30.0) -> dict:
+               segment: Callable[[np.ndarray, list[Correction]], np.ndarray], axis: int | None = None,
+               near_mm: float = 30.0) -> dict:
     """``rounds`` rounds of the robot on one structure.
 
     Each round: the next correction (:func:`next_correction`) of the current result against ``truth`` (bool
     ``(I, J, K)``), drawn as a scribble on slices of ``axis`` (None: a ball, a click) over any earlier stroke there,
-    and ``segment(strokes)`` → the new bool result, with ``strokes`` ``uint8`` (0, :data:`FOREGROUND`,
-    :data:`BACKGROUND`): every stroke so far. ``start``: the result before any stroke (None: nothing).
+    and ``segment(strokes, clicks)`` → the new bool result, with ``strokes`` ``uint8`` (0, :data:`FOREGROUND`,
+    :data:`BACKGROUND`): every stroke so far, and ``clicks`` every correction so far (their ``point`` and
+    ``foreground``: what a click-based client sends). ``start``: the result before any stroke (None: nothing).
 
     Returns ``{"dice": [round 0 (start), 1, ...], "seconds": per call of segment, "max_far_drop": the largest fall of
     one round's Dice over the voxels farther than near_mm from every stroke}``.
     """
     result = start.copy() if start is not None else np.zeros(truth.shape, bool)
     strokes = np.zeros(truth.shape, np.uint8)
-    scores, seconds, drops = [dice(result, truth)], [], []
+    scores, seconds, drops, clicks = [dice(result, truth)], [], [], []
     for _ in range(rounds):
         c = next_correction(result, truth, spacing)
         if c is None:
@@ -116,8 +118,9 @@ def run_rounds(truth: np.ndarray, start: np.ndarray | None, spacing: Sequence[fl
             continue
         s = stroke(truth.shape, c, spacing) if axis is None else scribble(c, axis, spacing)
         strokes[s] = FOREGROUND if c.foreground else BACKGROUND
+        clicks.append(Correction(c.foreground, c.point, c.region_voxels))
         t0 = time.perf_counter()
-        new = segment(strokes)
+        new = segment(strokes, list(clicks))
         seconds.append(time.perf_counter() - t0)
         far = ndi.distance_transform_edt(strokes == 0, sampling=spacing) > near_mm
         if far.any() and (truth[far].any() or result[far].any()):
