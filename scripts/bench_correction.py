@@ -96,7 +96,8 @@ def main(argv=None) -> int:
     for s in [SUPPORT, *args.studies]:
         shutil.copy(DEVSET / "studies" / manifest[s]["image"], studies / manifest[s]["image"])
     info = json.loads((DEVSET / "scribbles" / "label_info.json").read_text())[SUPPORT]
-    server = start_server(studies, tmp / "server", conf={"server.infer_timeout_s": "3600", "server.infer_workers": "1"})
+    server = start_server(studies, tmp / "server", conf={"server.infer_timeout_s": "3600", "server.infer_workers": "1",
+                                                         "model_dir": str(tmp / "model")})  # PRNet trained afresh
     runs: dict = {}
     try:
         client = server.client()

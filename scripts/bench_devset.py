@@ -86,7 +86,7 @@ def run(repo: Path, run_name: str, steps: int, work: Path) -> dict:
             shutil.copy(DEVSET / "ground_truth" / f"{i}.nii.gz", truth / f"{i}.nii.gz")
     info = json.loads((DEVSET / "scribbles" / "label_info.json").read_text())[support]
     names = {d["name"]: d["id"] for d in info if d["name"] != "background"}
-    server = start_server(studies, work / "server", conf=CONF, repo=repo)
+    server = start_server(studies, work / "server", conf={**CONF, "model_dir": str(work / "model")}, repo=repo)
     rows = {}
     try:
         client = server.client()
