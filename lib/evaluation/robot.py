@@ -19,6 +19,7 @@ from scipy import ndimage as ndi
 
 from lib.data.scribbles import stroke_in_slice
 from lib.evaluation.metrics import dice
+from lib.frame import axcodes
 from lib.geos import seeds_from_points
 
 
@@ -83,12 +84,11 @@ def scribble(correction: Correction, axis: int, spacing: Sequence[float], radius
 
 
 def axial_axis(affine: np.ndarray | None) -> int:
-    """The voxel axis most aligned with the world's superior–inferior axis (``affine``: voxel → RAS mm; None:
-    the third axis), the one whose slices are axial."""
+    """The voxel axis closest to the world's superior–inferior axis (``affine``: voxel → RAS mm; None: the third
+    axis), the one whose slices are axial (:func:`lib.frame.axcodes`, nibabel's orientation codes)."""
     if affine is None:
         return 2
-    cols = np.asarray(affine, float)[:3, :3]
-    return int(np.argmax(np.abs(cols[2]) / np.linalg.norm(cols, axis=0)))
+    return next(i for i, code in enumerate(axcodes(np.asarray(affine, float))) if code in "SI")
 
 
 FOREGROUND, BACKGROUND = 1, 2  # the values of the strokes volume :func:`run_rounds` hands to ``segment``
