@@ -14,6 +14,9 @@ alone a stroke in the stomach's gas claimed a lung's air through a gap in the wa
 is the intensity penalty: ``intensity_weight`` × (log P(I | the class the label holds at x) − log P(I | S's
 class) − ``intensity_tolerance``) where positive, from histograms of the label's classes in the crop; a
 stroke in a kidney's fatty hilum may not take the fat around it, which the label already calls background.
+Once the segmentation UNet is trained, its posteriors ``log P(c | x)`` take the histograms' place in ``π_S`` for
+the classes it knows (issue "correct, don't redraw", item 2): the strokes still decide where they lie, the model
+only says how far their claim may go.
 Where several sets claim a voxel the lowest score wins (GeoS between the corrections). Every voxel no
 correction claims keeps its starting label, so a stroke changes only its own neighbourhood. A class keeps
 its id; a background claim removes only the classes it may (``removable``: the corrected structure, or
@@ -44,7 +47,7 @@ Arrays are ``(I, J, K)`` in the image's voxel order; ``spacing`` is mm per axis 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Collection, Mapping, Sequence
+from typing import Callable, Collection, Mapping, Sequence
 
 import numpy as np
 from scipy import ndimage as ndi
@@ -53,6 +56,10 @@ from lib.geos import (GeoSConfig, block_reduce, components_touching, geodesic_di
                       refine_boundary, working_image)
 
 KEEP = 255  # the working label "no correction claims this voxel"
+MODEL_FLOOR = 0.01  # a model's posteriors count from this up: its log-ratios lie within ±4.6
+ClassPrior = Callable[[tuple[slice, slice, slice]], Mapping[int, np.ndarray]]
+"""A trained model's class probabilities for a correction: given a box (three slices of the stored grid), ``{class
+id: log P(c | x)}`` float ``(box shape)`` for the classes it knows, in the starting label's ids (0: background)."""
 _CROSS = ndi.generate_binary_structure(3, 1)
 
 
@@ -67,7 +74,9 @@ class CorrectionConfig:
     of its class's largest region: an island, argued as a whole);
     ``enabled``: the interactive tasks correct a starting label when the study has one (a request's ``correct: false``
     turns it off); ``sources``: where the starting label comes from, in order (datastore label tags, and
-    ``segmentation`` for the published UNet's prediction).
+    ``segmentation`` for the published UNet's prediction); ``model_prior``: once a segmentation model is published,
+    its posteriors take the histograms' place in the intensity penalty for the classes it knows (a request's
+    ``model_prior: false`` turns it off).
     """
 
     enabled: bool = True
@@ -79,6 +88,7 @@ class CorrectionConfig:
     intensity_tolerance: float = 1.0
     spatial_weight: float = 0.02
     sources: Sequence[str] = ("final", "original", "segmentation")
+    model_prior: bool = True
 
     def __post_init__(self):
         if not float(self.delta) > 0 or not float(self.radius_mm) > 0:
@@ -94,6 +104,7 @@ def correct_label(
     cfg: CorrectionConfig = CorrectionConfig(),
     removable: Collection[int] | None = None,
     window: tuple[Sequence[float], Sequence[float]] | None = None,
+    prior: ClassPrior | None = None,
 ) -> tuple[np.ndarray, dict]:
     """``start`` corrected by the strokes in ``corrections``.
 
@@ -107,6 +118,10 @@ def correct_label(
         cfg: how far a correction reaches.
         removable: the class ids a background claim may remove (default: every foreground class).
         window: the study's intensity knots ``(window_in, window_out)``; default ``geos``' HU window.
+        prior: a model's class probabilities (:data:`ClassPrior`: ``box → {class id: log P(c | x)}`` on the stored
+            voxels of a box, for the classes it knows, with ``start``'s ids): where it knows both the class the
+            label holds at a voxel and a set's class, its log-ratio takes the place of the histograms' in the
+            intensity penalty (:func:`_intensity_penalty`).
 
     Returns:
         ``(label, stats)``: the corrected label (``start``'s dtype, a new array) and a dict with the crop,
@@ -152,8 +167,11 @@ def correct_label(
         competitors.append(interior & (mm > cfg.exclusion_mm))
     dists = geodesic_distances(img, seeds + [m for m in competitors if m.any()], work_spacing, geos.lamb, geos.iterations)
     rival = iter(dists[len(seeds):])
+    model = None
+    if prior is not None and cfg.intensity_weight > 0:
+        model = {int(c): np.asarray(lp, np.float32)[np.ix_(*centres)] for c, lp in prior(box).items()}
     penalty = _intensity_penalty(img, start_work, work, geos.histogram_bins, cfg.intensity_weight,
-                                 cfg.intensity_tolerance)
+                                 cfg.intensity_tolerance, model)
     scores = [np.full(img.shape, cfg.delta, np.float32)]
     eps = np.float32(cfg.spatial_weight)  # the distance term: geodesic + weight x mm from the seeds (Euclidean)
     for (c, d), mm, comp in zip(zip(work, dists), near, competitors):
@@ -183,7 +201,8 @@ def correct_label(
         changed[int(c)] = int(np.count_nonzero(claim & (crop != c)))
         crop[claim] = c
     stats = {"crop": [[s.start, s.stop] for s in box], "working_spacing_mm": [round(s, 3) for s in work_spacing],
-             "changed_voxels": changed, "delta": float(cfg.delta), "radius_mm": float(cfg.radius_mm)}
+             "changed_voxels": changed, "delta": float(cfg.delta), "radius_mm": float(cfg.radius_mm),
+             "intensity_model": "histograms" if not model else f"model for classes {sorted(model)}, else histograms"}
     return out, stats
 
 
@@ -196,7 +215,8 @@ def _crop_mm(cfg: CorrectionConfig) -> float:
 
 
 def _intensity_penalty(img: np.ndarray, start: np.ndarray, sets: Mapping[int, np.ndarray], bins: int,
-                       weight: float, tolerance: float) -> dict[int, np.ndarray]:
+                       weight: float, tolerance: float,
+                       model: Mapping[int, np.ndarray] | None = None) -> dict[int, np.ndarray]:
     """Per correction set ``c``, what its score pays where the voxel's intensity is clearly less likely under
     ``c`` than under the class the starting label holds there: ``weight · max(0, log P(I | start) − log P(I | c)
     − tolerance)`` per working voxel (≥ 0; zeros with ``weight`` 0). A stroke keeps its full reach into tissue
@@ -205,7 +225,12 @@ def _intensity_penalty(img: np.ndarray, start: np.ndarray, sets: Mapping[int, np
 
     Each class's ``P(I | c)`` is the smoothed histogram (:func:`lib.geos.intensity_likelihoods`) of the
     normalised image in that class's region of the starting label in the crop, with its strokes, floored at
-    1/20 of a flat histogram (one class's empty bins do not decide alone)."""
+    1/20 of a flat histogram (one class's empty bins do not decide alone).
+
+    ``model``: ``{class id: log P(c | x)}`` of a trained model on ``img``'s grid, for the classes it knows. Where
+    it knows both the class the label holds at a voxel and ``c``, the log-ratio of its posteriors (floored at
+    :data:`MODEL_FLOOR`) replaces the histograms' there: the model tells apart tissues of one intensity (a liver
+    leak into a neighbour of the same HU) that no histogram can."""
     if weight <= 0:
         return {c: np.zeros(img.shape, np.float32) for c in sets}
     keys = sorted({int(c) for c in np.unique(start)} | {int(c) for c in sets})
@@ -215,7 +240,18 @@ def _intensity_penalty(img: np.ndarray, start: np.ndarray, sets: Mapping[int, np
     lut = np.zeros(int(max(keys)) + 1, np.int64)
     lut[keys] = np.arange(len(keys))
     here = logl[lut[start], idx]
-    return {c: np.float32(weight) * np.maximum(0, here - logl[lut[c]][idx] - np.float32(tolerance)) for c in sets}
+    ratios = {c: here - logl[lut[c]][idx] for c in sets}
+    if model:
+        floor = np.float32(np.log(MODEL_FLOOR))
+        model = {c: np.maximum(lp, floor) for c, lp in model.items()}
+        known = np.isin(start, list(model))
+        here_model = np.zeros(img.shape, np.float32)
+        for k, lp in model.items():
+            here_model[start == k] = lp[start == k]
+        for c in sets:
+            if c in model:
+                ratios[c] = np.where(known, here_model - model[c], ratios[c])
+    return {c: np.float32(weight) * np.maximum(0, r - np.float32(tolerance)) for c, r in ratios.items()}
 
 
 def _takes(start: np.ndarray, c: int, removable: Collection[int] | None) -> np.ndarray:

@@ -131,18 +131,26 @@ class View:
                for ax, n in enumerate(self.shape)]
         return np.ascontiguousarray(a[np.ix_(*idx)])
 
-    def to_native(self, label: np.ndarray) -> np.ndarray:
-        """A canonical label map ``self.shape`` back on the study's own grid and orientation (nearest
-        neighbour; same dtype)."""
-        re_shape = np.array(self.native_shape)[np.argsort(self.ornt[:, 0])]
-        idx = []
-        for ax, n in enumerate(re_shape):
+    def to_native(self, label: np.ndarray, box: Sequence[slice] | None = None) -> np.ndarray:
+        """A canonical map ``(..., *self.shape)`` (a label, or per-class maps with leading axes) back on the
+        study's own grid and orientation, nearest neighbour, same dtype: ``(..., I, J, K)``, or only the stored
+        voxels of ``box`` (three slices of the stored grid, step 1) without building the whole study."""
+        label = np.asarray(label)
+        lead = label.ndim - 3
+        box = tuple(box) if box is not None else (slice(None),) * 3
+        axes, idx = [], []
+        for stored_axis, (n, s) in enumerate(zip(self.native_shape, box)):
+            ax, sign = int(self.ornt[stored_axis, 0]), float(self.ornt[stored_axis, 1])
+            re = np.arange(n)[s]
+            if sign < 0:
+                re = n - 1 - re  # this stored axis runs against its RAS axis
             f = self.factor[ax]
-            c = (np.arange(n) - (f - 1.0) / 2.0) / f  # canonical coordinate of each stored voxel centre
+            c = (re - (f - 1.0) / 2.0) / f  # canonical coordinate of each stored voxel centre
+            axes.append(ax)
             idx.append(np.clip(np.floor(c + 0.5), 0, self.shape[ax] - 1).astype(int))
-        out = np.asarray(label)[np.ix_(*idx)]
-        back = nio.ornt_transform(nio.axcodes2ornt("RAS"), self.ornt)
-        return np.ascontiguousarray(nio.apply_orientation(out, back))
+        by_canonical = [idx[axes.index(ax)] for ax in range(3)]
+        out = label[(Ellipsis, *np.ix_(*by_canonical))]
+        return np.ascontiguousarray(np.moveaxis(out, [lead + a for a in axes], [lead + i for i in range(3)]))
 
     def to_world(self, points: np.ndarray) -> np.ndarray:
         """Canonical voxel coordinates ``(N, 3)`` → world mm."""

@@ -251,6 +251,40 @@ def test_a_foreground_stroke_in_gas_stops_within_its_reach_of_a_connected_air_sp
     assert (out[lung] == 1).mean() < 0.05  # (with no path cost: 65 % of the lung, up to radius_mm)
 
 
+def test_a_models_probabilities_stop_a_stroke_where_no_histogram_can():
+    """A liver touching a muscle of the same HU: a stroke in the liver's missing part also takes the muscle within
+    its reach (no intensity tells them apart). With a model's posteriors that know the muscle is background
+    (``prior``, the segmentation UNet's role), the claim stops at the liver's edge and still brings back the
+    missing part."""
+    rng = np.random.default_rng(2)
+    shape = (60, 40, 30)
+    truth = np.zeros(shape, np.uint8)
+    truth[10:40, 8:32, 5:25] = 1  # the liver; a muscle of the same intensity touches it at i = 40
+    image = np.full(shape, -100.0)
+    image[10:40, 8:32, 5:25] = 60.0
+    image[40:56, 8:32, 5:25] = 60.0
+    image = (image + rng.normal(0, 10, shape)).astype(np.int16)
+    draft = truth.copy()
+    draft[30:40] = 0  # the draft misses the liver's part next to the muscle
+    s = np.zeros(shape, bool)
+    s[35, 14:26, 15] = True
+    p_liver = np.where(truth == 1, 0.95, 0.02).astype(np.float32)
+
+    def prior(box):
+        return {0: np.log(1 - p_liver[box]), 1: np.log(p_liver[box])}
+
+    muscle = np.zeros(shape, bool)
+    muscle[40:56, 8:32, 5:25] = True
+    missing = (truth == 1) & (draft == 0)
+    plain, _ = correct_label(image, draft, {1: s}, SPACING, removable=[1])
+    guided, stats = correct_label(image, draft, {1: s}, SPACING, removable=[1], prior=prior)
+    assert (plain[muscle] == 1).sum() > 300  # without the model the stroke takes the muscle within its reach
+    assert (guided[muscle] == 1).sum() < 0.05 * (plain[muscle] == 1).sum()
+    assert (guided[missing] == 1).sum() >= 0.95 * (plain[missing] == 1).sum() > 0.3 * missing.sum()
+    assert "model" in stats["intensity_model"]
+    assert np.array_equal(guided[:28], draft[:28])  # far from the stroke nothing changed
+
+
 def test_the_robot_draws_its_scribble_on_one_slice_inside_the_error_and_finds_the_axial_axis():
     image, truth = phantom()
     c = next_correction(draft_of(truth) == 1, truth == 1, SPACING)

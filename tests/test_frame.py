@@ -46,6 +46,11 @@ def test_any_stored_orientation_gives_the_same_canonical_study(tmp_path, orienta
     assert blob.sum() > 50
     np.testing.assert_array_equal(a.to_native(blob), (ref.array > 200).astype(np.uint8))
     np.testing.assert_array_equal(b.to_native(blob), (copy.array > 200).astype(np.uint8))
+    # per-class maps (leading axes) and a box of the stored grid: the same voxels as the whole label, cropped
+    maps = np.stack([blob, 1 - blob]).astype(np.float32)
+    box = (slice(3, 17), slice(2, 9), slice(1, 12))
+    np.testing.assert_array_equal(b.to_native(maps, box)[0], b.to_native(blob)[box])
+    np.testing.assert_array_equal(b.to_native(maps)[1], 1 - b.to_native(blob))
     # a voxel index travels between the two through world millimetres
     p = np.array([[20, 9, 7]])
     q = np.rint(b.world_to_native(a.native_to_world(p))).astype(int)[0]

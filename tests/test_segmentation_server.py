@@ -108,3 +108,24 @@ def test_segmentation_trainer_and_infer_through_the_server(tmp_path, server_fact
     with pytest.raises(MONAILabelClientException) as e:
         client.infer("segmentation", "case_2", {"min_component_fraction": 2})
     assert "Status: 400" in e.value.msg and "min_component_fraction" in e.value.msg
+
+    # the model in the interaction: a correction of case_2's draft uses the published model's posteriors for the
+    # classes it knows (by name), unless the request turns them off
+    noisy = np.roll(labels[2], 2, axis=0)
+    stroke = np.zeros(noisy.shape, np.uint8)
+    stroke[(labels[2] == 1) & (noisy != 1)] = 4  # where the draft misses the bright organ
+    f = str(save_nifti(stroke, tmp_path / "stroke.nii.gz", spacing=SPACING))
+    info = [{"name": "bright", "id": 1}, {"name": "background_scribbles", "id": 3}, {"name": "foreground_scribbles", "id": 4}]
+    params = {"label_info": info, "selected_label_name": "bright"}
+    path, body = client.infer("scribbles_geos", "case_2", params, label_in=f)
+    assert body["correction"]["from"] == "original" and body["correction"]["model_classes"] == ["bright", "dark"]
+    assert "model" in body["correction"]["intensity_model"]
+    assert read_volume(path).array[stroke == 4].all()  # the strokes still decide where they lie
+    _, body = client.infer("scribbles_geos", "case_2", {**params, "model_prior": False}, label_in=f)
+    assert body["correction"]["model_classes"] == [] and body["correction"]["intensity_model"] == "histograms"
+    with pytest.raises(MONAILabelClientException) as e:
+        client.infer("scribbles_geos", "case_2", {**params, "model_prior": "maybe"}, label_in=f)
+    assert "Status: 400" in e.value.msg and "model_prior" in e.value.msg
+    # the model's own prediction as the label to correct, with its posteriors
+    _, body = client.infer("scribbles_geos", "case_2", {**params, "correct": "segmentation"}, label_in=f)
+    assert body["correction"]["from"] == "segmentation" and body["correction"]["model_classes"] == ["bright", "dark"]

@@ -57,7 +57,8 @@ class OneShotApp(MONAILabelApp):
         s = self.settings
         segmentation = SegmentationInfer(self.models["segmentation"], s.segmentation.min_component_fraction)
         # what a scribble or a click corrects: the study's final, else its draft, else the UNet's prediction
-        start = StartLabels(self.datastore(), s.correction.sources, predict=segmentation.predict_label)
+        start = StartLabels(self.datastore(), s.correction.sources, predict=segmentation.predict_label,
+                            probabilities=segmentation.probabilities)
         infers: Dict[str, InferTask] = {
             "scribbles_geos": ScribblesGeoS(s.geos, start_labels=start, correction=s.correction, images=self.studies_open),
             "points_geos": PointsGeoS(s.points.geos(s.geos), point_radius_mm=float(s.points.radius_mm),

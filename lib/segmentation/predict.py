@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Sequence
+
 import numpy as np
 import torch
 from monai.inferers import sliding_window_inference
 
+from lib.frame import View
 from lib.segmentation.config import SegConfig
 
 
@@ -16,3 +20,20 @@ def predict_probs(net: torch.nn.Module, image: np.ndarray, cfg: SegConfig, devic
     x = torch.as_tensor(np.ascontiguousarray(image), dtype=torch.float32, device=device)[None, None]
     logits = sliding_window_inference(x, tuple(cfg.patch_size), cfg.sw_batch_size, net, overlap=cfg.sw_overlap, mode="gaussian")
     return torch.softmax(logits, dim=1)[0].cpu().numpy()
+
+
+@dataclass(frozen=True)
+class StudyProbabilities:
+    """The UNet's class probabilities of one study, kept on the model's canonical grid (small) and brought onto the
+    study's own grid one box at a time: ``probs`` float16 ``(C, *view.shape)`` (channel = class id), ``view`` the
+    study's canonical view (:class:`lib.frame.View`), ``names`` ``{class name: id}`` of the model."""
+
+    probs: np.ndarray
+    view: View
+    names: dict[str, int]
+
+    def log_probs(self, box: Sequence[slice], ids: Sequence[int], floor: float = 1e-4) -> np.ndarray:
+        """``log P(c | x)`` float32 ``(len(ids), *box shape)`` of the classes ``ids`` on the stored voxels of
+        ``box`` (nearest canonical voxel; probabilities floored at ``floor``)."""
+        p = self.view.to_native(self.probs[list(ids)], box).astype(np.float32)
+        return np.log(np.maximum(p, np.float32(floor)))

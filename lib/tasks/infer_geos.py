@@ -28,14 +28,14 @@ from typing import Any, Dict, Mapping, Sequence, Tuple
 import numpy as np
 from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
 
-from lib.correction import CorrectionConfig, correct_label
+from lib.correction import ClassPrior, CorrectionConfig, correct_label
 from lib.geos import GeoSConfig, geos_segment, reaches_crop_face, seeds_from_points
 from lib.intensity import MODALITIES, modality_of, seed_window, study_window
 from lib.io import Volume, VolumeCache, read_volume, write_like
 from lib.tasks.errors import ClientError
 from lib.tasks.params import number
 from lib.tasks.results import write_result
-from lib.tasks.start_label import StartLabel, StartLabels
+from lib.tasks.start_label import StartLabel, StartLabels, model_prior
 
 logger = logging.getLogger(__name__)
 
@@ -200,17 +200,33 @@ class _GeoSTask(InferTask):
         nothing outside it changes."""
         cfg = self._cfg(request)
         modality, window = self._window(request, vol, [m for c, m in corrections.items() if c] or list(corrections.values()), cfg)
+        prior, model_classes = self._prior(request, start)
         try:
             label, stats = correct_label(vol.array, start.array, corrections, vol.spacing, cfg, self.correction,
-                                         removable=removable, window=window)
+                                         removable=removable, window=window, prior=prior)
         except ValueError as e:
             raise ClientError(str(e)) from None
         if roi:
             inside = np.zeros(label.shape, bool)
             inside[tuple(slice(*sorted((max(0, a), max(0, b)))) for a, b in zip(roi[0::2], roi[1::2]))] = True
             label[~inside] = start.array[~inside]
-        stats.update(modality=modality, geos_s=round(time.perf_counter() - t0, 4))
+        stats.update(modality=modality, geos_s=round(time.perf_counter() - t0, 4), model_classes=model_classes)
         return label, {"from": start.source, **stats}
+
+    def _prior(self, request: Mapping[str, Any], start: StartLabel) -> tuple[ClassPrior | None, list[str]]:
+        """The published segmentation model's posteriors for the classes of ``start`` it knows (by name), unless the
+        server (``correction.model_prior``) or the request (``model_prior: false``) turns them off, and those
+        classes' names."""
+        asked = request.get("model_prior", True)
+        if asked not in (True, False, "true", "false", None, ""):
+            raise ClientError(f"'model_prior' must be true or false, got {str(asked)[:40]}")
+        if (asked in (False, "false") or not self.correction.model_prior or self.start_labels is None
+                or self.start_labels.probabilities is None or not start.names):
+            return None, []
+        probs = self.start_labels.probabilities(str(request["image"]))
+        if probs is None or tuple(probs.view.native_shape) != tuple(start.array.shape):
+            return None, []
+        return model_prior(probs, start.names)
 
     def warmup(self) -> None:
         """Run once on a tiny volume so the user's first click pays no import / first-call cost."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from dataclasses import replace
 from typing import Any, Dict, Tuple
 
 import numpy as np
@@ -15,7 +16,7 @@ from lib.intensity import normalise_study
 from lib.io import read_volume
 from lib.segmentation.checkpoint import load_unet
 from lib.segmentation.postprocess import remove_fragments
-from lib.segmentation.predict import predict_probs
+from lib.segmentation.predict import StudyProbabilities, predict_probs
 from lib.tasks.errors import ClientError
 from lib.tasks.models import ModelFiles, ModelInferTask, PublishedModel, pick_device
 from lib.tasks.results import write_result
@@ -33,6 +34,11 @@ def _fraction(value: Any) -> float:
     return fraction
 
 
+def _label(probs: StudyProbabilities, fraction: float) -> np.ndarray:
+    """The label of ``probs`` on the study's own grid: argmax without the fragments below ``fraction``."""
+    return probs.view.to_native(remove_fragments(probs.probs, fraction).astype(np.uint8))
+
+
 class SegmentationInfer(ModelInferTask):
     def __init__(self, files: ModelFiles, min_component_fraction: float = 0.25):
         super().__init__(
@@ -44,7 +50,7 @@ class SegmentationInfer(ModelInferTask):
             description="3D UNet trained on the pre-labeled cohort (trainer 'segmentation')",
             config={"device": pick_device(), "min_component_fraction": _fraction(min_component_fraction)},
         )
-        self._cache: dict[tuple[str, int], tuple[np.ndarray, Dict[str, int]]] = {}  # predict_label's
+        self._cache: dict[tuple[str, int], tuple[np.ndarray, Dict[str, int], StudyProbabilities]] = {}  # _cached's
         self._cache_lock = threading.Lock()
 
     def info(self) -> Dict[str, Any]:
@@ -72,6 +78,12 @@ class SegmentationInfer(ModelInferTask):
 
     def _predict(self, path: str, device: str, fraction: float):
         """``(label on the study's grid, the model, its version)`` for the study at ``path``."""
+        probs, model, version = self._probabilities(path, device)
+        return _label(probs, fraction), model, version
+
+    def _probabilities(self, path: str, device: str):
+        """``(StudyProbabilities on the model's canonical grid (float32), the model, its version)`` for the study at
+        ``path``."""
         model, version = self.model.get(device)
         try:
             vol = read_volume(path)
@@ -81,12 +93,12 @@ class SegmentationInfer(ModelInferTask):
         view = vol.view(model.config.spacing_mm)
         image = normalise_study(view.image(vol.array), *model.window)[0]
         probs = predict_probs(model.net, image, model.config, device)
-        return view.to_native(remove_fragments(probs, fraction).astype(np.uint8)), model, version
+        return StudyProbabilities(probs, view, dict(model.label_names)), model, version
 
-    def predict_label(self, image_path: str) -> tuple[np.ndarray, Dict[str, int]]:
-        """The published model's label of the study at ``image_path`` and its ``{name: id}``, computed once per
-        study and model version (each stroke of a correction asks again); :class:`ClientError` while no
-        model is published."""
+    def _cached(self, image_path: str) -> tuple[np.ndarray, Dict[str, int], StudyProbabilities]:
+        """The published model's label of a study, its ``{name: id}`` and its probabilities, computed once per study
+        and model version (each stroke of a correction asks again); :class:`ClientError` while no model is
+        published."""
         if not self.model.exists():
             raise ClientError("no segmentation model yet", status_code=404)
         device = pick_device({})
@@ -95,9 +107,24 @@ class SegmentationInfer(ModelInferTask):
         with self._cache_lock:
             hit = self._cache.get(key)
         if hit is None:
-            label, model, version = self._predict(image_path, device, self._config["min_component_fraction"])
-            hit = (label, dict(model.label_names))
+            probs, model, version = self._probabilities(image_path, device)
+            label = _label(probs, self._config["min_component_fraction"])
+            hit = (label, dict(model.label_names), replace(probs, probs=probs.probs.astype(np.float16)))  # half the memory
             with self._cache_lock:
                 self._cache = {k: v for k, v in list(self._cache.items())[-3:]}  # the last few studies
                 self._cache[(key[0], version)] = hit
         return hit
+
+    def predict_label(self, image_path: str) -> tuple[np.ndarray, Dict[str, int]]:
+        """The published model's label of the study at ``image_path`` and its ``{name: id}`` (cached per study and
+        model version); :class:`ClientError` while no model is published."""
+        label, names, _ = self._cached(image_path)
+        return label, names
+
+    def probabilities(self, image_path: str) -> StudyProbabilities | None:
+        """The published model's class probabilities of the study (cached with :meth:`predict_label`); None while no
+        model is published."""
+        try:
+            return self._cached(image_path)[2]
+        except ClientError:
+            return None

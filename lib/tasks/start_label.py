@@ -16,7 +16,9 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 from monailabel.interfaces.datastore import Datastore
 
+from lib.correction import ClassPrior
 from lib.io import VolumeCache
+from lib.segmentation.predict import StudyProbabilities
 from lib.tasks.errors import ClientError
 
 logger = logging.getLogger(__name__)
@@ -53,12 +55,16 @@ class StartLabels:
     """Finds the starting label of a study: ``find(image_id, image_path, shape)``.
 
     ``predict``: the published UNet as a callable ``image path → (label (I, J, K), {name: id})`` that raises
-    :class:`ClientError` while no model is published (the ``segmentation`` source is skipped then).
+    :class:`ClientError` while no model is published (the ``segmentation`` source is skipped then);
+    ``probabilities``: ``image path → StudyProbabilities`` of the same model, None while none is published
+    (:meth:`prior`).
     """
 
     def __init__(self, datastore: Datastore | None, sources: Sequence[str],
-                 predict: Callable[[str], tuple[np.ndarray, Mapping[str, int]]] | None = None):
+                 predict: Callable[[str], tuple[np.ndarray, Mapping[str, int]]] | None = None,
+                 probabilities: Callable[[str], StudyProbabilities | None] | None = None):
         self.datastore, self.sources, self.predict = datastore, [str(s) for s in sources], predict
+        self.probabilities = probabilities
         # label files read once while unchanged (keyed by path, size and mtime): every stroke of a correction asks
         self._files = VolumeCache(size=4)
 
@@ -92,3 +98,19 @@ class StartLabels:
             array = np.rint(array).astype(np.int32)
         array.flags.writeable = False  # shared by the rounds of a correction: a correction works on a copy
         return StartLabel(array, label_names(self.datastore.get_label_info(image_id, source)), source)
+
+
+def model_prior(probs: StudyProbabilities, names: Mapping[str, int]) -> tuple[ClassPrior | None, list[str]]:
+    """The model's log-posteriors as a correction's :data:`lib.correction.ClassPrior` in the ids of a label whose
+    classes are ``names`` ``{name: id}`` (matched by name; background is 0 in both), and the names it covers; None
+    when the model knows none of them."""
+    channels = probs.probs.shape[0]
+    ids = {int(i): int(probs.names[n]) for n, i in names.items() if 0 < int(probs.names.get(n, -1)) < channels}
+    if not ids:
+        return None, []
+    ids = {0: 0, **ids}
+
+    def prior(box: tuple[slice, slice, slice]) -> dict[int, np.ndarray]:
+        return dict(zip(ids, probs.log_probs(box, list(ids.values()))))
+
+    return prior, sorted(n for n in names if n in probs.names and 0 < int(probs.names[n]) < channels)
