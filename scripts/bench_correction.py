@@ -15,7 +15,13 @@ in the modes of ``--modes``:
 - ``draft``: correction mode (the server finds the draft ``original`` by the image id);
 - ``scratch``: ``correct: false``, today's behaviour before correction mode (GeoS from the strokes alone);
 - ``clicks``: one click per round at the same voxel instead of a scribble, every click so far sent to
-  ``points_geos`` as OHIF sends them (``foreground`` / ``background`` voxel points), correcting the draft.
+  ``points_geos`` as OHIF sends them (``foreground`` / ``background`` voxel points), correcting the draft;
+- ``model``: as ``draft``, with the segmentation UNet's posteriors in the correction (``model_prior``): the UNet is
+  trained first (``POST /train/segmentation``, ``--seg-epochs`` × 50 steps) on PRNet drafts, as the product's loop
+  trains it on a cohort's drafts: of the sample cohort's 8 pseudo-studies (``--model-studies cohort``, studies other
+  than the corrected ones; they join the datastore, so PRNet trains on them too) or of the corrected studies
+  themselves (``same``: the UNet learns the very drafts it then helps to correct). The other modes send
+  ``model_prior: false``.
 
 Reported per mode: Dice after 0, 1, 2, 3, 5, 10 rounds (median over structures), the rounds to reach Dice 0.90
 (median; "> R" when not reached), the largest Dice drop of one round outside a 30 mm neighbourhood of its strokes,
@@ -43,6 +49,7 @@ from lib.workflow.server import start_server, stop_server
 
 REPO = Path(__file__).resolve().parents[1]
 DEVSET = REPO / "sample-data" / "devset"
+COHORT = REPO / "sample-data" / "cohort"
 SUPPORT = "subject_a"
 STUDIES = ["a_lps", "a_08x08x5", "a_slab40", "a_noise", "a_clinical"]
 BG, FG = 254, 255  # scribble ids (Slicer's label_info names them)
@@ -55,12 +62,13 @@ def robot(client, study: str, organ: str, truth: np.ndarray, reference: str, spa
     """``rounds`` rounds of the robot on one structure through the server (:func:`lib.evaluation.robot.run_rounds`):
     scribbles to ``scribbles_geos`` (modes ``draft``, ``scratch``) or clicks to ``points_geos`` (``clicks``)."""
     info = [{"name": organ, "id": 1}, {"name": "background_scribbles", "id": BG}, {"name": "foreground_scribbles", "id": FG}]
-    params = {"label_info": info, "selected_label_name": organ, **({"correct": False} if mode == "scratch" else {})}
+    params = {"label_info": info, "selected_label_name": organ, "model_prior": mode == "model",
+              **({"correct": False} if mode == "scratch" else {})}
 
     def segment(strokes: np.ndarray, clicks) -> np.ndarray:
         if mode == "clicks":  # as OHIF sends them: voxel points, the structure by name
             out, _ = client.infer("points_geos", study, {
-                "selected_label_name": organ, "foreground": [list(c.point) for c in clicks if c.foreground],
+                "selected_label_name": organ, "model_prior": False, "foreground": [list(c.point) for c in clicks if c.foreground],
                 "background": [list(c.point) for c in clicks if not c.foreground]})
         else:
             scribbles = np.choose(strokes, [0, FG, BG]).astype(np.uint8)  # as Slicer sends them
@@ -83,9 +91,14 @@ def main(argv=None) -> int:
     ap.add_argument("--rounds", type=int, default=10)
     ap.add_argument("--studies", nargs="+", default=STUDIES)
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks-out")
-    ap.add_argument("--modes", nargs="+", default=["draft", "scratch", "clicks"],
-                    choices=["draft", "scratch", "clicks"], help="draft: scribbles correct the draft; scratch: "
-                    "scribbles with correct: false; clicks: points_geos clicks correct the draft (OHIF)")
+    ap.add_argument("--modes", nargs="+", default=["draft", "model", "scratch", "clicks"],
+                    choices=["draft", "model", "scratch", "clicks"], help="draft: scribbles correct the draft; model: "
+                    "with the UNet's posteriors; scratch: scribbles with correct: false; clicks: points_geos clicks "
+                    "correct the draft (OHIF)")
+    ap.add_argument("--seg-epochs", type=int, default=20, help="mode model: the UNet's epochs (50 steps each)")
+    ap.add_argument("--model-studies", choices=["cohort", "same"], default="cohort",
+                    help="mode model: the UNet learns from the drafts of the sample cohort's pseudo-studies or of the "
+                    "corrected studies themselves")
     ap.add_argument("--ball", action="store_true", help="each correction a 3 mm ball (a click), not a scribble")
     ap.add_argument("--keep", type=Path, default=None, help="keep each study's PRNet draft in this folder")
     args = ap.parse_args(argv)
@@ -95,6 +108,13 @@ def main(argv=None) -> int:
     studies.mkdir()
     for s in [SUPPORT, *args.studies]:
         shutil.copy(DEVSET / "studies" / manifest[s]["image"], studies / manifest[s]["image"])
+    cohort = []
+    if "model" in args.modes and args.model_studies == "cohort":
+        cohort = sorted(p.name.split(".")[0] for p in (COHORT / "studies").glob("pseudo_*.nii.gz"))
+        if not cohort:
+            raise SystemExit(f"no pseudo-studies in {COHORT}: run sample-data/build_cohort.py first")
+        for c in cohort:
+            shutil.copy(COHORT / "studies" / f"{c}.nii.gz", studies / f"{c}.nii.gz")
     info = json.loads((DEVSET / "scribbles" / "label_info.json").read_text())[SUPPORT]
     server = start_server(studies, tmp / "server", conf={"server.infer_timeout_s": "3600", "server.infer_workers": "1",
                                                          "model_dir": str(tmp / "model")})  # PRNet trained afresh
@@ -103,15 +123,25 @@ def main(argv=None) -> int:
         client = server.client()
         client.save_label(SUPPORT, str(DEVSET / "scribbles" / f"{SUPPORT}.nii.gz"), tag="scribbles", params={"label_info": info})
         train(server.url, "prnet", {"max_steps": args.steps, "checkpoint_every": max(1, args.steps // 5)}, ("step", "max_steps"))
+        for c in cohort:  # the UNet's training studies: drafted first, so it never sees the corrected studies' drafts
+            client.infer("prnet_prelabel", c, {"save_label": True, "label_tag": "original"})
+        if cohort:
+            seg = train(server.url, "segmentation", {"epochs": args.seg_epochs}, ("epoch", "epochs"))
+            print(f"segmentation UNet on {len(cohort)} cohort drafts: loss {seg.get('loss')}", flush=True)
+        drafts = {}
         for study in args.studies:
-            reference = str(studies / manifest[study]["image"])
             path, body = client.infer("prnet_prelabel", study, {"save_label": True, "label_tag": "original"})
-            draft_all = read_volume(path).array
+            drafts[study] = (read_volume(path).array, body["label_names"])
             if args.keep:  # the drafts, to look at a round again in process
                 args.keep.mkdir(parents=True, exist_ok=True)
                 shutil.copy(path, args.keep / f"{study}_original.nii.gz")
                 (args.keep / f"{study}_original.json").write_text(json.dumps(body["label_names"]))
-            draft_names = body["label_names"]
+        if "model" in args.modes and not cohort:  # the UNet learns from the drafts it will help to correct
+            seg = train(server.url, "segmentation", {"epochs": args.seg_epochs}, ("epoch", "epochs"))
+            print(f"segmentation UNet on the corrected studies' drafts: loss {seg.get('loss')}", flush=True)
+        for study in args.studies:
+            reference = str(studies / manifest[study]["image"])
+            draft_all, draft_names = drafts[study]
             gt = read_volume(str(DEVSET / "ground_truth" / f"{study}.nii.gz"))
             for organ, gid in manifest[study]["labels"].items():
                 truth = gt.array == gid
@@ -151,8 +181,10 @@ def main(argv=None) -> int:
         per.append(row)
     columns = ["study/structure", "draft"] + [c for m in args.modes
                                               for c in (f"{m} +{r3}", f"{m} +{args.rounds}", f"{m}: rounds to 0.90")]
+    unet = (f"; mode model: UNet {args.seg_epochs} epochs on the drafts of "
+            + (f"{len(cohort)} sample-cohort studies" if cohort else "the corrected studies")) if "model" in args.modes else ""
     text = (f"Robot annotator through the server, PRNet {args.steps} steps, {len(per)} structures of {len(args.studies)} "
-            f"studies; {machine()}\n\n" + md_table(header, rows) + "\n\n" + md_table(columns, per) + "\n")
+            f"studies{unet}; {machine()}\n\n" + md_table(header, rows) + "\n\n" + md_table(columns, per) + "\n")
     print(text)
     args.out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(args.out / "correction.md", text)
