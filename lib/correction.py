@@ -167,11 +167,12 @@ def correct_label(
         competitors.append(interior & (mm > cfg.exclusion_mm))
     dists = geodesic_distances(img, seeds + [m for m in competitors if m.any()], work_spacing, geos.lamb, geos.iterations)
     rival = iter(dists[len(seeds):])
-    model = None
+    model, heard = None, set()
     if prior is not None and cfg.intensity_weight > 0:
         model = {int(c): np.asarray(lp, np.float32)[np.ix_(*centres)] for c, lp in prior(box).items()}
+        heard = {c for c, m in work.items() if c in model and _model_doubts_label(model, start_work, m, c)}
     penalty = _intensity_penalty(img, start_work, work, geos.histogram_bins, cfg.intensity_weight,
-                                 cfg.intensity_tolerance, model)
+                                 cfg.intensity_tolerance, model, heard)
     scores = [np.full(img.shape, cfg.delta, np.float32)]
     eps = np.float32(cfg.spatial_weight)  # the distance term: geodesic + weight x mm from the seeds (Euclidean)
     for (c, d), mm, comp in zip(zip(work, dists), near, competitors):
@@ -202,7 +203,7 @@ def correct_label(
         crop[claim] = c
     stats = {"crop": [[s.start, s.stop] for s in box], "working_spacing_mm": [round(s, 3) for s in work_spacing],
              "changed_voxels": changed, "delta": float(cfg.delta), "radius_mm": float(cfg.radius_mm),
-             "intensity_model": "histograms" if not model else f"model for classes {sorted(model)}, else histograms"}
+             "intensity_model": "histograms" if not heard else f"model for correction sets {sorted(heard)}, else histograms"}
     return out, stats
 
 
@@ -215,8 +216,8 @@ def _crop_mm(cfg: CorrectionConfig) -> float:
 
 
 def _intensity_penalty(img: np.ndarray, start: np.ndarray, sets: Mapping[int, np.ndarray], bins: int,
-                       weight: float, tolerance: float,
-                       model: Mapping[int, np.ndarray] | None = None) -> dict[int, np.ndarray]:
+                       weight: float, tolerance: float, model: Mapping[int, np.ndarray] | None = None,
+                       heard: Collection[int] = ()) -> dict[int, np.ndarray]:
     """Per correction set ``c``, what its score pays where the voxel's intensity is clearly less likely under
     ``c`` than under the class the starting label holds there: ``weight · max(0, log P(I | start) − log P(I | c)
     − tolerance)`` per working voxel (≥ 0; zeros with ``weight`` 0). A stroke keeps its full reach into tissue
@@ -227,8 +228,8 @@ def _intensity_penalty(img: np.ndarray, start: np.ndarray, sets: Mapping[int, np
     normalised image in that class's region of the starting label in the crop, with its strokes, floored at
     1/20 of a flat histogram (one class's empty bins do not decide alone).
 
-    ``model``: ``{class id: log P(c | x)}`` of a trained model on ``img``'s grid, for the classes it knows. Where
-    it knows both the class the label holds at a voxel and ``c``, the log-ratio of its posteriors (floored at
+    ``model``: ``{class id: log P(c | x)}`` of a trained model on ``img``'s grid, for the classes it knows. For the
+    sets in ``heard``, where it knows both the class the label holds at a voxel and ``c``, the log-ratio of its posteriors (floored at
     :data:`MODEL_FLOOR`) replaces the histograms' there: the model tells apart tissues of one intensity (a liver
     leak into a neighbour of the same HU) that no histogram can."""
     if weight <= 0:
@@ -249,9 +250,24 @@ def _intensity_penalty(img: np.ndarray, start: np.ndarray, sets: Mapping[int, np
         for k, lp in model.items():
             here_model[start == k] = lp[start == k]
         for c in sets:
-            if c in model:
+            if c in model and c in heard:
                 ratios[c] = np.where(known, here_model - model[c], ratios[c])
     return {c: np.float32(weight) * np.maximum(0, r - np.float32(tolerance)) for c, r in ratios.items()}
+
+
+def _model_doubts_label(model: Mapping[int, np.ndarray], start: np.ndarray, strokes: np.ndarray, c: int) -> bool:
+    """Whether the model agrees with the annotator's strokes of set ``c``: where they change the label (a voxel the
+    label gives another class the model knows), the model's mean posterior of that label is below 1/2. A model that
+    believes the label exactly where the annotator says it is wrong learnt the draft's error (a UNet trained on
+    these drafts): it is not heard for this set. True when the strokes change nothing the model knows."""
+    argued = strokes & (start != c) & np.isin(start, list(model))
+    if not argued.any():
+        return True
+    p = np.zeros(int(argued.sum()), np.float32)
+    for k, lp in model.items():
+        at = start[argued] == k
+        p[at] = np.exp(lp[argued][at])
+    return float(p.mean()) < 0.5
 
 
 def _takes(start: np.ndarray, c: int, removable: Collection[int] | None) -> np.ndarray:

@@ -100,7 +100,8 @@ def main(argv=None) -> int:
                     help="mode model: the UNet learns from the drafts of the sample cohort's pseudo-studies or of the "
                     "corrected studies themselves")
     ap.add_argument("--ball", action="store_true", help="each correction a 3 mm ball (a click), not a scribble")
-    ap.add_argument("--keep", type=Path, default=None, help="keep each study's PRNet draft in this folder")
+    ap.add_argument("--keep", type=Path, default=None, help="keep each study's PRNet draft (and with mode model the "
+                    "UNet, segmentation.pt) in this folder")
     args = ap.parse_args(argv)
     manifest = json.loads((DEVSET / "manifest.json").read_text())["studies"]
     tmp = Path(tempfile.mkdtemp(prefix="bench-correction-"))
@@ -154,6 +155,8 @@ def main(argv=None) -> int:
                     runs[f"{study}/{organ}/{mode}"] = r
                     print(f"{study} {organ} {mode}: " + " ".join(f"{d:.3f}" for d in r["dice"])
                           + f"  median round {np.median(r['seconds']) if r['seconds'] else 0:.2f} s", flush=True)
+        if args.keep and "model" in args.modes:  # the UNet, for scripts/robot_inprocess.py --model
+            shutil.copy(tmp / "model" / "segmentation.pt", args.keep / "segmentation.pt")
     finally:
         stop_server(server)
         shutil.rmtree(tmp, ignore_errors=True)

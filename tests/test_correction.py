@@ -255,7 +255,7 @@ def test_a_models_probabilities_stop_a_stroke_where_no_histogram_can():
     """A liver touching a muscle of the same HU: a stroke in the liver's missing part also takes the muscle within
     its reach (no intensity tells them apart). With a model's posteriors that know the muscle is background
     (``prior``, the segmentation UNet's role), the claim stops at the liver's edge and still brings back the
-    missing part."""
+    missing part. A model that only repeats the draft is not heard."""
     rng = np.random.default_rng(2)
     shape = (60, 40, 30)
     truth = np.zeros(shape, np.uint8)
@@ -283,6 +283,11 @@ def test_a_models_probabilities_stop_a_stroke_where_no_histogram_can():
     assert (guided[missing] == 1).sum() >= 0.95 * (plain[missing] == 1).sum() > 0.3 * missing.sum()
     assert "model" in stats["intensity_model"]
     assert np.array_equal(guided[:28], draft[:28])  # far from the stroke nothing changed
+    # a model that learnt the draft (it believes the label exactly where the stroke says it is wrong) is not heard
+    p_echo = np.where(draft == 1, 0.95, 0.02).astype(np.float32)
+    echoed, stats = correct_label(image, draft, {1: s}, SPACING, removable=[1],
+                                  prior=lambda box: {0: np.log(1 - p_echo[box]), 1: np.log(p_echo[box])})
+    assert np.array_equal(echoed, plain) and stats["intensity_model"] == "histograms"
 
 
 def test_the_robot_draws_its_scribble_on_one_slice_inside_the_error_and_finds_the_axial_axis():
