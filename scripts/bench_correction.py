@@ -1,10 +1,10 @@
 #!/usr/bin/env python
 """A robot annotator corrects PRNet's drafts through the real server (issue: "correct, don't redraw").
 
-    .venv/bin/python scripts/bench_correction.py [--steps 200] [--rounds 10] [--studies a_lps a_08x08x5 ...]
+    .venv/bin/python scripts/bench_correction.py [--steps 200] [--rounds 10] [--data devset|cohort] [--studies a_lps ...]
 
-On a real server over the development set's CT studies (support subject A): the support scribbles are
-saved, ``POST /train/prnet``, and every other study's draft is saved as ``original`` (``/infer/prnet_prelabel``
+On a real server over the development set's CT studies (``--data cohort``: the sample cohort's pseudo-studies;
+support subject A): the support scribbles are saved, ``POST /train/prnet``, and every other study's draft is saved as ``original`` (``/infer/prnet_prelabel``
 with ``save_label``). Then, per study and structure present in it, a simulated annotator
 (:mod:`lib.evaluation.robot`) works ``--rounds`` rounds: each round one scribble through the most interior voxel of
 the largest error region (false negative: foreground, false positive: background), drawn on the axial slice along
@@ -41,6 +41,7 @@ from pathlib import Path
 import numpy as np
 
 from lib.atomic import atomic_write_text
+from lib.data.studyset import StudySet
 from lib.evaluation.robot import axial_axis, run_rounds
 from lib.evaluation.tables import machine, md_table
 from lib.io import read_volume, write_like
@@ -52,6 +53,7 @@ DEVSET = REPO / "sample-data" / "devset"
 COHORT = REPO / "sample-data" / "cohort"
 SUPPORT = "subject_a"
 STUDIES = ["a_lps", "a_08x08x5", "a_slab40", "a_noise", "a_clinical"]
+COHORT_STUDIES = ["pseudo_06", "pseudo_07", "pseudo_08"]
 BG, FG = 254, 255  # scribble ids (Slicer's label_info names them)
 REPORT = (0, 1, 2, 3, 5, 10)
 NEAR_MM = 30.0
@@ -89,7 +91,10 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--steps", type=int, default=200)
     ap.add_argument("--rounds", type=int, default=10)
-    ap.add_argument("--studies", nargs="+", default=STUDIES)
+    ap.add_argument("--data", choices=["devset", "cohort"], default="devset",
+                    help="the corrected studies' data: the development set, or the sample cohort's PRNet drafts")
+    ap.add_argument("--studies", nargs="+", default=None,
+                    help=f"the corrected studies (default {' '.join(STUDIES)}; with --data cohort {' '.join(COHORT_STUDIES)})")
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks-out")
     ap.add_argument("--modes", nargs="+", default=["draft", "model", "scratch", "clicks"],
                     choices=["draft", "model", "scratch", "clicks"], help="draft: scribbles correct the draft; model: "
@@ -103,26 +108,26 @@ def main(argv=None) -> int:
     ap.add_argument("--keep", type=Path, default=None, help="keep each study's PRNet draft (and with mode model the "
                     "UNet, segmentation.pt) in this folder")
     args = ap.parse_args(argv)
-    manifest = json.loads((DEVSET / "manifest.json").read_text())["studies"]
+    data = StudySet.open(COHORT if args.data == "cohort" else DEVSET)
+    corrected = args.studies or (COHORT_STUDIES if args.data == "cohort" else STUDIES)
     tmp = Path(tempfile.mkdtemp(prefix="bench-correction-"))
     studies = tmp / "studies"
     studies.mkdir()
-    for s in [SUPPORT, *args.studies]:
-        shutil.copy(DEVSET / "studies" / manifest[s]["image"], studies / manifest[s]["image"])
-    cohort = []
+    for s in [SUPPORT, *corrected]:
+        shutil.copy(data.image(s), studies / data.image(s).name)
+    cohort = []  # the UNet's training studies (mode model): the sample cohort's pseudo-studies not corrected here
     if "model" in args.modes and args.model_studies == "cohort":
-        cohort = sorted(p.name.split(".")[0] for p in (COHORT / "studies").glob("pseudo_*.nii.gz"))
-        if not cohort:
-            raise SystemExit(f"no pseudo-studies in {COHORT}: run sample-data/build_cohort.py first")
+        pool = StudySet.open(COHORT)
+        cohort = [c for c in pool.studies() if c.startswith("pseudo_") and c not in corrected]
         for c in cohort:
-            shutil.copy(COHORT / "studies" / f"{c}.nii.gz", studies / f"{c}.nii.gz")
-    info = json.loads((DEVSET / "scribbles" / "label_info.json").read_text())[SUPPORT]
+            shutil.copy(pool.image(c), studies / pool.image(c).name)
+    scribbles, info = data.scribbles(SUPPORT)
     server = start_server(studies, tmp / "server", conf={"server.infer_timeout_s": "3600", "server.infer_workers": "1",
                                                          "model_dir": str(tmp / "model")})  # PRNet trained afresh
     runs: dict = {}
     try:
         client = server.client()
-        client.save_label(SUPPORT, str(DEVSET / "scribbles" / f"{SUPPORT}.nii.gz"), tag="scribbles", params={"label_info": info})
+        client.save_label(SUPPORT, str(scribbles), tag="scribbles", params={"label_info": info})
         train(server.url, "prnet", {"max_steps": args.steps, "checkpoint_every": max(1, args.steps // 5)}, ("step", "max_steps"))
         for c in cohort:  # the UNet's training studies: drafted first, so it never sees the corrected studies' drafts
             client.infer("prnet_prelabel", c, {"save_label": True, "label_tag": "original"})
@@ -130,7 +135,7 @@ def main(argv=None) -> int:
             seg = train(server.url, "segmentation", {"epochs": args.seg_epochs}, ("epoch", "epochs"))
             print(f"segmentation UNet on {len(cohort)} cohort drafts: loss {seg.get('loss')}", flush=True)
         drafts = {}
-        for study in args.studies:
+        for study in corrected:
             path, body = client.infer("prnet_prelabel", study, {"save_label": True, "label_tag": "original"})
             drafts[study] = (read_volume(path).array, body["label_names"])
             if args.keep:  # the drafts, to look at a round again in process
@@ -140,11 +145,11 @@ def main(argv=None) -> int:
         if "model" in args.modes and not cohort:  # the UNet learns from the drafts it will help to correct
             seg = train(server.url, "segmentation", {"epochs": args.seg_epochs}, ("epoch", "epochs"))
             print(f"segmentation UNet on the corrected studies' drafts: loss {seg.get('loss')}", flush=True)
-        for study in args.studies:
-            reference = str(studies / manifest[study]["image"])
+        for study in corrected:
+            reference = str(studies / data.image(study).name)
             draft_all, draft_names = drafts[study]
-            gt = read_volume(str(DEVSET / "ground_truth" / f"{study}.nii.gz"))
-            for organ, gid in manifest[study]["labels"].items():
+            gt = read_volume(str(data.truth(study)))
+            for organ, gid in data.labels(study).items():
                 truth = gt.array == gid
                 if truth.sum() < 20 or organ not in draft_names:
                     continue
@@ -186,8 +191,8 @@ def main(argv=None) -> int:
                                               for c in (f"{m} +{r3}", f"{m} +{args.rounds}", f"{m}: rounds to 0.90")]
     unet = (f"; mode model: UNet {args.seg_epochs} epochs on the drafts of "
             + (f"{len(cohort)} sample-cohort studies" if cohort else "the corrected studies")) if "model" in args.modes else ""
-    text = (f"Robot annotator through the server, PRNet {args.steps} steps, {len(per)} structures of {len(args.studies)} "
-            f"studies{unet}; {machine()}\n\n" + md_table(header, rows) + "\n\n" + md_table(columns, per) + "\n")
+    text = (f"Robot annotator through the server, PRNet {args.steps} steps, {len(per)} structures of {len(corrected)} "
+            f"{'sample-cohort' if args.data == 'cohort' else 'development-set'} studies{unet}; {machine()}\n\n" + md_table(header, rows) + "\n\n" + md_table(columns, per) + "\n")
     print(text)
     args.out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(args.out / "correction.md", text)

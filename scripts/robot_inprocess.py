@@ -1,12 +1,13 @@
 #!/usr/bin/env python
 """The correction robot of ``scripts/bench_correction.py`` in process, on drafts it kept (``--keep DIR``).
 
-    .venv/bin/python scripts/robot_inprocess.py --drafts DIR [--rounds 5] [--set correction.delta=0.3 ...]
+    .venv/bin/python scripts/robot_inprocess.py --drafts DIR [--rounds 5] [--model DIR/segmentation.pt] [--set correction.delta=0.3 ...]
 
 The same rounds as through the server (each round: the draft ``original`` corrected by every stroke so far,
 one structure at a time, background strokes removing only that structure) without the server, so that a
 correction rule can be compared on the same drafts in seconds. Prints per structure the Dice after each
 round and the largest Dice drop outside 30 mm of the strokes; a summary line with the median Dice per round.
+``--model``: the corrections use that UNet's posteriors (``correction.model_prior``), as the server's mode ``model``.
 """
 
 from __future__ import annotations
@@ -19,21 +20,24 @@ from pathlib import Path
 import numpy as np
 
 from lib.correction import correct_label
+from lib.data.studyset import StudySet
 from lib.evaluation.robot import BACKGROUND, FOREGROUND, axial_axis, run_rounds
 from lib.io import read_volume
+from lib.segmentation.checkpoint import load_unet
+from lib.segmentation.predict import study_probabilities
 from lib.settings import app_settings
+from lib.tasks.start_label import model_prior
 
 REPO = Path(__file__).resolve().parents[1]
-DEVSET = REPO / "sample-data" / "devset"
 NEAR_MM = 30.0
 
 
-def run(image, draft_all, did, truth, spacing, rounds, geos, corr, axis=None) -> dict:
+def run(image, draft_all, did, truth, spacing, rounds, geos, corr, axis=None, prior=None) -> dict:
     """The robot's rounds on structure ``did`` of the draft, each correcting the draft with every stroke so far."""
 
     def segment(strokes: np.ndarray, clicks) -> np.ndarray:
         sets = {c: strokes == v for c, v in ((did, FOREGROUND), (0, BACKGROUND)) if (strokes == v).any()}
-        out, _ = correct_label(image, draft_all, sets, spacing, geos, corr, removable=[did])
+        out, _ = correct_label(image, draft_all, sets, spacing, geos, corr, removable=[did], prior=prior)
         return out == did
 
     return run_rounds(truth, draft_all == did, spacing, rounds, segment, axis, NEAR_MM)
@@ -42,25 +46,31 @@ def run(image, draft_all, did, truth, spacing, rounds, geos, corr, axis=None) ->
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--drafts", type=Path, required=True)
+    ap.add_argument("--data", choices=["devset", "cohort"], default="devset", help="where the drafted studies come from")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--ball", action="store_true", help="each correction a 3 mm ball (a click), not a scribble")
     ap.add_argument("--set", nargs="*", default=[], help="configuration overrides key=value")
+    ap.add_argument("--model", type=Path, default=None, help="a published segmentation UNet (segmentation.pt)")
     args = ap.parse_args(argv)
+    unet = load_unet(str(args.model)) if args.model else None
     s = app_settings(dict(kv.split("=", 1) for kv in args.set))
-    manifest = json.loads((DEVSET / "manifest.json").read_text())["studies"]
+    data = StudySet.open(REPO / "sample-data" / args.data)
     per_round, drops, lines = [], [], []
     for path in sorted(args.drafts.glob("*_original.nii.gz")):
         study = path.name[: -len("_original.nii.gz")]
         names = json.loads((args.drafts / f"{study}_original.json").read_text())
-        image = read_volume(str(DEVSET / "studies" / manifest[study]["image"]))
-        gt = read_volume(str(DEVSET / "ground_truth" / f"{study}.nii.gz"))
+        image = read_volume(str(data.image(study)))
+        gt = read_volume(str(data.truth(study)))
         draft_all = read_volume(str(path)).array
-        for organ, gid in manifest[study]["labels"].items():
+        prior = None
+        if unet is not None and s.correction.model_prior:
+            prior = model_prior(study_probabilities(unet, image), names)[0]
+        for organ, gid in data.labels(study).items():
             truth = gt.array == gid
             if truth.sum() < 20 or organ not in names:
                 continue
             r = run(image.array, draft_all, int(names[organ]), truth, gt.spacing, args.rounds, s.geos, s.correction,
-                    None if args.ball else axial_axis(image.affine))
+                    None if args.ball else axial_axis(image.affine), prior)
             scores, drop = r["dice"], r["max_far_drop"]
             per_round.append(scores)
             drops.append(drop)

@@ -10,6 +10,7 @@ import torch
 from monai.inferers import sliding_window_inference
 
 from lib.frame import View
+from lib.intensity import normalise_study
 from lib.segmentation.config import SegConfig
 
 
@@ -37,3 +38,13 @@ class StudyProbabilities:
         ``box`` (nearest canonical voxel; probabilities floored at ``floor``)."""
         p = self.view.to_native(self.probs[list(ids)], box).astype(np.float32)
         return np.log(np.maximum(p, np.float32(floor)))
+
+
+def study_probabilities(model, vol, device: str | torch.device = "cpu") -> StudyProbabilities:
+    """A published UNet's (:class:`lib.segmentation.checkpoint.PublishedUNet`) class probabilities of a study
+    (:class:`lib.io.Volume`): the study seen in the model's frame (RAS axes, its voxel size; :mod:`lib.frame`),
+    normalised on its own (CT: the model's window), sliding-window prediction; float32."""
+    view = vol.view(model.config.spacing_mm)
+    image = normalise_study(view.image(vol.array), *model.window)[0]
+    probs = predict_probs(model.net, image, model.config, device)
+    return StudyProbabilities(probs, view, dict(model.label_names))

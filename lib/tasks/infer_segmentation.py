@@ -12,11 +12,10 @@ from typing import Any, Dict, Tuple
 import numpy as np
 from monailabel.interfaces.tasks.infer_v2 import InferType
 
-from lib.intensity import normalise_study
 from lib.io import read_volume
 from lib.segmentation.checkpoint import load_unet
 from lib.segmentation.postprocess import remove_fragments
-from lib.segmentation.predict import StudyProbabilities, predict_probs
+from lib.segmentation.predict import StudyProbabilities, study_probabilities
 from lib.tasks.errors import ClientError
 from lib.tasks.models import ModelFiles, ModelInferTask, PublishedModel, pick_device
 from lib.tasks.results import write_result
@@ -89,11 +88,7 @@ class SegmentationInfer(ModelInferTask):
             vol = read_volume(path)
         except ValueError as e:
             raise ClientError(f"the image could not be read: {e}", status_code=422) from None
-        # the model's frame (RAS axes, its voxel size; lib/frame.py), the study normalised on its own (CT: the window)
-        view = vol.view(model.config.spacing_mm)
-        image = normalise_study(view.image(vol.array), *model.window)[0]
-        probs = predict_probs(model.net, image, model.config, device)
-        return StudyProbabilities(probs, view, dict(model.label_names)), model, version
+        return study_probabilities(model, vol, device), model, version
 
     def _cached(self, image_path: str) -> tuple[np.ndarray, Dict[str, int], StudyProbabilities]:
         """The published model's label of a study, its ``{name: id}`` and its probabilities, computed once per study
