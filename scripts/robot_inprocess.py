@@ -78,8 +78,12 @@ def main(argv=None) -> int:
             print(lines[-1], flush=True)
     med = np.median(np.array(per_round), axis=0)
     lost = sum(1 for r in per_round if min(np.diff(r)) < -0.01)
+    need = [next((i for i, d in enumerate(r) if d >= 0.90), args.rounds + 1) for r in per_round]
+    med_need = float(np.median(need))
     print(f"median per round: {' '.join(f'{d:.3f}' for d in med)}; mean last {np.mean([r[-1] for r in per_round]):.3f}; "
-          f"structures with a round losing > 0.01: {lost}/{len(per_round)}; largest far drop {max(drops):.3f}")
+          f"structures with a round losing > 0.01: {lost}/{len(per_round)}; largest far drop {max(drops):.3f}; "
+          f"reached 0.90: {sum(n <= args.rounds for n in need)}/{len(need)}, rounds to 0.90 (median): "
+          + (f"{med_need:.0f}" if med_need <= args.rounds else f"> {args.rounds}"))
     return 0
 
 
