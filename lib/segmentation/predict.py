@@ -26,7 +26,7 @@ def predict_probs(net: torch.nn.Module, image: np.ndarray, cfg: SegConfig, devic
 @dataclass(frozen=True)
 class StudyProbabilities:
     """The UNet's class probabilities of one study, kept on the model's canonical grid (small) and brought onto the
-    study's own grid one box at a time: ``probs`` float16 ``(C, *view.shape)`` (channel = class id), ``view`` the
+    study's own grid one box at a time: ``probs`` float ``(C, *view.shape)`` (channel = class id), ``view`` the
     study's canonical view (:class:`lib.frame.View`), ``names`` ``{class name: id}`` of the model."""
 
     probs: np.ndarray

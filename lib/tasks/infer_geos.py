@@ -218,8 +218,9 @@ class _GeoSTask(InferTask):
         server (``correction.model_prior``) or the request (``model_prior: false``) turns them off, and those
         classes' names."""
         asked = request.get("model_prior", True)
+        asked = asked.lower() if isinstance(asked, str) else asked
         if asked not in (True, False, "true", "false", None, ""):
-            raise ClientError(f"'model_prior' must be true or false, got {str(asked)[:40]}")
+            raise ClientError(f"'model_prior' must be true or false, got {str(request.get('model_prior'))[:40]}")
         if (asked in (False, "false") or not self.correction.model_prior or self.start_labels is None
                 or self.start_labels.probabilities is None or not start.names):
             return None, []
