@@ -36,6 +36,7 @@ import json
 import shutil
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -67,20 +68,27 @@ def robot(client, study: str, organ: str, truth: np.ndarray, reference: str, spa
     params = {"label_info": info, "selected_label_name": organ, "model_prior": mode == "model",
               **({"correct": False} if mode == "scratch" else {})}
 
+    seconds = []  # each round's MONAILabelClient.infer: upload, compute, download (not the robot's own work)
+    lut = np.array([0, FG, BG], np.uint8)  # the robot's stroke codes -> Slicer's scribble ids
+
     def segment(strokes: np.ndarray, clicks) -> np.ndarray:
+        t0 = time.perf_counter()
         if mode == "clicks":  # as OHIF sends them: voxel points, the structure by name
             out, _ = client.infer("points_geos", study, {
                 "selected_label_name": organ, "model_prior": False, "foreground": [list(c.point) for c in clicks if c.foreground],
                 "background": [list(c.point) for c in clicks if not c.foreground]})
         else:
-            scribbles = np.choose(strokes, [0, FG, BG]).astype(np.uint8)  # as Slicer sends them
-            out, _ = client.infer("scribbles_geos", study, params,
-                                  label_in=write_like(scribbles, reference, str(work / "scribbles.nii.gz")))
+            scribbles = write_like(lut[strokes], reference, str(work / "scribbles.nii.gz"))  # as Slicer sends them
+            t0 = time.perf_counter()
+            out, _ = client.infer("scribbles_geos", study, params, label_in=scribbles)
+        seconds.append(time.perf_counter() - t0)
         new = read_volume(out).array > 0
         Path(out).unlink(missing_ok=True)
         return new
 
-    return run_rounds(truth, draft, spacing, rounds, segment, None if mode == "clicks" else axis, NEAR_MM)
+    r = run_rounds(truth, draft, spacing, rounds, segment, None if mode == "clicks" else axis, NEAR_MM)
+    r["seconds"] = seconds
+    return r
 
 
 def rounds_to(scores: list[float], target: float = 0.90) -> int | None:
