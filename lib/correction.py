@@ -248,7 +248,8 @@ def _intensity_penalty(img: np.ndarray, start: np.ndarray, sets: Mapping[int, np
         known = np.isin(start, list(model))
         here_model = np.zeros(img.shape, np.float32)
         for k, lp in model.items():
-            here_model[start == k] = lp[start == k]
+            at = start == k
+            here_model[at] = lp[at]
         for c in sets:
             if c in model and c in heard:
                 ratios[c] = np.where(known, here_model - model[c], ratios[c])

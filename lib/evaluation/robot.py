@@ -10,8 +10,8 @@ DeepIGeoS (Wang et al. 2018) simulates scribbles from the skeleton of the mis-se
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 import time
+from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import numpy as np

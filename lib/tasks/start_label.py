@@ -57,7 +57,7 @@ class StartLabels:
     ``predict``: the published UNet as a callable ``image path → (label (I, J, K), {name: id})`` that raises
     :class:`ClientError` while no model is published (the ``segmentation`` source is skipped then);
     ``probabilities``: ``image path → StudyProbabilities`` of the same model, None while none is published
-    (:meth:`prior`).
+    (a correction's prior: :func:`model_prior`).
     """
 
     def __init__(self, datastore: Datastore | None, sources: Sequence[str],
@@ -104,13 +104,12 @@ def model_prior(probs: StudyProbabilities, names: Mapping[str, int]) -> tuple[Cl
     """The model's log-posteriors as a correction's :data:`lib.correction.ClassPrior` in the ids of a label whose
     classes are ``names`` ``{name: id}`` (matched by name; background is 0 in both), and the names it covers; None
     when the model knows none of them."""
-    channels = probs.probs.shape[0]
-    ids = {int(i): int(probs.names[n]) for n, i in names.items() if 0 < int(probs.names.get(n, -1)) < channels}
-    if not ids:
+    known = sorted(n for n in names if 0 < int(probs.names.get(n, -1)) < probs.probs.shape[0])
+    if not known:
         return None, []
-    ids = {0: 0, **ids}
+    ids = {0: 0, **{int(names[n]): int(probs.names[n]) for n in known}}  # label id -> model channel
 
     def prior(box: tuple[slice, slice, slice]) -> dict[int, np.ndarray]:
         return dict(zip(ids, probs.log_probs(box, list(ids.values()))))
 
-    return prior, sorted(n for n in names if n in probs.names and 0 < int(probs.names[n]) < channels)
+    return prior, known
