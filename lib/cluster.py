@@ -19,8 +19,8 @@ server's ``--conf`` overrides. Without torchrun it runs as one process.
   takes the keys of ``POST /train/<model>``); rank 0 writes the checkpoint and publishes the model, and a
   run resumes from the checkpoint whatever the number of processes that wrote it.
 - ``prelabel``: rank 0 lists the studies that need a draft (no ``final``, not the support, and no
-  ``original`` from this PRNet model version: a re-run after a crash does only what is left), each rank
-  drafts its share and saves each draft through the datastore (atomic), going on past a study that fails;
+  ``original`` from this PRNet model version: a re-run after a crash does only what is left), the ranks
+  encode the support's points together (each a share, all get them all), each rank drafts its share and saves each draft through the datastore (atomic), going on past a study that fails;
   the failed ones are listed at the end and the exit code is 1 if there are any.
 
 Exit codes: 0 done, 1 some studies failed, 2 a request or setup error (message on stderr).
@@ -169,6 +169,10 @@ def run_prelabel(args: argparse.Namespace, ranks: Ranks) -> int:
         mine = ranks.shard(todo)
         logger.info(f"rank {ranks.rank}: {len(mine)} of {len(todo)} studies to draft ({len(done)} already drafted by "
                     f"model {digest})")
+        t0 = time.perf_counter()
+        if todo:  # every rank together (a collective): each encodes its share of the support's points
+            task.encode_support(ranks.device, ranks)
+        start_s = time.perf_counter() - t0
         failed, seconds = {}, []
         for image_id in mine:
             t0 = time.perf_counter()
@@ -180,7 +184,8 @@ def run_prelabel(args: argparse.Namespace, ranks: Ranks) -> int:
             except Exception as e:  # noqa: BLE001 - one study must not stop the cohort
                 failed[image_id] = f"{type(e).__name__}: {e}"
                 logger.error(f"rank {ranks.rank}: {image_id} failed: {failed[image_id]}")
-        reports = ranks.gather({"drafted": len(mine) - len(failed), "failed": failed, "seconds": sum(seconds)})
+        reports = ranks.gather({"drafted": len(mine) - len(failed), "failed": failed, "seconds": sum(seconds),
+                                "support_s": start_s})
     finally:
         if lock is not None:
             lock.release()
@@ -188,7 +193,8 @@ def run_prelabel(args: argparse.Namespace, ranks: Ranks) -> int:
     if ranks.main:
         print(json.dumps({"model_version": digest, "processes": ranks.world_size, "drafted": sum(r["drafted"] for r in reports),
                           "skipped": len(done), "failed": failures,
-                          "seconds_per_study": [round(r["seconds"] / max(1, r["drafted"]), 2) for r in reports]}))
+                          "seconds_per_study": [round(r["seconds"] / max(1, r["drafted"]), 2) for r in reports],
+                          "support_encoding_s": [round(r["support_s"], 2) for r in reports]}))
         for image_id, why in sorted(failures.items()):
             print(f"FAILED {image_id}: {why}", file=sys.stderr)
     return 1 if failures else 0

@@ -13,10 +13,15 @@ Backend NCCL when the processes have CUDA, gloo otherwise. Process ``r`` of ``n`
 
 How work is split (:class:`Ranks`):
 
-- training: every rank draws the same global batch from the same seed and computes the slice
-  ``[rank::world_size]`` of it (:meth:`Ranks.batch_slice`); DDP averages the gradients, so a step of
-  ``n`` processes is the step of one process on the whole batch (up to the order of float sums). The
-  batch sizes of the configuration are global: with more GPUs, raise them;
+- training (:meth:`Ranks.split_batch`), as the top-level setting ``train_batch`` says:
+
+  - ``per_process`` (the default; DDP's and MONAI Label's convention): every rank draws its own batch of
+    the configured size from its own random stream, so a step of ``n`` processes trains on ``n`` batches
+    (``n`` times the patches per second at the same seconds per step). The learning rate is not scaled;
+  - ``global``: every rank draws the same batch from the same seed and computes the slice
+    ``[rank::world_size]`` of it; DDP averages the gradients, so a step of ``n`` processes is the step of
+    one process on the whole batch (up to the order of float sums): to reproduce a one-process run;
+
 - pre-labeling: rank 0 lists the studies still to do and every rank takes ``[rank::world_size]`` of
   that list (:meth:`Ranks.shard`).
 """
@@ -28,6 +33,7 @@ import os
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence, TypeVar
 
+import numpy as np
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -37,6 +43,26 @@ from lib.workflow.server import free_port
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+BATCH_MODES = ("per_process", "global")
+
+
+@dataclass(frozen=True)
+class BatchSplit:
+    """How one process takes part in a training step: it draws ``draw`` items from a random stream seeded
+    with :meth:`seed`, computes ``draw[part]``, and the step trains on ``per_step`` items over all processes."""
+
+    draw: int
+    part: slice
+    per_step: int
+    rank: int | None = None  # None: every process draws from the same stream (mode ``global``)
+
+    def seed(self, seed: int) -> int:
+        """The seed of this process's random stream for a base ``seed`` (the same on every rank in mode
+        ``global``; one independent stream per rank in mode ``per_process``)."""
+        if self.rank is None:
+            return int(seed)
+        return int(np.random.SeedSequence([int(seed), self.rank]).generate_state(1)[0])
 
 
 @dataclass(frozen=True)
@@ -56,16 +82,24 @@ class Ranks:
     def distributed(self) -> bool:
         return self.world_size > 1
 
-    def batch_slice(self, batch: int) -> slice:
-        """This rank's part of a global batch of ``batch`` items: ``rank, rank + world_size, ...``.
+    def split_batch(self, batch: int, mode: str = "per_process") -> BatchSplit:
+        """This rank's share of a training step on batches of ``batch`` items (``mode``: the module's
+        docstring). One process: the whole batch, whatever the mode.
 
         Raises:
-            ValueError: when ``batch`` is smaller than the world size (a rank would have nothing to do).
+            ValueError: for an unknown mode, or in mode ``global`` when ``batch`` is smaller than the world
+                size (a rank would have nothing to do).
         """
+        if mode not in BATCH_MODES:
+            raise ValueError(f"unknown train_batch '{mode}'; valid: {', '.join(BATCH_MODES)}")
+        if not self.distributed:
+            return BatchSplit(batch, slice(None), batch)
+        if mode == "per_process":
+            return BatchSplit(batch, slice(None), batch * self.world_size, rank=self.rank)
         if batch < self.world_size:
-            raise ValueError(f"a global batch of {batch} cannot be split over {self.world_size} processes; "
-                             f"set the batch size to at least {self.world_size}")
-        return slice(self.rank, None, self.world_size)
+            raise ValueError(f"train_batch 'global': a batch of {batch} cannot be split over {self.world_size} "
+                             f"processes; set the batch size to at least {self.world_size}")
+        return BatchSplit(batch, slice(self.rank, None, self.world_size), batch)
 
     def shard(self, items: Sequence[T]) -> list[T]:
         """This rank's items of ``items`` (which must be the same list, in the same order, on every rank)."""

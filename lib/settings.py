@@ -25,6 +25,7 @@ from typing import Any, Mapping
 from lib.api.access import ServerConfig
 from lib.config import ConfigError, app_config, check_keys, from_section, split_section
 from lib.correction import CorrectionConfig
+from lib.distributed import BATCH_MODES
 from lib.geos import GeoSConfig
 from lib.prnet.prelabel import PrelabelConfig
 from lib.prnet.propagate import PropagationConfig
@@ -53,6 +54,7 @@ class AppSettings:
     tracking_uri: str = ""
     batch_multi_gpu: str = "auto"  # auto | true | false
     batch_max_workers: int = 0  # 0: one per GPU on a multi-GPU host, else 1
+    train_batch: str = "per_process"  # data-parallel training: per_process | global (lib.distributed)
     model_dir: str = ""  # where trained models are published; "" = <app folder>/model
     support_tag: str = "scribbles"  # label tag of the one-shot support annotation
     scribbles_baseline: bool = False  # also serve MONAI Label's HistogramBasedGraphCut
@@ -98,6 +100,8 @@ def read_settings(cfg: Mapping[str, Any]) -> AppSettings:
         segmentation=seg,
         **{k: v for k, v in top.items()},
     )
+    if settings.train_batch not in BATCH_MODES:
+        raise ConfigError(f"train_batch must be one of {', '.join(BATCH_MODES)}, got {settings.train_batch!r}")
     settings.pseudo_mask_geos  # noqa: B018 - its keys are checked now, not at the first pre-label
     return settings
 

@@ -1,10 +1,12 @@
 """Cost model of the cohort jobs: seconds per study (pre-labeling) and per training step (PRNet, UNet) for one
 and for several processes, each under ``torchrun`` with ``lib.cluster`` on the sample cohort (real CT).
 
-Configurations (``--configs``, ``processes x threads``): ``1x<cpus>`` is today's single process with every core,
-``1x1`` and ``Nx1`` give the scaling efficiency per process. Efficiency of N processes:
-``throughput(N x 1) / (N · throughput(1 x 1))``; training keeps the global batch (the steps are the same), so
-there it is the speed-up of a step over N. Medians of ``--runs`` runs; table printed and written to ``--out``.
+Configurations (``--configs``, ``processes x threads[:train_batch]``): ``1x<cpus>`` is a single process with every
+core, ``1x1`` and ``Nx1`` give the scaling efficiency per process; training runs with ``train_batch`` ``per_process``
+(the default: each process its own batch) unless the configuration says ``:global`` (the batch split over the
+processes). Efficiency of N processes: ``throughput(N x 1) / (N · throughput(1 x 1))``, throughput in studies per
+second (pre-labeling) and in training pairs / patches per second (each step trains on ``pairs_per_step`` /
+``patches_per_step`` of them). Medians of ``--runs`` runs; table printed and written to ``--out``.
 
     .venv/bin/python scripts/bench_distributed.py --runs 2 --studies 4 --out docs/bench_distributed.md
 """
@@ -66,48 +68,54 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--cohort", default=str(ROOT / "sample-data" / "cohort" / "studies"))
     ap.add_argument("--studies", type=int, default=4, help="studies to pre-label (besides the support)")
-    ap.add_argument("--configs", nargs="+", default=[f"1x{os.cpu_count() or 1}", "1x1", f"{os.cpu_count() or 1}x1"])
+    ap.add_argument("--configs", nargs="+", default=[f"1x{os.cpu_count() or 1}", "1x1", f"{os.cpu_count() or 1}x1",
+                                                     f"{os.cpu_count() or 1}x1:global"])
     ap.add_argument("--prnet-steps", type=int, default=30)
     ap.add_argument("--seg-steps", type=int, default=10)
     ap.add_argument("--runs", type=int, default=2)
     ap.add_argument("--out", default="")
     args = ap.parse_args(argv)
-    configs = [tuple(int(x) for x in c.split("x")) for c in args.configs]
+    configs = [(*(int(x) for x in c.partition(":")[0].split("x")), c.partition(":")[2] or "per_process") for c in args.configs]
     work = Path(tempfile.mkdtemp(prefix="bench_distributed_"))
     results: dict[tuple, dict[str, list[float]]] = {c: {} for c in configs}
     try:
         for run in range(args.runs):
-            for procs, threads in configs:
-                r = results[(procs, threads)]
-                base = work / f"r{run}_{procs}x{threads}"
+            for procs, threads, batch in configs:
+                r = results[(procs, threads, batch)]
+                base = work / f"r{run}_{procs}x{threads}_{batch}"
                 studies = cohort_copy(Path(args.cohort), base / "studies", args.studies)
                 model = base / "model"
-                s, _ = cluster(procs, threads, studies, model, "train", "prnet", "--param", f"max_steps={args.prnet_steps}",
-                               "--param", f"checkpoint_every={args.prnet_steps}")
+                conf = ("--conf", f"train_batch={batch}")
+                s, _ = cluster(procs, threads, studies, model, *conf, "train", "prnet", "--param",
+                               f"max_steps={args.prnet_steps}", "--param", f"checkpoint_every={args.prnet_steps}")
                 r.setdefault("prnet_s_per_step", []).append(s["elapsed_s"] / args.prnet_steps)
+                r.setdefault("prnet_pairs_per_s", []).append(s["pairs_per_step"] * args.prnet_steps / s["elapsed_s"])
                 s, wall = cluster(procs, threads, studies, model, "prelabel")
                 assert s["drafted"] == args.studies and not s["failed"], s
                 # the slowest rank's compute seconds (its share: ceil(n / procs) studies) over the n studies
                 slowest = max(s["seconds_per_study"]) * math.ceil(args.studies / procs)
                 r.setdefault("prelabel_s_per_study", []).append(slowest / args.studies)
                 r.setdefault("prelabel_wall_s", []).append(wall)
-                s, _ = cluster(procs, threads, studies, model, "train", "segmentation", "--param", "epochs=1",
+                s, _ = cluster(procs, threads, studies, model, *conf, "train", "segmentation", "--param", "epochs=1",
                                "--param", f"steps_per_epoch={args.seg_steps}")
                 r.setdefault("seg_s_per_step", []).append(s["seconds"] / args.seg_steps)
-                print(f"run {run + 1}/{args.runs} {procs}x{threads}: " + ", ".join(f"{k} {v[-1]:.2f}" for k, v in r.items()), flush=True)
+                r.setdefault("seg_patches_per_s", []).append(s["patches_per_step"] * args.seg_steps / s["seconds"])
+                print(f"run {run + 1}/{args.runs} {procs}x{threads} {batch}: " + ", ".join(f"{k} {v[-1]:.2f}" for k, v in r.items()), flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
     med = {c: {k: statistics.median(v) for k, v in r.items()} for c, r in results.items()}
-    one = med.get((1, 1))
-    rows = ["| processes × threads | pre-label s / study | pre-label wall (s) | PRNet s / step | UNet s / step | "
-            "efficiency pre-label | PRNet | UNet |", "|---|---|---|---|---|---|---|---|"]
-    for (procs, threads), m in med.items():
+    one = next((m for (p, t, _), m in med.items() if (p, t) == (1, 1)), None)
+    rows = ["| processes × threads | train_batch | pre-label s / study | pre-label wall (s) | PRNet s / step | PRNet pairs / s | "
+            "UNet s / step | UNet patches / s | efficiency pre-label | PRNet | UNet |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for (procs, threads, batch), m in med.items():
         eff = ["", "", ""]
         if one and procs > 1:
-            eff = [f"{one[k] / (procs * m[k]):.2f}" for k in ("prelabel_s_per_study", "prnet_s_per_step", "seg_s_per_step")]
-        rows.append(f"| {procs} × {threads} | {m['prelabel_s_per_study']:.2f} | {m['prelabel_wall_s']:.1f} | "
-                    f"{m['prnet_s_per_step']:.3f} | {m['seg_s_per_step']:.3f} | {' | '.join(eff)} |")
+            eff = [f"{one['prelabel_s_per_study'] / (procs * m['prelabel_s_per_study']):.2f}"]
+            eff += [f"{m[k] / (procs * one[k]):.2f}" for k in ("prnet_pairs_per_s", "seg_patches_per_s")]
+        rows.append(f"| {procs} × {threads} | {batch if procs > 1 else ''} | {m['prelabel_s_per_study']:.2f} | "
+                    f"{m['prelabel_wall_s']:.1f} | {m['prnet_s_per_step']:.3f} | {m['prnet_pairs_per_s']:.1f} | "
+                    f"{m['seg_s_per_step']:.3f} | {m['seg_patches_per_s']:.1f} | {' | '.join(eff)} |")
     table = "\n".join(rows)
     head = (f"Sample cohort (real CT, 3 mm), {args.studies} studies pre-labeled, PRNet {args.prnet_steps} steps, UNet "
             f"{args.seg_steps} steps, default configuration; medians of {args.runs} runs; {os.cpu_count()} CPUs.\n"
@@ -116,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     print(head + "\n\n" + table)
     if args.out:
         Path(args.out).write_text(head + "\n\n" + table + "\n\n```json\n" + json.dumps(
-            {f"{p}x{t}": r for (p, t), r in results.items()}, indent=1) + "\n```\n")
+            {f"{p}x{t}:{b}": r for (p, t, b), r in results.items()}, indent=1) + "\n```\n")
     return 0
 
 

@@ -1,5 +1,5 @@
-"""torch.distributed on CPU (gloo, 2 processes): data-parallel training equals one process, sharded pre-labeling
-equals the single-process run, a killed rank's re-run does only what is left, and the server spawns the
+"""torch.distributed on CPU (gloo, 2 processes): data-parallel training with a global batch equals one process
+and with per-process batches trains on twice the pairs a step, sharded pre-labeling equals the single-process run, a killed rank's re-run does only what is left, and the server spawns the
 processes of a train request.
 
 Every run goes through ``python -m torch.distributed.run … -m lib.cluster`` (or the real server), on tiny
@@ -38,6 +38,9 @@ TINY = {"prnet.train.base_channels": "4", "prnet.train.fc_hidden": "16", "prnet.
 #: one process vs two: the same steps up to the order of float sums, which Adam's first steps amplify
 #: (g / sqrt(v) of a gradient near zero); measured here ≤ 1.3 % on the fine PRNet after 6 steps, 1e-7 elsewhere
 LOSS_RTOL = 0.05
+#: per-process batches: other pairs each step (twice as many), so only the curve's shape agrees: each 3-step mean
+#: within this factor of the one-process run's (measured here: 0.70 and 1.18 of it; the losses themselves fall ~3x)
+PER_PROCESS_FACTOR = 2.0
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo", "PYTHONPATH": str(REPO_ROOT)}
 
 
@@ -61,9 +64,10 @@ def make_studies(folder: Path, shifts=(0, 2, -2, 1), bad: bool = False) -> Path:
     return folder
 
 
-def cluster(nprocs: int, studies: Path, model_dir: Path, *args: str, wait: bool = True):
-    """``lib.cluster`` under torchrun (``nprocs`` processes, a rendezvous on loopback)."""
-    conf = [x for k, v in TINY.items() for x in ("--conf", f"{k}={v}")]
+def cluster(nprocs: int, studies: Path, model_dir: Path, *args: str, wait: bool = True, train_batch: str = "global"):
+    """``lib.cluster`` under torchrun (``nprocs`` processes, a rendezvous on loopback); ``train_batch`` global by
+    default, so that one and two processes take the same steps."""
+    conf = [x for k, v in {**TINY, "train_batch": train_batch}.items() for x in ("--conf", f"{k}={v}")]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc-per-node", str(nprocs),
            "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{free_port()}", "-m", "lib.cluster",
            "--studies", str(studies), "--model-dir", str(model_dir), *conf, *args]
@@ -100,7 +104,29 @@ def trained(tmp_path_factory) -> dict:
         run = cluster(n, studies, root / f"model{n}", "train", "prnet", "--param", "max_steps=6", "--param", "checkpoint_every=3")
         assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
         out[f"prnet{n}"] = summary(run)
+    run = cluster(2, studies, root / "model2p", "train", "prnet", "--param", "max_steps=6", "--param", "checkpoint_every=3",
+                  train_batch="per_process")
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    out["prnet2p"] = summary(run)
     return out
+
+
+def test_batch_split_per_process_and_global():
+    from lib.distributed import Ranks
+
+    one = Ranks().split_batch(4, "per_process")
+    assert (one.part, one.per_step, one.seed(7)) == (slice(None), 4, 7)  # one process: the whole batch, the seed as it is
+    per = [Ranks(r, 2).split_batch(4, "per_process") for r in (0, 1)]
+    assert [p.part for p in per] == [slice(None)] * 2 and per[0].per_step == 8
+    assert per[0].seed(7) != per[1].seed(7) and per[0].seed(7) != per[0].seed(8)  # a stream of its own per rank
+    assert per[0].seed(7) == Ranks(0, 2).split_batch(4, "per_process").seed(7)  # reproducible
+    glob = [Ranks(r, 2).split_batch(4, "global") for r in (0, 1)]
+    assert [g.part for g in glob] == [slice(0, None, 2), slice(1, None, 2)] and glob[0].per_step == 4
+    assert glob[0].seed(7) == glob[1].seed(7) == 7  # the same batch, split
+    with pytest.raises(ValueError, match="at least 3"):
+        Ranks(0, 3).split_batch(2, "global")
+    with pytest.raises(ValueError, match="per_process"):
+        Ranks(0, 2).split_batch(2, "local")
 
 
 def test_ddp_prnet_takes_the_steps_of_one_process(trained):
@@ -127,6 +153,25 @@ def test_ddp_prnet_takes_the_steps_of_one_process(trained):
     assert [h["step"] for h in history(root / "model2", "prnet")] == [3, 6, 8] and summary(run)["processes"] == 1
 
 
+def test_ddp_prnet_per_process_batches(trained):
+    """train_batch per_process (the default): each of the 2 processes trains on its own batch of batch_pairs (2),
+    so a step sees 4 pairs; the loss curve keeps the one-process shape (PER_PROCESS_FACTOR) and it learns."""
+    root = trained["root"]
+    s = trained["prnet2p"]
+    assert (s["processes"], s["train_batch"], s["pairs_per_step"]) == (2, "per_process", 4)
+    assert trained["prnet2"]["pairs_per_step"] == 2  # global: the same 2 pairs, split
+    one, two = history(root / "model1", "prnet"), history(root / "model2p", "prnet")
+    assert [h["step"] for h in two] == [3, 6]
+    for a, b in zip(one, two):
+        for k in ("loss", "fine_loss"):
+            assert 1 / PER_PROCESS_FACTOR < b[k] / a[k] < PER_PROCESS_FACTOR, (k, one, two)
+    assert two[-1]["loss"] < two[0]["loss"]
+    # not the global run's steps: the ranks drew other pairs than one process would
+    w2 = torch.load(root / "model2" / "prnet.pt", weights_only=False)["state_dict"]
+    w2p = torch.load(root / "model2p" / "prnet.pt", weights_only=False)["state_dict"]
+    assert max(float((w2[k].float() - w2p[k].float()).abs().max()) for k in w2) > 1e-3
+
+
 def test_sharded_prelabel_equals_one_process_and_resumes(trained):
     root = trained["root"]
     drafts = {}
@@ -137,6 +182,7 @@ def test_sharded_prelabel_equals_one_process_and_resumes(trained):
         assert run.returncode == 1, run.stdout[-3000:] + run.stderr[-3000:]
         s = summary(run)
         assert s["processes"] == n and s["drafted"] == 4 and list(s["failed"]) == ["case_bad"] and s["skipped"] == 0
+        assert len(s["support_encoding_s"]) == n  # the ranks encoded the support together, before the studies
         assert "FAILED case_bad" in run.stdout + run.stderr
         drafts[n] = {f"case_{i}": read_volume(str(studies / "labels" / "original" / f"case_{i}.nii.gz")).array for i in range(1, 5)}
         assert not (studies / "labels" / "original" / "case_0.nii.gz").exists()  # the support has its scribbles
@@ -217,5 +263,6 @@ def test_segmentation_ddp_and_the_server_spawns_processes(trained, tmp_path, ser
     assert wait_for_training(client)["status"] == "DONE", server.log_tail()
     stats = client.info()["train_stats"]["segmentation"]
     assert stats["processes"] == 2 and stats["epoch"] == 2 and np.isfinite(stats["loss"])
+    assert (stats["train_batch"], stats["patches_per_step"]) == ("per_process", 4)  # the server's default: 2 each
     result, body = client.infer("segmentation", "case_2", {})  # the published model serves
     assert body["epoch"] == 2 and read_volume(result).array.shape == (44, 40, 36)

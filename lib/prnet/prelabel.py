@@ -16,7 +16,7 @@ from lib.frame import View, axcodes
 from lib.geos import GeoSConfig, geos_segment
 from lib.intensity import normalize_intensity, study_window
 from lib.io import Volume
-from lib.prnet.propagate import Localizer, Propagation, PropagationConfig, encode_support, fit_subset, propagate
+from lib.prnet.propagate import Group, Localizer, Propagation, PropagationConfig, encode_support, fit_subset, propagate
 
 
 @dataclass
@@ -69,6 +69,58 @@ def support_points(
     return {c: np.argwhere(scribbles == c)[:: max(1, int(per.get(c, stride)))] for c in class_ids}
 
 
+def ordered_points(points: Mapping[int, np.ndarray], names: Mapping[str, int]) -> tuple[list[int], np.ndarray]:
+    """The classes that have points, by id, and their points ``(N, 3)`` one after the other: the order in
+    which every class is propagated in one call (the batches are full and the spatial regularisation sees
+    all points)."""
+    classes = [c for c in sorted(names.values()) if len(points.get(c, ())) > 0]
+    every = np.concatenate([points[c] for c in classes]) if classes else np.zeros((0, 3), int)
+    return classes, every
+
+
+def encode_support_points(models: Localizer, support01: np.ndarray, every: np.ndarray, propagation: PropagationConfig,
+                          device: str = "cpu", group: Group | None = None) -> dict:
+    """:func:`~lib.prnet.propagate.encode_support` of the support points ``every`` ``(N, 3)`` (``support01``
+    ``(I, J, K)`` in [0, 1]) with the subset that ``propagation`` locates one by one: what
+    :func:`propagate_support` keeps in its ``encodings`` (key ``"support"``). ``group``: processes that
+    share the work (each encodes its part of the points, all get every encoding)."""
+    return encode_support(models, support01, every, propagation.batch_size, device, propagation.precision,
+                          fit_subset(len(every), propagation), group=group)
+
+
+@dataclass
+class CanonicalSupport:
+    """The support study in the canonical frame: ``hu`` ``(I, J, K)`` HU on ``view``'s grid, its intensity
+    ``window`` (knots, values, modality; :func:`lib.intensity.study_window`) and ``points`` ``{class id:
+    (N, 3)}``, the ``stride``-subsampled scribble voxels carried to the nearest canonical voxels."""
+
+    view: View
+    hu: np.ndarray
+    window: tuple
+    points: dict[int, np.ndarray]
+
+
+def canonical_support(support: Volume, scribbles: np.ndarray, names: Mapping[str, int], geos: GeoSConfig,
+                      spacing_mm: Sequence[float], stride: int, class_strides: Mapping[str, int] | None = None,
+                      modality: str | None = None) -> CanonicalSupport:
+    """The support seen as :func:`prelabel` sees it (``scribbles`` ``(I, J, K)`` on the stored grid)."""
+    view = support.view(spacing_mm)
+    hu = view.image(support.array)
+    per = {names[n]: s for n, s in (class_strides or {}).items() if n in names}
+    native = support_points(scribbles, names.values(), stride, per)
+    return CanonicalSupport(view, hu, study_window(hu, geos.window_hu, geos.window_out, modality),
+                            {c: canonical_points(view, p) for c, p in native.items()})
+
+
+def support_encodings(models: Localizer, support: CanonicalSupport, names: Mapping[str, int],
+                      propagation: PropagationConfig, device: str = "cpu", group: Group | None = None) -> dict:
+    """The ``encodings`` dict :func:`prelabel` fills on its first query, computed ahead (``group``: by
+    several processes together, e.g. the ranks of a cohort's pre-labeling)."""
+    _, every = ordered_points(support.points, names)
+    s01 = normalize_intensity(support.hu, *support.window[:2])
+    return {"support": encode_support_points(models, s01, every, propagation, device, group)}
+
+
 def propagate_support(
     models: Localizer | None,
     support_hu: np.ndarray,
@@ -104,13 +156,11 @@ def propagate_support(
         pts = support_points(scribbles, names.values(), stride, {names[n]: s for n, s in (class_strides or {}).items() if n in names})
     else:
         pts = {c: np.asarray(points.get(c, np.zeros((0, 3), int)), int).reshape(-1, 3) for c in names.values()}
-    classes = []
-    for name, cid in sorted(names.items(), key=lambda kv: kv[1]):
-        if len(pts[cid]) == 0:
-            out.warnings.append(f"support class '{name}' (id {cid}) has no scribble voxels: skipped")
-        else:
-            classes.append(cid)
-            out.points[cid] = pts[cid]
+    classes, every = ordered_points(pts, names)
+    by_id = {i: n for n, i in names.items()}
+    out.warnings += [f"support class '{by_id[c]}' (id {c}) has no scribble voxels: skipped"
+                     for c in sorted(names.values()) if c not in classes]
+    out.points = {c: pts[c] for c in classes}
     if not classes:
         return out
     if identity:
@@ -118,15 +168,12 @@ def propagate_support(
             n = len(pts[cid])
             out.propagation[cid] = Propagation(pts[cid], np.ones(n, np.float32), np.ones(n, bool))
         return out
-    # every class in one call: the batches are full and the spatial regularisation sees all points
-    every = np.concatenate([pts[c] for c in classes])
     s01 = normalize_intensity(support_hu, *window)
     q01 = normalize_intensity(query_hu, *(query_window or window))
     enc = None
     if encodings is not None:
         if "support" not in encodings:
-            encodings["support"] = encode_support(models, s01, every, propagation.batch_size, device, propagation.precision,
-                                                  fit_subset(len(every), propagation))
+            encodings["support"] = encode_support_points(models, s01, every, propagation, device)
         enc = encodings["support"]
     pr = propagate(models, s01, every, q01, query_spacing, propagation, device=device, encoded_support=enc,
                    support_spacing=support_spacing)
@@ -229,21 +276,17 @@ def prelabel(
     window of ``geos`` for CT, the study's own range for MR); a support and a query of different
     modalities raise ``ValueError`` (PRNet's features do not carry across modalities).
     """
-    sview = support.view(spacing_mm)
+    sup = canonical_support(support, scribbles, names, geos, spacing_mm, stride, class_strides, support_modality)
+    sview, s_hu, s_win = sup.view, sup.hu, sup.window
     qview = sview if identity else query.view(spacing_mm)
-    s_hu = sview.image(support.array)
     q_hu = s_hu if identity else qview.image(query.array)
-    s_win = study_window(s_hu, geos.window_hu, geos.window_out, support_modality)
     q_win = s_win if identity else study_window(q_hu, geos.window_hu, geos.window_out, query_modality)
     if s_win[2] != q_win[2]:
         raise ValueError(f"the support study is {s_win[2]} and this study {q_win[2]}: PRNet propagation needs a support "
                          f"of the same modality (scribble a {q_win[2]} study as the support of {q_win[2]} studies)")
-    per = {names[n]: s for n, s in (class_strides or {}).items() if n in names}
-    native = support_points(scribbles, names.values(), stride, per)
-    pts = {c: canonical_points(sview, p) for c, p in native.items()}
     result = propagate_support(
         models, s_hu, scribbles, names, q_hu, qview.spacing, s_win[:2], propagation, stride, device,
-        identity=identity, encodings=encodings, support_spacing=sview.spacing, points=pts, query_window=q_win[:2],
+        identity=identity, encodings=encodings, support_spacing=sview.spacing, points=sup.points, query_window=q_win[:2],
     )
     by_id = {i: n for n, i in names.items()}
     for cid, pr in result.propagation.items():

@@ -41,7 +41,7 @@ and is never kept.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Protocol, Sequence
 
 import numpy as np
 import torch
@@ -119,16 +119,42 @@ def bf16_enabled(precision: str, device="cpu") -> bool:
     return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
+class Group(Protocol):
+    """Processes that share a computation (:class:`lib.distributed.Ranks` is one): this one is ``rank`` of
+    ``world_size``; ``gather(obj)`` returns every process's ``obj`` in rank order."""
+
+    rank: int
+    world_size: int
+
+    def gather(self, obj: Any) -> list[Any]: ...
+
+
 @torch.no_grad()
 def encode(
-    net: PRNet, volume: np.ndarray, points: np.ndarray, batch_size: int, decode: bool, device="cpu", precision: str = "fp32"
+    net: PRNet, volume: np.ndarray, points: np.ndarray, batch_size: int, decode: bool, device="cpu", precision: str = "fp32",
+    group: Group | None = None,
 ) -> dict[str, torch.Tensor]:
     """Encode the patches around ``points`` ``(N, 3)``; returns ``p`` and, with ``decode``, ``f2``/``f4``
-    (float32 on the CPU whatever ``precision`` the forward passes ran at)."""
+    (float32 on the CPU whatever ``precision`` the forward passes ran at).
+
+    ``group`` of several processes: each computes a contiguous block of the batches (the same batches as
+    one process: the same numbers) and every process gets the whole result.
+    """
+    starts = list(range(0, len(points), batch_size))
+    if group is not None and group.world_size > 1 and starts:
+        block = np.array_split(np.asarray(starts), group.world_size)[group.rank]
+        parts = [p for p in group.gather(_encode_batches(net, volume, points, block, batch_size, decode, device, precision)) if p]
+        return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+    return _encode_batches(net, volume, points, starts, batch_size, decode, device, precision)
+
+
+def _encode_batches(net: PRNet, volume: np.ndarray, points: np.ndarray, starts: Sequence[int], batch_size: int,
+                    decode: bool, device, precision: str) -> dict[str, torch.Tensor]:
+    """:func:`encode` of the batches ``points[s : s + batch_size]`` for ``s`` in ``starts`` (``{}`` for none)."""
     net.eval().to(memory_format=torch.channels_last_3d)  # the same numbers, ~1.2x faster convolutions on a CPU
     outs: dict[str, list[torch.Tensor]] = {}
     autocast = torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=bf16_enabled(precision, device))
-    for s in range(0, len(points), batch_size):
+    for s in starts:
         x = torch.from_numpy(extract_patches(volume, points[s : s + batch_size], net.patch_size))[:, None]
         x = x.to(device, memory_format=torch.channels_last_3d)
         with autocast:
@@ -149,20 +175,22 @@ def fit_subset(n: int, cfg: "PropagationConfig", seed: int = 0) -> np.ndarray:
 @torch.no_grad()
 def encode_support(
     models: Localizer, volume: np.ndarray, points: np.ndarray, batch_size: int, device="cpu", precision: str = "fp32",
-    located: np.ndarray | None = None,
+    located: np.ndarray | None = None, group: Group | None = None,
 ) -> dict[str, torch.Tensor]:
     """What propagation needs of the support points ``(N, 3)``: the DFD features ``f2`` / ``f4`` of every point,
     and the coordinates ``p`` of the coarse model (and ``p_fine`` of the fine one) of the points that are
     located one by one, the indices ``located`` (default: all; see :func:`fit_subset`), kept under
-    ``"located"``. Depends on the support and the models only."""
+    ``"located"``. Depends on the support and the models only. ``group``: processes that share the work
+    (:func:`encode`)."""
     located = np.arange(len(points)) if located is None else np.asarray(located)
-    feats = encode(models.features, volume, points, batch_size, decode=True, device=device, precision=precision)
+    feats = encode(models.features, volume, points, batch_size, decode=True, device=device, precision=precision, group=group)
     out = {"f2": feats["f2"], "f4": feats["f4"], "located": torch.from_numpy(located)}
     if models.fine is None:
         out["p"] = feats["p"][located]
     else:
         out["p_fine"] = feats["p"][located]  # free: the DFD pass runs the fine model on every point
-        out["p"] = encode(models.coarse, volume, points[located], batch_size, decode=False, device=device, precision=precision)["p"]
+        out["p"] = encode(models.coarse, volume, points[located], batch_size, decode=False, device=device, precision=precision,
+                          group=group)["p"]
     return out
 
 

@@ -131,8 +131,8 @@ def train_prnet(
 
     ``fine``: train ``net`` as the fine model (short pairs, ``cfg.fine_r_mm``), else as the coarse one.
     ``part``: the pairs of each batch of ``cfg.batch_pairs`` this process computes, for data-parallel
-    training (:meth:`lib.distributed.Ranks.batch_slice`; ``net`` then a DDP module, which averages the
-    gradients): every process draws the same batch from ``seed`` and takes its part.
+    training (:meth:`lib.distributed.Ranks.split_batch`; ``net`` then a DDP module, which averages the
+    gradients): every process draws a batch from its ``seed`` and takes its part.
     Returns the optimizer (its state carries on across calls, e.g. after a resume).
     """
     net.to(device).train()

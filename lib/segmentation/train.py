@@ -40,14 +40,15 @@ def ce_map(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 class SegTrainer:
     """The UNet, its optimizer and (MCPM) the meta mask net; ``step`` / ``epoch`` / ``correct`` / ``predict``.
 
-    Data parallel with ``ranks`` (:mod:`lib.distributed`): every process draws the same batches (same seed)
-    and computes its part of each; DDP averages the gradients, so the steps are those of one process on the
-    whole batch (``cfg.batch_size`` is global). PLC corrects each process's share of the studies and every
+    Data parallel with ``ranks`` (:mod:`lib.distributed`), DDP averaging the gradients: with ``batch_mode``
+    ``per_process`` every process trains on its own batches of ``cfg.batch_size`` patches (its own random
+    stream); with ``global`` every process draws the same batches (same seed) and computes its part of each,
+    so the steps are those of one process on the whole batch. PLC corrects each process's share of the studies and every
     process gets all corrections. MCPM's look-ahead is not data parallel: one process only.
     """
 
     def __init__(self, cfg: SegConfig, num_classes: int, device: str | torch.device = "cpu", seed: int = 0,
-                 ranks: Ranks = Ranks()):
+                 ranks: Ranks = Ranks(), batch_mode: str = "per_process"):
         if cfg.noise_strategy == "mcpm" and ranks.distributed:
             raise ValueError("noise_strategy 'mcpm' trains in one process (its meta look-ahead is not data parallel); "
                              "train it without multi_gpu / processes, or choose plc, oeem or none")
@@ -59,9 +60,10 @@ class SegTrainer:
         torch.manual_seed(seed)
         self.net = build_unet(cfg, num_classes).to(self.device)
         self.model = ranks.wrap(self.net)  # what the steps run: the net, in DDP when distributed
-        self.part = ranks.batch_slice(cfg.batch_size)
+        self.split = ranks.split_batch(cfg.batch_size, batch_mode)
+        self.part = self.split.part
         self.optimizer = torch.optim.Adam(self.net.parameters(), lr=cfg.lr)
-        self.sampler = PatchSampler(cfg.patch_size, num_classes, seed=seed, background_ratio=cfg.background_ratio)
+        self.sampler = PatchSampler(cfg.patch_size, num_classes, seed=self.split.seed(seed), background_ratio=cfg.background_ratio)
         self.dice = DiceLoss(to_onehot_y=True, softmax=True)
         self.steps = 0
         self.mask_net: MetaMaskNet | None = None

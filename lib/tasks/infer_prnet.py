@@ -34,8 +34,8 @@ from lib.geos import GeoSConfig
 from lib.intensity import MODALITIES
 from lib.io import Volume, read_volume
 from lib.prnet.checkpoint import load_prnet
-from lib.prnet.prelabel import PrelabelConfig, prelabel, with_tau
-from lib.prnet.propagate import PropagationConfig
+from lib.prnet.prelabel import PrelabelConfig, canonical_support, prelabel, support_encodings, with_tau
+from lib.prnet.propagate import Group, PropagationConfig
 from lib.tasks.errors import ClientError
 from lib.tasks.labels import label_names_from_info
 from lib.tasks.models import ModelFiles, ModelInferTask, PublishedModel, pick_device
@@ -154,12 +154,35 @@ class PRNetPrelabel(ModelInferTask):
                 return image_id
         return None
 
+    def _geos(self, model) -> GeoSConfig:
+        """The pseudo masks' GeoS with the CT window the published ``model`` was trained with."""
+        return self.geos if model.window is None else replace(self.geos, window_hu=model.window[0], window_out=model.window[1])
+
+    def _cached_encodings(self, device: str, key: tuple, encodings: dict | None = None) -> dict:
+        """The support encodings kept for ``device`` when made for ``key`` (support, model version, stride,
+        batch), else a fresh dict (``encodings`` when given) kept in their place."""
+        with self._lock:  # one set per device: batch pre-labeling on several GPUs runs one thread per GPU
+            if encodings is not None or self._encodings.get(device, ((), {}))[0] != key:
+                self._encodings[device] = (key, {} if encodings is None else encodings)
+            return self._encodings[device][1]
+
+    def encode_support(self, device: str, group: Group | None = None) -> None:
+        """Encode the support's points for ``device`` now, as the first pre-label would; ``group`` (the ranks
+        of a cohort's pre-labeling, all of which must call this together): each process encodes its share
+        of the points and every process keeps them all."""
+        model, version = self.model.get(device)
+        support = find_support(self.datastore, self.support_tag, self._support_cache)
+        sup = canonical_support(support.volume, support.scribbles, support.names, self._geos(model), model.config.spacing_mm,
+                                self.stride, self.class_strides)
+        encodings = support_encodings(model.localizer, sup, support.names, self.propagation, device, group)
+        self._cached_encodings(device, (id(support), version, self.stride, self.propagation.batch_size), encodings)
+
     def __call__(self, request: Dict[str, Any]) -> Tuple[str | None, Dict]:
         t0 = time.perf_counter()
         path = self.image_path(request)
         device = pick_device(request)
         model, version = self.model.get(device)
-        geos = self.geos if model.window is None else replace(self.geos, window_hu=model.window[0], window_out=model.window[1])
+        geos = self._geos(model)
         support = find_support(self.datastore, str(request.get("support_tag", self.support_tag)), self._support_cache)
         tau = number(request, "tau", self.propagation.tau, -1.0, 1.0)
         stride = number(request, "stride", self.stride, 1, 1000, integer=True)
@@ -167,11 +190,7 @@ class PRNetPrelabel(ModelInferTask):
         image_id = self._image_id(request)
 
         bg_id = support.names[BACKGROUND]
-        key = (id(support), version, stride, self.propagation.batch_size)
-        with self._lock:  # one set per device: batch pre-labeling on several GPUs runs one thread per GPU
-            if self._encodings.get(device, ((), {}))[0] != key:
-                self._encodings[device] = (key, {})
-            encodings = self._encodings[device][1]
+        encodings = self._cached_encodings(device, (id(support), version, stride, self.propagation.batch_size))
         try:
             result = prelabel(
                 model.localizer, support.volume, support.scribbles, support.names, query, bg_id, geos,

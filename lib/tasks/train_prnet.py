@@ -32,12 +32,14 @@ logger = logging.getLogger(__name__)
 
 
 class PRNetTrain(ResumableTrainTask):
-    def __init__(self, files: ModelFiles, cfg: PRNetConfig, window: Sequence[Sequence[float]]):
+    def __init__(self, files: ModelFiles, cfg: PRNetConfig, window: Sequence[Sequence[float]], batch_mode: str = "per_process"):
         """``window``: the CT intensity window (HU knots, [0, 1] values) the studies are normalised with; it is
-        recorded in the published model, which propagation then uses."""
+        recorded in the published model, which propagation then uses. ``batch_mode``: how the processes of a
+        data-parallel run share a step (``train_batch``, :mod:`lib.distributed`)."""
         super().__init__("Self-supervised PRNet (relative position + reconstruction) on every study", files)
         self.cfg = cfg
         self.window = window
+        self.batch_mode = batch_mode
 
     def config(self) -> Dict[str, Any]:
         return {"max_steps": self.cfg.max_steps, "lr": self.cfg.lr, "batch_pairs": self.cfg.batch_pairs,
@@ -50,9 +52,9 @@ class PRNetTrain(ResumableTrainTask):
         lr = number(request, "lr", self.cfg.lr, 1e-8, 1.0)
         number(request, "seed", 0, 0, 2**31 - 1, integer=True)
         nprocs = train_processes(request)[0]
-        if self.cfg.batch_pairs < nprocs:
-            raise ClientError(f"prnet.train.batch_pairs ({self.cfg.batch_pairs}) is the global batch, split over the "
-                              f"{nprocs} processes: set it to at least {nprocs}")
+        if self.batch_mode == "global" and self.cfg.batch_pairs < nprocs:
+            raise ClientError(f"prnet.train.batch_pairs ({self.cfg.batch_pairs}) is split over the {nprocs} processes "
+                              f"(train_batch 'global'): set it to at least {nprocs}, or train_batch to 'per_process'")
         if not datastore.list_images():
             raise ClientError("the datastore has no studies to train PRNet on; add images first")
         return max_steps, every, lr
@@ -92,7 +94,7 @@ class PRNetTrain(ResumableTrainTask):
 
         # the coarse model without the fine one trains on the whole of Eq. 3; else its decoder is unused
         trained = {k: ranks.wrap(nets[k], find_unused_parameters=not cfg.stage(k == "fine")[2]) for k in stages}
-        part = ranks.batch_slice(cfg.batch_pairs)
+        split = ranks.split_batch(cfg.batch_pairs, self.batch_mode)
         history = self.stats().get("history", []) if step else []
         t_start = time.time()
         while step < max_steps:
@@ -101,17 +103,18 @@ class PRNetTrain(ResumableTrainTask):
             t0 = time.perf_counter()
             for k in stages:
                 losses: list[dict] = []
-                train_prnet(trained[k], volumes, spacings, cfg, chunk, optimizers[k], seed=step + (k == "fine") * 7919,
-                            device=device, callback=lambda s, st: losses.append(st), fine=k == "fine", part=part)
+                train_prnet(trained[k], volumes, spacings, cfg, chunk, optimizers[k], seed=split.seed(step + (k == "fine") * 7919),
+                            device=device, callback=lambda s, st: losses.append(st), fine=k == "fine", part=split.part)
                 prefix = "fine_" if k == "fine" else ""
                 mean.update({prefix + n: float(np.mean([l[n] for l in losses])) for n in losses[0]})
-            mean = ranks.mean(mean)  # each rank's loss is on its part of the batch: the batch's is their mean
+            mean = ranks.mean(mean)  # each rank's loss is on its part of the step's pairs: the step's is their mean
             step += chunk
-            rate = chunk * cfg.batch_pairs * len(stages) / (time.perf_counter() - t0)
+            rate = chunk * split.per_step * len(stages) / (time.perf_counter() - t0)
             history.append({"step": step, **mean, "pairs_per_s": rate})
             published = prnet_state(nets, cfg, self.window, step)
             self.save({**published, **{optimizer_keys[k]: optimizers[k].state_dict() for k in stages}}, published,
                       {"step": step, "max_steps": max_steps, "device": device, "processes": ranks.world_size,
+                       "train_batch": self.batch_mode, "pairs_per_step": split.per_step,
                        "studies": len(images), **mean, "pairs_per_s": rate, "history": history[-200:],
                        "elapsed_s": time.time() - t_start}, ranks)
             fine_err = f", fine err {mean['fine_err_mm']:.1f} mm" if "fine_err_mm" in mean else ""

@@ -71,11 +71,12 @@ def training_set(datastore: Datastore, window: tuple, spacing_mm=(3.0, 3.0, 3.0)
 
 
 class SegmentationTrain(ResumableTrainTask):
-    def __init__(self, files: ModelFiles, cfg: SegConfig, window: Sequence[Sequence[float]]):
-        """``window``: the CT intensity window (HU knots, [0, 1] values), recorded in the published model."""
+    def __init__(self, files: ModelFiles, cfg: SegConfig, window: Sequence[Sequence[float]], batch_mode: str = "per_process"):
+        """``window``: the CT intensity window (HU knots, [0, 1] values), recorded in the published model;
+        ``batch_mode``: how the processes of a data-parallel run share a step (``train_batch``, :mod:`lib.distributed`)."""
         super().__init__("3D UNet on the drafts (original) and final labels, with a noise-robust strategy (PLC / MCPM / OEEM)",
                          files)
-        self.cfg, self.window = cfg, window
+        self.cfg, self.window, self.batch_mode = cfg, window, batch_mode
 
     def config(self) -> Dict[str, Any]:
         return {"noise_strategy": self.cfg.noise_strategy, "epochs": self.cfg.epochs,
@@ -109,9 +110,9 @@ class SegmentationTrain(ResumableTrainTask):
         if nprocs > 1 and cfg.noise_strategy == "mcpm":
             raise ClientError("noise_strategy 'mcpm' trains in one process (its meta look-ahead is not data parallel): "
                               "leave out multi_gpu / processes, or choose plc, oeem or none")
-        if cfg.batch_size < nprocs:
-            raise ClientError(f"segmentation.batch_size ({cfg.batch_size}) is the global batch, split over the "
-                              f"{nprocs} processes: set it to at least {nprocs}")
+        if self.batch_mode == "global" and cfg.batch_size < nprocs:
+            raise ClientError(f"segmentation.batch_size ({cfg.batch_size}) is split over the {nprocs} processes "
+                              f"(train_batch 'global'): set it to at least {nprocs}, or train_batch to 'per_process'")
         if cfg.noise_strategy == "mcpm" and "final" not in tags:
             raise ClientError("noise_strategy 'mcpm' needs a clean meta set: save at least one study's corrected "
                               "mask as a 'final' label")
@@ -131,7 +132,7 @@ class SegmentationTrain(ResumableTrainTask):
         ranks = ranks or Ranks(device=pick_device(request))
         device = ranks.device
         seed = int(request.get("seed", 0))
-        trainer = SegTrainer(cfg, num_classes, device, seed=seed, ranks=ranks)
+        trainer = SegTrainer(cfg, num_classes, device, seed=seed, ranks=ranks, batch_mode=self.batch_mode)
         key = {"data": data_key, "strategy": cfg.noise_strategy, "num_classes": num_classes, "seed": seed}
         epoch, history = 0, []
         ck = self.resume_from(request, device)
@@ -143,7 +144,7 @@ class SegmentationTrain(ResumableTrainTask):
                 if cfg.noise_strategy == "plc":
                     self._load_corrected(datastore, studies)
                 logger.info(f"segmentation: resuming at epoch {epoch} ({cfg.noise_strategy})")
-        trainer.sampler.rng = np.random.default_rng(seed + epoch)
+        trainer.sampler.rng = np.random.default_rng(trainer.split.seed(seed + epoch))
 
         t_start = time.time()
 
@@ -154,7 +155,8 @@ class SegmentationTrain(ResumableTrainTask):
             self.save({"trainer": trainer.state_dict(), "epoch": epoch, "key": key},
                       unet_state(trainer.net, cfg, num_classes, names, self.window, epoch), {
                           "epoch": epoch, "epochs": cfg.epochs, "noise_strategy": cfg.noise_strategy,
-                          "device": device, "processes": ranks.world_size, "studies": len(studies), "final": sum(s.clean for s in studies),
+                          "device": device, "processes": ranks.world_size, "train_batch": self.batch_mode,
+                          "patches_per_step": trainer.split.per_step, "studies": len(studies), "final": sum(s.clean for s in studies),
                           "label_names": names, **{k: v for k, v in row.items() if k != "epoch"}, "history": history,
                           "elapsed_s": round(time.time() - t_start, 1)}, ranks)
             logger.info(f"segmentation epoch {epoch}/{cfg.epochs} ({cfg.noise_strategy}): {row}")

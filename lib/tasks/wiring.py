@@ -43,8 +43,9 @@ def model_files(folder: str) -> dict[str, ModelFiles]:
 
 
 def trainers(settings: AppSettings, models: dict[str, ModelFiles]) -> dict:
-    return {"prnet": PRNetTrain(models["prnet"], settings.prnet, settings.window),
-            "segmentation": SegmentationTrain(models["segmentation"], settings.segmentation, settings.window)}
+    return {"prnet": PRNetTrain(models["prnet"], settings.prnet, settings.window, settings.train_batch),
+            "segmentation": SegmentationTrain(models["segmentation"], settings.segmentation, settings.window,
+                                              settings.train_batch)}
 
 
 def prelabel_task(settings: AppSettings, datastore: Datastore, models: dict[str, ModelFiles]) -> PRNetPrelabel:
