@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -262,3 +263,30 @@ def test_ohif_opening_a_series_reads_it_ahead(orthanc, pacs_cohort, server_facto
     # a series nobody opened: fetched and read by the request itself
     _, body = ml.infer("points_geos", pacs_cohort["subject_a"], click)
     assert body["image"]["from"] == "read", body["image"]
+
+
+def test_a_fetch_that_stopped_midway_is_fetched_again(orthanc, pacs_cohort, tmp_path):
+    """MONAI Label downloads a series into its cache folder in place and converts whatever it finds there: a server
+    stopped mid-download would later serve a study with missing slices. The folder now appears only complete."""
+    series = pacs_cohort["pseudo_01"]
+    ds = OneShotDICOMwebDatastore(orthanc.url, cache_path=str(tmp_path / "cache"))
+    full = nib.load(ds.get_image_uri(series))
+    images = Path(ds._datastore.image_path())
+    folder = images / series
+    dicoms = sorted(folder.glob("*.dcm"))
+    assert len(dicoms) == full.shape[2] > 3
+    # what an interrupted fetch leaves: 3 of the series' files, no NIfTI, and a download's temporary folder
+    (images / f"{series}.nii.gz").unlink()
+    for f in dicoms[3:]:
+        f.unlink()
+    (images / f".{series}.killed").mkdir()
+    (images / f".{series}.killed" / "x.dcm").write_bytes(b"partial")
+    ds.close()
+
+    again = OneShotDICOMwebDatastore(orthanc.url, cache_path=str(tmp_path / "cache"))
+    image = nib.load(again.get_image_uri(series))
+    assert image.shape == full.shape
+    np.testing.assert_array_equal(np.asarray(image.dataobj), np.asarray(full.dataobj))
+    assert len(list(folder.glob("*.dcm"))) == full.shape[2]
+    assert not list(images.glob(f".{series}.*"))  # no temporary folder left
+    again.close()

@@ -18,11 +18,15 @@ NIfTI, as MONAI Label does. What changes from MONAI Label 0.8.5's ``DICOMWebData
   multi-frame (enhanced) images and single-image series.
 - **PACS unreachable or hung**: a 503 at once (a hung PACS after ``timeout_s``) (one quick retry, not dicomweb-client's 30 s of back-off) that
   names the server and what to check, not a 500; ``/info`` still answers, with the reason.
-- **Atomic local writes**, as :class:`~lib.tasks.datastore.AtomicLocalDatastore`.
+- **Atomic local writes**, as :class:`~lib.tasks.datastore.AtomicLocalDatastore`, and a series' cache folder
+  appears only complete: MONAI Label downloads into it in place and, finding it non-empty next time, converts
+  whatever an interrupted download left (a study with missing slices, silently). Here a series is downloaded
+  into a temporary sibling folder and renamed into place; a folder without its NIfTI is fetched again.
 """
 
 from __future__ import annotations
 
+import glob
 import logging
 import os
 import shutil
@@ -222,6 +226,7 @@ class OneShotDICOMwebDatastore(DICOMWebDatastore, AtomicLocalDatastore):
         at a time: a second request for a series being fetched (a read ahead, another viewer) waits for it
         instead of reading the half-written folder."""
         with self._fetch_lock(image_id):
+            self._download_series(image_id)
             uri = self._call(super().get_image_uri, image_id)
             # the first fetch answers the converter's temporary file (then copied into the cache); asked again, the
             # datastore answers the cache's copy: one path per study for the callers' caches, the temporary one dropped
@@ -229,6 +234,29 @@ class OneShotDICOMwebDatastore(DICOMWebDatastore, AtomicLocalDatastore):
             if uri != stored and os.path.dirname(os.path.realpath(uri)) == os.path.realpath(tempfile.gettempdir()):
                 os.unlink(uri)
             return stored
+
+    def _download_series(self, image_id: str) -> None:
+        """The series' DICOM files into its cache folder, unless its NIfTI is there already (held: its fetch lock).
+
+        Downloaded into a temporary sibling and renamed into place, so that the folder is never half-written;
+        a folder without the NIfTI (a download an older version left unfinished, a conversion that failed) and
+        temporary folders of downloads that stopped are replaced.
+        """
+        images = self._datastore.image_path()
+        image_dir = os.path.join(images, image_id)
+        if os.path.exists(os.path.join(images, f"{image_id}.nii.gz")):
+            return
+        for stale in glob.glob(os.path.join(images, f".{image_id}.*")):
+            shutil.rmtree(stale, ignore_errors=True)
+        partial = tempfile.mkdtemp(prefix=f".{image_id}.", dir=images)
+        try:
+            self._call(dicom_web_download_series, None, image_id, partial, self._client, self._fetch_by_frame)
+            if os.path.isdir(image_dir):
+                logger.warning(f"series {image_id}: its cache folder has no NIfTI (a fetch that did not finish): fetched again")
+                shutil.rmtree(image_dir)
+            os.rename(partial, image_dir)
+        finally:
+            shutil.rmtree(partial, ignore_errors=True)
 
     def _fetch_lock(self, image_id: str) -> threading.Lock:
         with self._listings_lock:
