@@ -98,13 +98,16 @@ def test_segmentation_trainer_and_infer_through_the_server(tmp_path, server_fact
 
     # the published model, hot-reloaded by the infer task
     result, body = client.infer("segmentation", "case_2", {})
-    assert body["label_names"] == NAMES and body["noise_strategy"] == "plc" and body["epoch"] == 2
+    assert body["label_names"] == NAMES and body["noise_strategy"] == "plc" and body["epoch"] == 2 and body["cached"] is False
     pred = read_volume(result).array
     assert pred.shape == labels[2].shape and set(np.unique(pred)) <= {0, 1, 2}
     assert client.info()["models"]["segmentation"]["labels"] == NAMES
     assert body["min_component_fraction"] == 0.25  # the app's default post-processing
+    again, body = client.infer("segmentation", "case_2", {})  # computed once per study and model version
+    assert body["cached"] is True
+    np.testing.assert_array_equal(read_volume(again).array, pred)
     _, body = client.infer("segmentation", "case_2", {"min_component_fraction": 0})
-    assert body["min_component_fraction"] == 0.0
+    assert body["min_component_fraction"] == 0.0 and body["cached"] is False
     with pytest.raises(MONAILabelClientException) as e:
         client.infer("segmentation", "case_2", {"min_component_fraction": 2})
     assert "Status: 400" in e.value.msg and "min_component_fraction" in e.value.msg

@@ -69,11 +69,18 @@ class SegmentationInfer(ModelInferTask):
             fraction = _fraction(request.get("min_component_fraction", self._config["min_component_fraction"]))
         except ValueError as e:
             raise ClientError(str(e)) from None
-        label, model, _ = self._predict(path, device, fraction)
+        cached = False
+        if fraction == self._config["min_component_fraction"] and device == pick_device({}):
+            # the app's defaults: the label the corrections also start from, computed once per study and model
+            cached = self._is_cached(path)
+            label = self._cached(path)[0]
+            model = self.model.get(device)[0]
+        else:
+            label, model, _ = self._predict(path, device, fraction)
         out = write_result(request, label, prefix="seg_")
         return out, {"label_names": model.label_names, "device": device, "epoch": model.epoch,
-                     "noise_strategy": model.noise_strategy,
-                     "min_component_fraction": fraction, "seconds": round(time.perf_counter() - t0, 2)}
+                     "noise_strategy": model.noise_strategy, "min_component_fraction": fraction, "cached": cached,
+                     "seconds": round(time.perf_counter() - t0, 2)}
 
     def _predict(self, path: str, device: str, fraction: float):
         """``(label on the study's grid, the model, its version)`` for the study at ``path``."""
@@ -89,6 +96,12 @@ class SegmentationInfer(ModelInferTask):
         except ValueError as e:
             raise ClientError(f"the image could not be read: {e}", status_code=422) from None
         return study_probabilities(model, vol, device), model, version
+
+    def _is_cached(self, image_path: str) -> bool:
+        """Whether :meth:`_cached` holds the study at ``image_path`` for the published model's version."""
+        key = (os.path.realpath(image_path), self.model.get(pick_device({}))[1])
+        with self._cache_lock:
+            return key in self._cache
 
     def _cached(self, image_path: str) -> tuple[np.ndarray, Dict[str, int], StudyProbabilities]:
         """The published model's label of a study, its ``{name: id}`` and its probabilities, computed once per study
