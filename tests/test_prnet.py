@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import replace
 
 import numpy as np
@@ -232,6 +233,19 @@ def test_prnet_trainer_resumes_from_its_checkpoint(tmp_path):
     # restart=true starts over
     third = trainer({"max_steps": 1, "restart": True}, ds)
     assert [h["step"] for h in third["history"]] == [1]
+    assert third["warm_start_from_step"] is None
+
+    # a study added after training: the same request trains max_steps steps on the 3 studies (from the weights of
+    # the checkpoint), where resuming would have stopped at once at its step
+    before = load_prnet(files.published).localizer.coarse.state_dict()
+    save_nifti((smooth_volume(seed=5) * 1000 - 500).astype("int16"), studies / "s2.nii.gz", spacing=(3.0, 3.0, 3.0))
+    ds.refresh()
+    fourth = trainer({"max_steps": 1}, ds)
+    assert fourth["studies"] == 3 and fourth["warm_start_from_step"] == 1 and [h["step"] for h in fourth["history"]] == [1]
+    assert any(not torch.equal(before[k], v) for k, v in load_prnet(files.published).localizer.coarse.state_dict().items())
+    mtime = os.stat(files.published).st_mtime_ns
+    trainer({"max_steps": 1}, ds)  # nothing changed since: resumed at its step, done at once
+    assert os.stat(files.published).st_mtime_ns == mtime
 
 
 @pytest.fixture(scope="module")

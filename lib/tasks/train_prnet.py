@@ -5,7 +5,9 @@ unless ``fine_r_mm`` is null, the fine model on one batch of short pairs.
 Progress (loss, its two terms, offset error in mm of each model, pairs/s) is in the trainer's
 ``train_stats``. A checkpoint (weights, optimizers, step) is written atomically every ``checkpoint_every``
 steps and the weights are published (:mod:`lib.prnet.checkpoint`: plain state_dicts, with their settings
-and the intensity window), so an interrupted run resumes where its last checkpoint left off.
+and the intensity window), so an interrupted run resumes where its last checkpoint left off. The checkpoint
+records the studies it trained on: once studies are added or removed, a run trains ``max_steps`` steps on the
+new set from the checkpoint's weights (a resumed run would stop at once, its step reached, and never see them).
 """
 
 from __future__ import annotations
@@ -80,15 +82,24 @@ class PRNetTrain(ResumableTrainTask):
         nets = {k: build_prnet(cfg).to(device) for k in stages}  # the same initial weights on every rank
         optimizers = {k: torch.optim.Adam(n.parameters(), lr=cfg.lr) for k, n in nets.items()}
         optimizer_keys = {"coarse": "optimizer", "fine": "fine_optimizer"}
-        step = 0
+        step, warm_from = 0, None
         ck = self.resume_from(request, device)
         if ck is not None:
             if all(STATE_KEYS[k] in ck for k in stages):
                 for k in stages:
                     nets[k].load_state_dict(ck[STATE_KEYS[k]])
                     optimizers[k].load_state_dict(ck[optimizer_keys[k]])
-                step = int(ck["step"])
-                logger.info(f"PRNet: resuming at step {step}")
+                before = ck.get("studies")
+                if before is not None and list(before) != images:
+                    # studies added or removed: the same run would stop at once (its step is reached) and never see
+                    # them; max_steps steps on the new set instead, from the checkpoint's weights
+                    warm_from = int(ck["step"])
+                    added, removed = len(set(images) - set(before)), len(set(before) - set(images))
+                    logger.info(f"PRNet: the studies changed since the checkpoint ({added} added, {removed} removed): "
+                                f"{max_steps} steps on the {len(images)} studies, from the weights of step {warm_from}")
+                else:
+                    step = int(ck["step"])
+                    logger.info(f"PRNet: resuming at step {step}")
             else:
                 logger.warning("PRNet: the checkpoint lacks a model of this configuration; starting over")
 
@@ -112,10 +123,10 @@ class PRNetTrain(ResumableTrainTask):
             rate = chunk * split.per_step * len(stages) / (time.perf_counter() - t0)
             history.append({"step": step, **mean, "pairs_per_s": rate})
             published = prnet_state(nets, cfg, self.window, step)
-            self.save({**published, **{optimizer_keys[k]: optimizers[k].state_dict() for k in stages}}, published,
+            self.save({**published, **{optimizer_keys[k]: optimizers[k].state_dict() for k in stages}, "studies": images}, published,
                       {"step": step, "max_steps": max_steps, "device": device, "processes": ranks.world_size,
                        "train_batch": self.batch_mode, "pairs_per_step": split.per_step,
-                       "studies": len(images), **mean, "pairs_per_s": rate, "history": history[-200:],
+                       "studies": len(images), "warm_start_from_step": warm_from, **mean, "pairs_per_s": rate, "history": history[-200:],
                        "elapsed_s": time.time() - t_start}, ranks)
             fine_err = f", fine err {mean['fine_err_mm']:.1f} mm" if "fine_err_mm" in mean else ""
             logger.info(f"PRNet step {step}/{max_steps}: loss {mean['loss']:.3f} err {mean['err_mm']:.1f} mm{fine_err}, {rate:.1f} pairs/s")
