@@ -51,6 +51,10 @@ def test_drafts_agree_in_world_space_across_orientation_spacing_and_field_of_vie
     for name, make in COPIES.items():
         im, _ = make(image, truth)
         sitk.WriteImage(im, str(studies / f"{name}.nii.gz"))
+    # a conversion error: the voxels flipped left-right under the original header (the draft's sides swap)
+    mirrored = sitk.GetImageFromArray(np.ascontiguousarray(sitk.GetArrayFromImage(image)[:, :, ::-1]))
+    mirrored.CopyInformation(image)
+    sitk.WriteImage(mirrored, str(studies / "p_mirror.nii.gz"))
     server = server_factory(studies, conf=TINY)
     client = server.client()
     info = json.loads((real_cohort / "scribbles" / "label_info.json").read_text())
@@ -63,7 +67,7 @@ def test_drafts_agree_in_world_space_across_orientation_spacing_and_field_of_vie
     assert client.train_status()["status"] == "DONE"
 
     drafts, bodies = {}, {}
-    for name in ["pseudo_01", *COPIES]:
+    for name in ["pseudo_01", *COPIES, "p_mirror"]:
         path, bodies[name] = client.infer("prnet_prelabel", name, {"tau": -1.0})
         drafts[name] = read_volume(path)
         assert drafts[name].array.shape == read_volume(str(studies / f"{name}.nii.gz")).array.shape  # the study's own grid
@@ -81,6 +85,11 @@ def test_drafts_agree_in_world_space_across_orientation_spacing_and_field_of_vie
             np.testing.assert_allclose(view.affine, ref.view((3.0,) * 3).affine, atol=1e-3)
             scores[name] = dice(can, ref_can)
     assert bodies["p_lps"]["prnet"]["frame"]["orientation"] == "LPS"
+    # the left-right check: the copies stored correctly align better as stored; the mirrored one is reported
+    assert not any(bodies[n]["prnet"]["mirrored"] for n in ["pseudo_01", *COPIES]), {n: b["prnet"]["mirror_check_ncc"] for n, b in bodies.items()}
+    flipped = bodies["p_mirror"]["prnet"]
+    assert flipped["mirrored"] and any("mirrored left-right" in w for w in bodies["p_mirror"]["warnings"]), flipped
+    assert flipped["confidence"] < min(bodies[n]["prnet"]["confidence"] for n in ["pseudo_01", *COPIES])
     # stored otherwise, the same voxels: the same draft, exactly
     assert scores["p_lps"] >= 0.99 and scores["p_ail"] >= 0.99, scores
     # another grid or a slab: the study's own resampling and the registration's start differ; with this

@@ -60,7 +60,9 @@ def test_training_dies_with_a_killed_server_and_one_job_at_a_time_across_restart
         os.kill(server.proc.pid, signal.SIGKILL)
         server.proc.wait(timeout=10)
         wait_for(lambda: not child.is_running() or child.status() == psutil.STATUS_ZOMBIE, 15, "the orphaned job to exit")
-        assert running_job(str(model_dir), "train") is None
+        # its lock goes with its last thread: the leader shows as a zombie while the others still exit (a loaded CI
+        # machine once saw the lock held just after)
+        wait_for(lambda: running_job(str(model_dir), "train") is None, 15, "the dead job's lock to be released")
     finally:
         stop_server(server)
 

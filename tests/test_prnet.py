@@ -365,3 +365,17 @@ def test_support_points_stride_per_class():
     pts = support_points(s, [1, 9], 2, {9: 8})
     assert len(pts[1]) == 200 and len(pts[9]) == 50
     assert np.all(s[tuple(pts[9].T)] == 9)
+
+
+def test_mirror_check_tells_a_left_right_flipped_study():
+    """A study stored with its left and right swapped aligns with the support better mirrored; one stored
+    correctly (here shifted by 2 voxels) aligns better as it is."""
+    from lib.prnet.propagate import mirror_check
+
+    support = smooth_volume(seed=3)
+    shifted = np.roll(support, 2, axis=1)
+    cfg = PropagationConfig(mirror_check_steps=30)
+    as_stored, flipped = mirror_check(support, shifted, (3.0,) * 3, (3.0,) * 3, cfg)
+    assert as_stored > flipped + cfg.mirror_margin, (as_stored, flipped)
+    as_stored, flipped = mirror_check(support, np.ascontiguousarray(shifted[::-1]), (3.0,) * 3, (3.0,) * 3, cfg)
+    assert flipped > as_stored + cfg.mirror_margin, (as_stored, flipped)

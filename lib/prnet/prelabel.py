@@ -30,9 +30,16 @@ class Prelabel:
     native_label: np.ndarray | None = None  # ``label`` on the query's own grid (:func:`prelabel`)
     frame: dict = field(default_factory=dict)  # what the frame was: orientations, spacings, modalities
 
+    @property
+    def mirrored(self) -> bool:
+        """The query aligned better with the support mirrored left-right (:func:`~lib.prnet.propagate.mirror_check`)."""
+        return any(p.mirrored for p in self.propagation.values())
+
     def stats(self, names: Mapping[str, int]) -> dict:
         """Per class: points propagated, landed inside the query, kept; mean DFD similarity of those inside;
-        and the overall confidence (the mean over classes of their mean similarity)."""
+        and the overall confidence: the mean over classes of their mean similarity, halved when the query
+        aligns better mirrored (:attr:`mirrored`: its draft's sides are probably swapped, so it comes first
+        in ``prnet_confidence``)."""
         by_id = {i: n for n, i in names.items()}
         classes = {
             by_id.get(c, str(c)): {"points": int(len(p.sim)), "inside": int(p.inside.sum()), "kept": int(p.keep.sum()),
@@ -41,8 +48,12 @@ class Prelabel:
         }
         sims = [v["mean_sim"] for v in classes.values()]
         ncc = next((p.ncc for p in self.propagation.values() if p.ncc is not None), None)
-        return {"confidence": float(np.mean(sims)) if sims else 0.0, "classes": classes,
-                "registration_ncc": None if ncc is None else round(float(ncc), 4)}
+        mirror = next((p.mirror_ncc for p in self.propagation.values() if p.mirror_ncc is not None), None)
+        confidence = (float(np.mean(sims)) if sims else 0.0) * (0.5 if self.mirrored else 1.0)
+        return {"confidence": confidence, "classes": classes,
+                "registration_ncc": None if ncc is None else round(float(ncc), 4),
+                "mirror_check_ncc": None if mirror is None else [round(float(x), 4) for x in mirror],
+                "mirrored": self.mirrored}
 
     def located(self, names: Mapping[str, int]) -> dict:
         """Per class name: the propagated points in the query, ``kept`` and ``rejected`` by DFD, each a list
@@ -180,7 +191,8 @@ def propagate_support(
     start = 0
     for cid in classes:
         part = slice(start, start + len(pts[cid]))
-        out.propagation[cid] = Propagation(pr.located[part], pr.sim[part], pr.keep[part], pr.inside[part], pr.ncc)
+        out.propagation[cid] = Propagation(pr.located[part], pr.sim[part], pr.keep[part], pr.inside[part], pr.ncc,
+                                           pr.mirror_ncc, pr.mirrored)
         start = part.stop
     return out
 
@@ -288,6 +300,11 @@ def prelabel(
         models, s_hu, scribbles, names, q_hu, qview.spacing, s_win[:2], propagation, stride, device,
         identity=identity, encodings=encodings, support_spacing=sview.spacing, points=sup.points, query_window=q_win[:2],
     )
+    if result.mirrored:
+        as_stored, flipped = next(p.mirror_ncc for p in result.propagation.values() if p.mirror_ncc is not None)
+        result.warnings.append(f"this study aligns with the support better mirrored left-right (NCC {flipped:.2f} against "
+                               f"{as_stored:.2f} as stored): its orientation header may flip left and right, and then the "
+                               "draft's sides are swapped; check the study's orientation before trusting its draft")
     by_id = {i: n for n, i in names.items()}
     for cid, pr in result.propagation.items():
         if len(pr.inside) and not pr.inside.any():
