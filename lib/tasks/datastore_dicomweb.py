@@ -254,7 +254,12 @@ class OneShotDICOMwebDatastore(DICOMWebDatastore, AtomicLocalDatastore):
             if os.path.isdir(image_dir):
                 logger.warning(f"series {image_id}: its cache folder has no NIfTI (a fetch that did not finish): fetched again")
                 shutil.rmtree(image_dir)
-            os.rename(partial, image_dir)
+            try:
+                os.rename(partial, image_dir)
+            except OSError:
+                if not os.path.isdir(image_dir):
+                    raise
+                # another process sharing the cache (a torchrun rank, a second server) put the series there meanwhile
         finally:
             shutil.rmtree(partial, ignore_errors=True)
 
