@@ -379,3 +379,21 @@ def test_mirror_check_tells_a_left_right_flipped_study():
     assert as_stored > flipped + cfg.mirror_margin, (as_stored, flipped)
     as_stored, flipped = mirror_check(support, np.ascontiguousarray(shifted[::-1]), (3.0,) * 3, (3.0,) * 3, cfg)
     assert flipped > as_stored + cfg.mirror_margin, (as_stored, flipped)
+
+
+def test_dfd_runs_only_for_the_points_inside_the_query():
+    """A slab: the support points that land outside it get sim -1 (never kept) and no decoder pass; those inside
+    get the DFD similarity of Eq. 5 as computed for every point."""
+    from lib.prnet.propagate import dfd_similarity, encode, encode_support
+
+    torch.manual_seed(0)
+    vol = smooth_volume()
+    models = Localizer(PRNet((32, 32, 32), base_channels=4, fc_hidden=16), (60, 60, 60))
+    pts = np.array([[10, 10, 5], [30, 30, 20], [40, 12, 35], [20, 25, 38], [24, 24, 24]])
+    query = np.ascontiguousarray(vol[:, :, 16:32])  # a slab of 16 of the 40 slices
+    cfg = PropagationConfig(tau=-1.0, batch_size=2, regularize="affine", register_steps=20, fit_points=0)
+    pr = propagate(models, vol, pts, query, (3.0, 3.0, 3.0), cfg, support_spacing=(3.0, 3.0, 3.0))
+    assert pr.inside.any() and not pr.inside.all(), pr.inside
+    assert np.all(pr.sim[~pr.inside] == -1.0) and not pr.keep[~pr.inside].any()
+    every = dfd_similarity(encode_support(models, vol, pts, 2), encode(models.features, query, pr.located, 2, decode=True))
+    np.testing.assert_allclose(pr.sim[pr.inside], every[pr.inside], atol=1e-5)

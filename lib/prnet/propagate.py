@@ -101,7 +101,7 @@ class Localizer:
 @dataclass
 class Propagation:
     located: np.ndarray  # (N, 3) int voxel indices in the query (clipped to its grid)
-    sim: np.ndarray  # (N,) DFD similarity
+    sim: np.ndarray  # (N,) DFD similarity (Eq. 5); -1 for a point outside the query (not computed)
     keep: np.ndarray  # (N,) bool, sim > tau (and inside the query)
     inside: np.ndarray | None = None  # (N,) bool: the estimate lies within the query's grid (None: all)
     ncc: float | None = None  # how well the final affine map aligns the images (step 2c), None without it
@@ -358,6 +358,11 @@ def propagate(
     # a point whose estimate falls beyond the query's grid (by more than half a voxel) lies outside its
     # field of view: the query does not show it (a slab, a smaller scan); DFD never keeps it
     inside = np.all((located.numpy() >= -0.5) & (located.numpy() <= shape - 0.5), axis=1)
-    sim = dfd_similarity(src, encode(models.features, query, final, cfg.batch_size, decode=True, device=device, precision=cfg.precision))
+    # DFD (the decoder pass, most of a study's time) for those inside only: a slab or a smaller scan skips the rest
+    sim = np.full(len(final), -1.0, np.float32)  # the lowest Eq. 5 can give: below every tau
+    if inside.any():
+        mine = torch.from_numpy(inside)
+        dst = encode(models.features, query, final[inside], cfg.batch_size, decode=True, device=device, precision=cfg.precision)
+        sim[inside] = dfd_similarity({"f2": src["f2"][mine], "f4": src["f4"][mine]}, dst)
     mirrored = mirror is not None and mirror[1] > mirror[0] + cfg.mirror_margin
     return Propagation(final, sim, (sim > cfg.tau) & inside, inside, ncc, mirror, mirrored)
