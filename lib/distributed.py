@@ -49,10 +49,10 @@ BATCH_MODES = ("per_process", "global")
 
 @dataclass(frozen=True)
 class BatchSplit:
-    """How one process takes part in a training step: it draws ``draw`` items from a random stream seeded
-    with :meth:`seed`, computes ``draw[part]``, and the step trains on ``per_step`` items over all processes."""
+    """How one process takes part in a training step on batches of the configured size: it draws a batch from a
+    random stream seeded with :meth:`seed`, computes ``batch[part]``, and the step trains on ``per_step`` items
+    over all processes."""
 
-    draw: int
     part: slice
     per_step: int
     rank: int | None = None  # None: every process draws from the same stream (mode ``global``)
@@ -93,13 +93,13 @@ class Ranks:
         if mode not in BATCH_MODES:
             raise ValueError(f"unknown train_batch '{mode}'; valid: {', '.join(BATCH_MODES)}")
         if not self.distributed:
-            return BatchSplit(batch, slice(None), batch)
+            return BatchSplit(slice(None), batch)
         if mode == "per_process":
-            return BatchSplit(batch, slice(None), batch * self.world_size, rank=self.rank)
+            return BatchSplit(slice(None), batch * self.world_size, rank=self.rank)
         if batch < self.world_size:
             raise ValueError(f"train_batch 'global': a batch of {batch} cannot be split over {self.world_size} "
                              f"processes; set the batch size to at least {self.world_size}")
-        return BatchSplit(batch, slice(self.rank, None, self.world_size), batch)
+        return BatchSplit(slice(self.rank, None, self.world_size), batch)
 
     def shard(self, items: Sequence[T]) -> list[T]:
         """This rank's items of ``items`` (which must be the same list, in the same order, on every rank)."""

@@ -61,7 +61,6 @@ class SegTrainer:
         self.net = build_unet(cfg, num_classes).to(self.device)
         self.model = ranks.wrap(self.net)  # what the steps run: the net, in DDP when distributed
         self.split = ranks.split_batch(cfg.batch_size, batch_mode)
-        self.part = self.split.part
         self.optimizer = torch.optim.Adam(self.net.parameters(), lr=cfg.lr)
         self.sampler = PatchSampler(cfg.patch_size, num_classes, seed=self.split.seed(seed), background_ratio=cfg.background_ratio)
         self.dice = DiceLoss(to_onehot_y=True, softmax=True)
@@ -95,7 +94,7 @@ class SegTrainer:
     def step(self, x: torch.Tensor, y: torch.Tensor, meta: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict[str, float]:
         """One step on a batch ``x (B, 1, *patch)``, ``y (B, 1, *patch)``; ``meta``: a clean batch (MCPM)."""
         self.net.train()
-        x, y = x[self.part].to(self.device), y[self.part].to(self.device)
+        x, y = x[self.split.part].to(self.device), y[self.split.part].to(self.device)
         lr = self.lr_at(self.steps)
         for group in self.optimizer.param_groups:
             group["lr"] = lr

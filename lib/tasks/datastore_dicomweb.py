@@ -48,6 +48,7 @@ from pydicom.dataset import Dataset
 from lib.dicomweb.seg import EmptyLabel, dcmqi_available, label_to_seg, seg_to_label
 from lib.tasks.datastore import AtomicLocalDatastore
 from lib.tasks.errors import ClientError
+from lib.tasks.ids import check_name, path_under
 from lib.tasks.labels import label_names_from_info
 
 logger = logging.getLogger(__name__)
@@ -243,7 +244,7 @@ class OneShotDICOMwebDatastore(DICOMWebDatastore, AtomicLocalDatastore):
         temporary folders of downloads that stopped are replaced.
         """
         images = self._datastore.image_path()
-        image_dir = os.path.join(images, image_id)
+        image_dir = path_under(images, check_name(image_id, "image id"))  # it may be replaced: never outside the cache
         if os.path.exists(os.path.join(images, f"{image_id}.nii.gz")):
             return
         for stale in glob.glob(os.path.join(images, f".{image_id}.*")):

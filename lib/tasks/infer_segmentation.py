@@ -72,9 +72,8 @@ class SegmentationInfer(ModelInferTask):
         cached = False
         if fraction == self._config["min_component_fraction"] and device == pick_device({}):
             # the app's defaults: the label the corrections also start from, computed once per study and model
-            cached = self._is_cached(path)
-            label = self._cached(path)[0]
-            model = self.model.get(device)[0]
+            model = self.model.get(device)[0]  # 409 with what to run first while nothing is published
+            (label, _, _), cached = self._cached_entry(path)
         else:
             label, model, _ = self._predict(path, device, fraction)
         out = write_result(request, label, prefix="seg_")
@@ -97,16 +96,14 @@ class SegmentationInfer(ModelInferTask):
             raise ClientError(f"the image could not be read: {e}", status_code=422) from None
         return study_probabilities(model, vol, device), model, version
 
-    def _is_cached(self, image_path: str) -> bool:
-        """Whether :meth:`_cached` holds the study at ``image_path`` for the published model's version."""
-        key = (os.path.realpath(image_path), self.model.get(pick_device({}))[1])
-        with self._cache_lock:
-            return key in self._cache
-
     def _cached(self, image_path: str) -> tuple[np.ndarray, Dict[str, int], StudyProbabilities]:
         """The published model's label of a study, its ``{name: id}`` and its probabilities, computed once per study
         and model version (each stroke of a correction asks again); :class:`ClientError` while no model is
         published."""
+        return self._cached_entry(image_path)[0]
+
+    def _cached_entry(self, image_path: str) -> tuple[tuple[np.ndarray, Dict[str, int], StudyProbabilities], bool]:
+        """:meth:`_cached`'s entry and whether it was held already."""
         if not self.model.exists():
             raise ClientError("no segmentation model yet", status_code=404)
         device = pick_device({})
@@ -114,14 +111,15 @@ class SegmentationInfer(ModelInferTask):
         key = (os.path.realpath(image_path), version)
         with self._cache_lock:
             hit = self._cache.get(key)
-        if hit is None:
-            probs, model, version = self._probabilities(image_path, device)
-            label = _label(probs, self._config["min_component_fraction"])
-            hit = (label, dict(model.label_names), replace(probs, probs=probs.probs.astype(np.float16)))  # half the memory
-            with self._cache_lock:
-                self._cache = {k: v for k, v in list(self._cache.items())[-3:]}  # the last few studies
-                self._cache[(key[0], version)] = hit
-        return hit
+        if hit is not None:
+            return hit, True
+        probs, model, version = self._probabilities(image_path, device)
+        label = _label(probs, self._config["min_component_fraction"])
+        hit = (label, dict(model.label_names), replace(probs, probs=probs.probs.astype(np.float16)))  # half the memory
+        with self._cache_lock:
+            self._cache = {k: v for k, v in list(self._cache.items())[-3:]}  # the last few studies
+            self._cache[(key[0], version)] = hit
+        return hit, False
 
     def predict_label(self, image_path: str) -> tuple[np.ndarray, Dict[str, int]]:
         """The published model's label of the study at ``image_path`` and its ``{name: id}`` (cached per study and
