@@ -11,6 +11,7 @@ import torch
 
 from lib.prnet.network import PRNet
 from lib.prnet.propagate import Localizer, PropagationConfig, apply_affine, fit_robust_affine, propagate, robust_affine
+from lib.prnet.patches import common_windows, patch_windows
 from lib.prnet.train import PRNetConfig, extract_patches, sample_pairs, sample_points, train_prnet
 
 
@@ -395,5 +396,44 @@ def test_dfd_runs_only_for_the_points_inside_the_query():
     pr = propagate(models, vol, pts, query, (3.0, 3.0, 3.0), cfg, support_spacing=(3.0, 3.0, 3.0))
     assert pr.inside.any() and not pr.inside.all(), pr.inside
     assert np.all(pr.sim[~pr.inside] == -1.0) and not pr.keep[~pr.inside].any()
-    every = dfd_similarity(encode_support(models, vol, pts, 2), encode(models.features, query, pr.located, 2, decode=True))
+    # Eq. 5 with both patches of a pair blanked where either volume ends (dfd_in_common_view)
+    common = common_windows(patch_windows(query.shape, pr.located, (32,) * 3), patch_windows(vol.shape, pts, (32,) * 3))
+    every = dfd_similarity(encode(models.features, vol, pts, 2, decode=True, windows=common),
+                           encode(models.features, query, pr.located, 2, decode=True, windows=common))
     np.testing.assert_allclose(pr.sim[pr.inside], every[pr.inside], atol=1e-5)
+
+
+def test_dfd_compares_what_both_studies_show():
+    """A slab cut from the support: a point at its exact place sees the same anatomy in both studies where the slab
+    shows it, and zeros beyond the slab's faces in the query only. Blanking the support's patch there too gives
+    the similarity of identical patches (1); comparing whole patches does not."""
+    from lib.prnet.propagate import dfd_in_common_view, dfd_similarity, encode, encode_support
+
+    torch.manual_seed(0)
+    vol = smooth_volume()
+    net = PRNet((32, 32, 32), base_channels=4, fc_hidden=16)
+    pts = np.array([[24, 24, 18], [12, 30, 22], [30, 14, 25]])
+    query = np.ascontiguousarray(vol[:, :, 12:30])  # 18 slices: every patch crosses both faces
+    located = pts - [0, 0, 12]
+    cfg = PropagationConfig(batch_size=2)
+    whole = dfd_similarity(encode(net, vol, pts, 2, decode=True), encode(net, query, located, 2, decode=True))
+    models = Localizer(net, (60, 60, 60))
+    common = dfd_in_common_view(net, vol, pts, query, located, encode_support(models, vol, pts, 2), np.arange(3), cfg)
+    np.testing.assert_allclose(common, 1.0, atol=1e-5)
+    assert whole.max() < 0.999, whole
+    # windows: the part of each 8-voxel patch inside a (10, 10, 10) volume, and what two volumes both show
+    w = patch_windows((10, 10, 10), np.array([[5, 5, 5], [1, 5, 9]]), (8, 8, 8))
+    np.testing.assert_array_equal(w[0], [[0, 8]] * 3)
+    np.testing.assert_array_equal(w[1], [[3, 8], [0, 8], [0, 5]])
+    np.testing.assert_array_equal(common_windows(w[:1], w[1:])[0], w[1])
+    blank = extract_patches(np.ones((10, 10, 10), np.float32), np.array([[5, 5, 5]]), (8, 8, 8), windows=w[1:])[0]
+    assert blank.sum() == 5 * 8 * 5 and blank[3:, :, :5].all()
+
+
+def test_silent_features_agree():
+    """ReLU features that are all zero in both studies agree (cosine 1), not disagree (PyTorch's 0)."""
+    from lib.prnet.propagate import feature_cosine
+
+    a = torch.tensor([[0.0, 0.0], [0.0, 0.0], [1.0, 0.0], [1.0, 1.0]])
+    b = torch.tensor([[0.0, 0.0], [2.0, 0.0], [2.0, 0.0], [1.0, 0.0]])
+    np.testing.assert_allclose(feature_cosine(a, b).numpy(), [1.0, 0.0, 1.0, 2 ** -0.5], atol=1e-6)

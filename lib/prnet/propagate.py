@@ -27,7 +27,12 @@ For every support point ``c0`` (its patch encoded once: ``p(c0)``, ``f2(c0)``, `
    warps, the case most favourable to a global map; between different patients the residual,
    non-affine part is larger;
 3. *DFD* (Eq. 5): ``sim = cos(f2(c0), f2(c0')) · cos(f4(c0), f4(c0'))``, decoder features of the fine
-   model (of the coarse one when there is no fine model); the point is kept when ``sim > τ``.
+   model (of the coarse one when there is no fine model); the point is kept when ``sim > τ``. Two
+   details the paper leaves open: both patches of a pair show only what both studies show (where one
+   study's field of view ends inside the patch, the other's patch is blanked there too:
+   :func:`dfd_in_common_view`), and two all-zero ReLU feature vectors agree (:func:`feature_cosine`).
+   On the development set with a 200-step PRNet, both together: the 20-slice slab's draft 0.65 → 0.82
+   (mean Dice), a copy identical to the support keeps every point instead of 84 %.
 
 All forward passes run in batches of ``batch_size`` patches, under bfloat16 autocast with ``precision``
 ``bf16`` (or ``auto`` on hardware with native bfloat16). Points are integer ``(I, J, K)`` voxel
@@ -48,7 +53,7 @@ import torch
 import torch.nn.functional as F
 
 from lib.prnet.network import PRNet
-from lib.prnet.patches import extract_patches
+from lib.prnet.patches import common_windows, extract_patches, patch_windows
 from lib.registration import affine_ncc, centroid_map, refine_affine, translation_search
 
 
@@ -136,10 +141,11 @@ class Group(Protocol):
 @torch.no_grad()
 def encode(
     net: PRNet, volume: np.ndarray, points: np.ndarray, batch_size: int, decode: bool, device="cpu", precision: str = "fp32",
-    group: Group | None = None,
+    group: Group | None = None, windows: np.ndarray | None = None,
 ) -> dict[str, torch.Tensor]:
     """Encode the patches around ``points`` ``(N, 3)``; returns ``p`` and, with ``decode``, ``f2``/``f4``
-    (float32 on the CPU whatever ``precision`` the forward passes ran at).
+    (float32 on the CPU whatever ``precision`` the forward passes ran at). ``windows`` ``(N, 3, 2)``: each
+    patch is zero outside its window (:func:`lib.prnet.patches.extract_patches`).
 
     ``group`` of several processes: each computes a contiguous block of the batches (the same batches as
     one process: the same numbers) and every process gets the whole result.
@@ -147,19 +153,21 @@ def encode(
     starts = list(range(0, len(points), batch_size))
     if group is not None and group.world_size > 1 and starts:
         block = np.array_split(np.asarray(starts), group.world_size)[group.rank]
-        parts = [p for p in group.gather(_encode_batches(net, volume, points, block, batch_size, decode, device, precision)) if p]
+        parts = [p for p in group.gather(_encode_batches(net, volume, points, block, batch_size, decode, device, precision,
+                                                         windows)) if p]
         return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
-    return _encode_batches(net, volume, points, starts, batch_size, decode, device, precision)
+    return _encode_batches(net, volume, points, starts, batch_size, decode, device, precision, windows)
 
 
 def _encode_batches(net: PRNet, volume: np.ndarray, points: np.ndarray, starts: Sequence[int], batch_size: int,
-                    decode: bool, device, precision: str) -> dict[str, torch.Tensor]:
+                    decode: bool, device, precision: str, windows: np.ndarray | None = None) -> dict[str, torch.Tensor]:
     """:func:`encode` of the batches ``points[s : s + batch_size]`` for ``s`` in ``starts`` (``{}`` for none)."""
     net.eval().to(memory_format=torch.channels_last_3d)  # the same numbers, ~1.2x faster convolutions on a CPU
     outs: dict[str, list[torch.Tensor]] = {}
     autocast = torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=bf16_enabled(precision, device))
     for s in starts:
-        x = torch.from_numpy(extract_patches(volume, points[s : s + batch_size], net.patch_size))[:, None]
+        part = slice(s, s + batch_size)
+        x = torch.from_numpy(extract_patches(volume, points[part], net.patch_size, None if windows is None else windows[part]))[:, None]
         x = x.to(device, memory_format=torch.channels_last_3d)
         with autocast:
             o = net(x, decode=decode)
@@ -198,9 +206,52 @@ def encode_support(
     return out
 
 
+def feature_cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Row-wise cosine of feature vectors ``(N, C)``, with two silent vectors (every channel 0) counted as
+    agreeing (1). The decoder's features are ReLU outputs: a narrow map (``f4`` has ``base_channels``
+    channels) is all zero at some points of every patch, and the cosine of zero vectors is undefined
+    (PyTorch gives 0). Measured with a 200-step PRNet on subject A: 203 of its 1 247 scribble points have a
+    silent ``f4``, so a study identical to the support rejected 16 % of its points (kidney_right 34 of 62)
+    at their exact positions. One silent and one active vector still score 0."""
+    silent = (a.abs().amax(dim=1) == 0) & (b.abs().amax(dim=1) == 0)
+    return torch.where(silent, torch.ones((), dtype=a.dtype), F.cosine_similarity(a, b, dim=1))
+
+
 def dfd_similarity(src: dict[str, torch.Tensor], dst: dict[str, torch.Tensor]) -> np.ndarray:
-    """Eq. 5: ``sim = cos(f2(c0), f2(c0')) · cos(f4(c0), f4(c0'))`` for encoded support / located points."""
-    return (F.cosine_similarity(src["f2"], dst["f2"], dim=1) * F.cosine_similarity(src["f4"], dst["f4"], dim=1)).numpy()
+    """Eq. 5: ``sim = cos(f2(c0), f2(c0')) · cos(f4(c0), f4(c0'))`` for encoded support / located points
+    (:func:`feature_cosine`)."""
+    return (feature_cosine(src["f2"], dst["f2"]) * feature_cosine(src["f4"], dst["f4"])).numpy()
+
+
+def dfd_in_common_view(
+    net: PRNet, support: np.ndarray, support_points: np.ndarray, query: np.ndarray, located: np.ndarray,
+    encoded: dict[str, torch.Tensor], rows: np.ndarray, cfg: PropagationConfig, device="cpu",
+) -> np.ndarray:
+    """Eq. 5 for support points ``(N, 3)`` and their located points in the query ``(N, 3)``, each pair of
+    patches seeing the same part of the patch window: where one study's field of view ends inside the
+    window (a slab, a scan's first and last slices), the other study's patch is blanked there too
+    (:func:`lib.prnet.patches.common_windows`), so that DFD compares anatomy with anatomy and not with the
+    zeros beyond a volume's edge. ``encoded``: :func:`encode_support`'s features, rows ``rows`` of it
+    belonging to these points; a support point whose patch loses part of its window is encoded again.
+    Measured on a 20-slice slab of subject A (60 mm of a 96 mm patch): without it, every point near a
+    boundary scored low and kidney_right kept none of its 12 points inside the slab."""
+    s_win = patch_windows(support.shape, support_points, net.patch_size)
+    common = common_windows(patch_windows(query.shape, located, net.patch_size), s_win)
+    dst = encode(net, query, located, cfg.batch_size, decode=True, device=device, precision=cfg.precision, windows=common)
+    rows_t = torch.from_numpy(np.asarray(rows))
+    src = {"f2": encoded["f2"][rows_t].clone(), "f4": encoded["f4"][rows_t].clone()}
+    cut = np.flatnonzero((common != s_win).any(axis=(1, 2)))
+    if len(cut):  # encoded again only where blanking changes the patch (not where the window ends in air, 0 already)
+        shape = net.patch_size
+        changed = [i for i in cut if np.any(extract_patches(support, support_points[i:i + 1], shape)
+                                            != extract_patches(support, support_points[i:i + 1], shape, common[i:i + 1]))]
+        cut = np.asarray(changed, int)
+    if len(cut):
+        again = encode(net, support, support_points[cut], cfg.batch_size, decode=True, device=device, precision=cfg.precision,
+                       windows=common[cut])
+        for k in ("f2", "f4"):
+            src[k][torch.from_numpy(cut)] = again[k]
+    return dfd_similarity(src, dst)
 
 
 def fit_robust_affine(
@@ -361,8 +412,7 @@ def propagate(
     # DFD (the decoder pass, most of a study's time) for those inside only: a slab or a smaller scan skips the rest
     sim = np.full(len(final), -1.0, np.float32)  # the lowest Eq. 5 can give: below every tau
     if inside.any():
-        mine = torch.from_numpy(inside)
-        dst = encode(models.features, query, final[inside], cfg.batch_size, decode=True, device=device, precision=cfg.precision)
-        sim[inside] = dfd_similarity({"f2": src["f2"][mine], "f4": src["f4"][mine]}, dst)
+        sim[inside] = dfd_in_common_view(models.features, support, pts[inside], query, final[inside], src, np.flatnonzero(inside),
+                                         cfg, device)
     mirrored = mirror is not None and mirror[1] > mirror[0] + cfg.mirror_margin
     return Propagation(final, sim, (sim > cfg.tau) & inside, inside, ncc, mirror, mirrored)
