@@ -71,8 +71,10 @@ class GeoSConfig:
     lamb: float = 1.0
     iterations: int = 4
     margin_mm: float | tuple[float, float, float] = 30.0  # one value, or one per axis (I, J, K)
-    intensity_weight: float = 0.0  # β; 0 = nearest seed (the pseudo masks and one OHIF click use 1.5)
+    intensity_weight: float = 0.0  # β; 0 = nearest seed (one OHIF click uses 1.5)
     median_filter_mm: float = 0.0  # side of the median filter's box, mm (per axis: the nearest odd voxel count); 0 = none
+    # ... only on a crop whose voxel noise (:func:`noise_sd`, [0, 1] units) is above this; 0 = on every crop
+    median_filter_min_noise: float = 0.0
     opening_mm: float = 0.0  # radius of the per-class opening's ball (an ellipsoid in voxels), mm; 0 = none
     # the geodesics, the intensity model and the clean-up run on working voxels: blocks of whole stored
     # voxels of about ``working_spacing_mm`` (never coarser per axis; 0 = the stored voxels), coarser still
@@ -207,9 +209,21 @@ def working_image(crop_hu: np.ndarray, spacing: Sequence[float], cfg: GeoSConfig
     img = normalize_intensity(block_reduce(crop_hu, f, "mean") if any(x > 1 for x in f) else crop_hu, *window)
     if cfg.median_filter_mm > 0:
         size = odd_sizes(cfg.median_filter_mm, work_spacing)
-        if max(size) > 1:
+        if max(size) > 1 and (cfg.median_filter_min_noise <= 0 or noise_sd(img) > cfg.median_filter_min_noise):
             img = ndi.median_filter(img, size=size, mode="nearest")
     return img, f, work_spacing
+
+
+def noise_sd(image01: np.ndarray) -> float:
+    """The voxel noise of an image in [0, 1] ``(I, J, K)``: 1.4826 × the median absolute residual to its 3×3×3
+    median (a Gaussian noise's SD), over the voxels inside the window (0.05–0.95: not the clipped air or bone).
+    With the CT window's soft-tissue slope (0.002 per HU), on the development set and the sample cohort at 3 mm:
+    0.010–0.030 (5–15 HU) for every study but the copy with added noise of 40 HU SD, 0.086 (43 HU)."""
+    inside = (image01 > 0.05) & (image01 < 0.95)
+    if inside.sum() < 27:
+        return 0.0
+    residual = (image01 - ndi.median_filter(image01, size=3, mode="nearest"))[inside]
+    return float(1.4826 * np.median(np.abs(residual - np.median(residual))))
 
 
 def exact_geodesic_distance(image: np.ndarray, seeds: np.ndarray, spacing: Sequence[float]) -> np.ndarray:

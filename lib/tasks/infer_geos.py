@@ -48,6 +48,7 @@ TUNABLE: dict[str, tuple[float, float, bool]] = {
     "intensity_weight": (0.0, 100.0, False),
     "refine_iterations": (0, 5, True),
     "median_filter_mm": (0.0, 30.0, False),
+    "median_filter_min_noise": (0.0, 1.0, False),
     "opening_mm": (0.0, 15.0, False),
     "working_spacing_mm": (0.0, 10.0, False),
     "working_voxels": (0, 50_000_000, True),
