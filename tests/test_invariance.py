@@ -92,10 +92,10 @@ def test_drafts_agree_in_world_space_across_orientation_spacing_and_field_of_vie
     assert flipped["confidence"] < min(bodies[n]["prnet"]["confidence"] for n in ["pseudo_01", *COPIES])
     # stored otherwise, the same voxels: the same draft, exactly
     assert scores["p_lps"] >= 0.99 and scores["p_ail"] >= 0.99, scores
-    # another grid or a slab: the study's own resampling and the registration's start differ; with this
-    # 20-step PRNet the drafts agree to 0.89 / 0.85 (the 0.95 is not reached here; docs/benchmarks.md
-    # has the development set with a trained PRNet)
-    assert scores["p_fine"] >= 0.8 and scores["p_slab"] >= 0.75, scores
+    # a slab shows the same voxels: 0.99 (DFD compares what both studies show); another grid resamples the image
+    # (the 1.5 mm copy seen at 3 mm is a little smoother), and GeoS follows weak edges differently: 0.92 with this
+    # 20-step PRNet, the pancreas (0.71) and the aorta lowest — short of the 0.95
+    assert scores["p_slab"] >= 0.95 and scores["p_fine"] >= 0.88, scores
     # per class, how many support points landed inside the study's field of view (and were kept)
     classes = bodies["p_slab"]["prnet"]["classes"]
     assert all(0 <= c["kept"] <= c["inside"] <= c["points"] for c in classes.values())
