@@ -10,7 +10,7 @@ app's strides); its DFD-kept points (``--tau``) are then grown into a draft with
 against its label map, per organ in its field of view (TotalSegmentator's output, a silver standard; every study
 is subject A re-acquired or warped, so the copies measure geometry, resolution and noise handling, not accuracy
 on another patient). Without ``--model`` a PRNet is trained first with the app's trainer on the sample cohort's
-studies (``--train-steps``). Minutes: ≈ 25 s a study to propagate on 2 cores, 3 s a study and setting.
+studies (``--train-steps``). Minutes: ≈ 25 s a study to propagate on 2 cores, 3 s a study and setting (≈ 12 min in all).
 Prints a Markdown table and writes it to ``<out>/bench_pseudo_masks.md``.
 """
 
@@ -20,7 +20,6 @@ import argparse
 import json
 import sys
 import tempfile
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
@@ -50,7 +49,7 @@ SETTINGS: dict[str, dict] = {
     "configured (β 0, median on noisy studies)": {},
 }
 
-_STUDIES: dict = {}  # filled in each worker process (fork) before the settings run
+_STUDIES: dict = {}  # study -> its propagation, canonical image and labels (propagate_all)
 
 
 def names_of(root: Path, support: str) -> dict[str, int]:
@@ -102,7 +101,6 @@ def main() -> int:
     p.add_argument("--model", type=Path, help="a published prnet.pt (default: train one on the sample cohort)")
     p.add_argument("--train-steps", type=int, default=200)
     p.add_argument("--tau", type=float, default=0.5)
-    p.add_argument("--workers", type=int, default=2)
     p.add_argument("--out", type=Path, default=REPO / "benchmarks-out")
     args = p.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -128,16 +126,15 @@ def main() -> int:
         base = replace(base, window_hu=model.window[0], window_out=model.window[1])
     studies = list(_STUDIES)
     rows, noise = [], {}
-    with ProcessPoolExecutor(args.workers) as pool:
-        for name, change in SETTINGS.items():
-            cfg = replace(base, **change)
-            res = {s: (d, n) for s, d, n in pool.map(score, [(s, cfg) for s in studies])}
-            noise = {s: n for s, (_, n) in res.items()}
-            copies = [res[s][0] for s in COPIES]
-            gap = max(abs(res[s][0] - res["a_copy"][0]) for s in COPIES)
-            rows.append([name, *[res[s][0] for s in studies], float(np.mean(copies)), gap,
-                         float(np.mean([res[s][0] for s in COHORT_STUDIES]))])
-            print(name, flush=True)
+    for name, change in SETTINGS.items():  # one process: GeoS runs its geodesics in threads
+        cfg = replace(base, **change)
+        res = {s: (d, n) for s, d, n in map(score, [(s, cfg) for s in studies])}
+        noise = {s: n for s, (_, n) in res.items()}
+        copies = [res[s][0] for s in COPIES]
+        gap = max(abs(res[s][0] - res["a_copy"][0]) for s in COPIES)
+        rows.append([name, *[res[s][0] for s in studies], float(np.mean(copies)), gap,
+                     float(np.mean([res[s][0] for s in COHORT_STUDIES]))])
+        print(name, flush=True)
     rows.append(["voxel noise (HU-equivalent, 0.002 per HU)", *[f"{noise[s] / 0.002:.0f}" for s in studies], "", "", ""])
     header = ["setting", *studies, "mean, copies", "largest gap to a_copy", "mean, cohort"]
     text = "\n".join([
