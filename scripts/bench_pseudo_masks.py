@@ -75,15 +75,17 @@ def propagate_all(model, settings, tau: float) -> dict[str, dict]:
             r = prelabel(model.localizer, support, scribbles, names, q, names["background"], geos, propagation,
                          model.config.spacing_mm, settings.prelabel.stride, class_strides=settings.prelabel.class_strides,
                          encodings=encodings)
-            out[study] = {"hu": r.view.image(q.array), "view": r.view, "propagation": r.propagation, "names": names,
+            hu = r.view.image(q.array)
+            window = study_window(hu, geos.window_hu, geos.window_out, None)[:2]
+            out[study] = {"hu": hu, "view": r.view, "propagation": r.propagation, "names": names,
                           "truth": np.rint(read_volume(str(root / "ground_truth" / f"{study}.nii.gz")).array).astype(np.int64),
-                          "window": geos}
+                          "noise": noise_sd(working_image(hu, r.view.spacing, replace(geos, median_filter_mm=0.0), window)[0])}
             print(f"propagated {study}", flush=True)
     return out
 
 
-def score(job: tuple[str, GeoSConfig]) -> tuple[str, float, float]:
-    """``(study, mean Dice of its draft, its voxel noise)`` with GeoS settings ``cfg``."""
+def score(job: tuple[str, GeoSConfig]) -> tuple[str, float]:
+    """``(study, mean Dice of its draft)`` with GeoS settings ``cfg``."""
     study, cfg = job
     s = _STUDIES[study]
     result = Prelabel(label=None, propagation=dict(s["propagation"]))
@@ -92,8 +94,7 @@ def score(job: tuple[str, GeoSConfig]) -> tuple[str, float, float]:
     organs = {n: i for n, i in s["names"].items() if n != "background"}
     label = None if result.label is None else s["view"].to_native(result.label)
     dice = dice_per_organ(label, s["truth"], organs, present_only=True)
-    noise = noise_sd(working_image(s["hu"], s["view"].spacing, replace(cfg, median_filter_mm=0.0), window)[0])
-    return study, float(np.mean(list(dice.values()))), noise
+    return study, float(np.mean(list(dice.values())))
 
 
 def main() -> int:
@@ -125,17 +126,15 @@ def main() -> int:
     if model.window:
         base = replace(base, window_hu=model.window[0], window_out=model.window[1])
     studies = list(_STUDIES)
-    rows, noise = [], {}
+    rows = []
     for name, change in SETTINGS.items():  # one process: GeoS runs its geodesics in threads
         cfg = replace(base, **change)
-        res = {s: (d, n) for s, d, n in map(score, [(s, cfg) for s in studies])}
-        noise = {s: n for s, (_, n) in res.items()}
-        copies = [res[s][0] for s in COPIES]
-        gap = max(abs(res[s][0] - res["a_copy"][0]) for s in COPIES)
-        rows.append([name, *[res[s][0] for s in studies], float(np.mean(copies)), gap,
-                     float(np.mean([res[s][0] for s in COHORT_STUDIES]))])
+        res = dict(map(score, [(s, cfg) for s in studies]))
+        gap = max(abs(res[s] - res["a_copy"]) for s in COPIES)
+        rows.append([name, *[res[s] for s in studies], float(np.mean([res[s] for s in COPIES])), gap,
+                     float(np.mean([res[s] for s in COHORT_STUDIES]))])
         print(name, flush=True)
-    rows.append(["voxel noise (HU-equivalent, 0.002 per HU)", *[f"{noise[s] / 0.002:.0f}" for s in studies], "", "", ""])
+    rows.append(["voxel noise (HU-equivalent, 0.002 per HU)", *[f"{_STUDIES[s]['noise'] / 0.002:.0f}" for s in studies], "", "", ""])
     header = ["setting", *studies, "mean, copies", "largest gap to a_copy", "mean, cohort"]
     text = "\n".join([
         "# Pseudo masks from PRNet's kept points, per GeoS setting", "",

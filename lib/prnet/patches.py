@@ -39,3 +39,14 @@ def common_windows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """The part of the patch window two volumes both show: the intersection of :func:`patch_windows` ``(N, 3, 2)``."""
     lo = np.maximum(a[..., 0], b[..., 0])
     return np.stack([lo, np.maximum(lo, np.minimum(a[..., 1], b[..., 1]))], axis=-1)
+
+
+def changed_by_blanking(volume: np.ndarray, centres: np.ndarray, patch: Sequence[int], windows: np.ndarray) -> np.ndarray:
+    """Bool ``(N,)``: whether the patch of :func:`extract_patches` around each centre holds a non-zero voxel outside
+    its window ``(N, 3, 2)``, i.e. whether blanking it to the window changes it."""
+    out = np.zeros(len(centres), bool)
+    for n, c in enumerate(np.asarray(centres, int)):
+        whole = extract_patches(volume, c[None], patch)[0]
+        (a0, a1), (b0, b1), (c0, c1) = windows[n]
+        out[n] = np.count_nonzero(whole) != np.count_nonzero(whole[a0:a1, b0:b1, c0:c1])
+    return out

@@ -53,7 +53,7 @@ import torch
 import torch.nn.functional as F
 
 from lib.prnet.network import PRNet
-from lib.prnet.patches import common_windows, extract_patches, patch_windows
+from lib.prnet.patches import changed_by_blanking, common_windows, extract_patches, patch_windows
 from lib.registration import affine_ncc, centroid_map, refine_affine, translation_search
 
 
@@ -241,11 +241,8 @@ def dfd_in_common_view(
     rows_t = torch.from_numpy(np.asarray(rows))
     src = {"f2": encoded["f2"][rows_t].clone(), "f4": encoded["f4"][rows_t].clone()}
     cut = np.flatnonzero((common != s_win).any(axis=(1, 2)))
-    if len(cut):  # encoded again only where blanking changes the patch (not where the window ends in air, 0 already)
-        shape = net.patch_size
-        changed = [i for i in cut if np.any(extract_patches(support, support_points[i:i + 1], shape)
-                                            != extract_patches(support, support_points[i:i + 1], shape, common[i:i + 1]))]
-        cut = np.asarray(changed, int)
+    # encoded again only where blanking changes the patch (not where the window ends in air, 0 already)
+    cut = cut[changed_by_blanking(support, support_points[cut], net.patch_size, common[cut])]
     if len(cut):
         again = encode(net, support, support_points[cut], cfg.batch_size, decode=True, device=device, precision=cfg.precision,
                        windows=common[cut])
