@@ -69,7 +69,7 @@ class GeoSConfig:
     window_hu: Sequence[float] = (-500.0, -100.0, 200.0, 1500.0)
     window_out: Sequence[float] = (0.0, 0.2, 0.8, 1.0)
     lamb: float = 1.0
-    iterations: int = 4
+    iterations: int = 2  # raster-scan passes (GeodisTK); one OHIF click uses 4
     margin_mm: float | tuple[float, float, float] = 30.0  # one value, or one per axis (I, J, K)
     intensity_weight: float = 0.0  # β; 0 = nearest seed (one OHIF click uses 1.5)
     median_filter_mm: float = 0.0  # side of the median filter's box, mm (per axis: the nearest odd voxel count); 0 = none

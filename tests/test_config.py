@@ -30,6 +30,8 @@ def test_prnet_section_is_split_by_consumer():
                       "prnet.prelabel.geos.opening_mm": "6"})
     assert s.propagation.tau == 0.7 and s.prnet.patch_size == (48, 32, 32)
     assert s.pseudo_mask_geos.opening_mm == 6.0 and s.geos.opening_mm == 0  # the pseudo masks' own GeoS
+    # raster-scan passes per consumer: Slicer's scribbles 2, one OHIF click and the pseudo masks 4
+    assert (s.geos.iterations, s.points.geos(s.geos).iterations, s.pseudo_mask_geos.iterations) == (2, 4, 4)
 
 
 @pytest.mark.parametrize("key, section", [

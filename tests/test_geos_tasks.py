@@ -234,7 +234,7 @@ def test_median_filter_keeps_geos_inside_a_low_contrast_organ():
 
     conf = app_settings()
     assert conf.pseudo_mask_geos.median_filter_mm == 9 and conf.geos.median_filter_mm == 0
-    assert conf.pseudo_mask_geos == replace(conf.geos, median_filter_mm=9, median_filter_min_noise=0.05, opening_mm=3,
+    assert conf.pseudo_mask_geos == replace(conf.geos, median_filter_mm=9, median_filter_min_noise=0.05, opening_mm=3, iterations=4,
                                             margin_mm=(30, 30, 60), intensity_weight=0.0, working_spacing_mm=0, working_voxels=0)
     with pytest.raises(ValueError, match="median_filter_mm"):
         GeoSConfig(median_filter_mm=-2)

@@ -66,6 +66,7 @@ class PointsConfig:
     radius_mm: float = 4.0  # each click seeds a ball of this radius
     margin_mm: float = 40.0  # with no background click, a shell this far beyond the clicks is background
     intensity_weight: float = 1.5
+    iterations: int = 4  # raster-scan passes: from one click the distances must be nearer the exact geodesic
     working_voxels: int = 150_000
     max_growth: int = 3  # a result that runs into a face of the click's crop (inside the image) doubles it, this often
     border_similarity_sd: float = 1.5
@@ -79,7 +80,8 @@ class PointsConfig:
     def geos(self, base: GeoSConfig) -> GeoSConfig:
         """``base`` with this section's GeoS settings."""
         return replace(base, margin_mm=float(self.margin_mm), border_similarity_sd=float(self.border_similarity_sd),
-                       intensity_weight=float(self.intensity_weight), working_voxels=int(self.working_voxels))
+                       intensity_weight=float(self.intensity_weight), working_voxels=int(self.working_voxels),
+                       iterations=int(self.iterations))
 MAX_POINTS = 1000  # clicks per list
 
 
