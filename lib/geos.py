@@ -18,14 +18,19 @@ inside the organ, while a background seed one edge away stays cheap. Measured on
   margin) and the crop's outer shell is background, as a box drawn around a structure means, except
   where the crop reaches the image's own edge (an organ cut by the field of view goes on beyond it).
 
-A median filter (``median_filter_mm``, the box's side in mm) denoises the crop first: it removes the noise
+Two filters can denoise the crop first, on a noisy crop only when ``denoise_min_noise`` says so. A median filter
+(``median_filter_mm``, the box's side in mm) removes the noise
 that accumulates along paths inside an organ and keeps the edges between organs. On the sample
 cohort (non-contrast CT at 3 mm, neighbouring organs within ~30 HU of each other), GeoS from every
 support scribble point at its true location in 4 of the pseudo-studies goes from mean Dice 0.688 to
 0.730 with a 3×3×3 median (Gaussian smoothing of σ 2 / 3 mm: 0.695 / 0.686; a 5×5×5 median: 0.682;
 docs/benchmarks.md), so PRNet's pseudo masks use it (``prnet.prelabel.geos``). For one organ in a ROI (the
 interactive task) it costs the small organs (mean 0.819 → 0.787, aorta 0.77 → 0.68; docs/benchmarks.md), so it is off by
-default there. A structure thinner than the filter (≈ 1 voxel) is smoothed away.
+default there. A structure thinner than the filter (≈ 1 voxel) is smoothed away. Since the pseudo masks follow the
+nearest seed, they filter only a noisy study (``denoise_min_noise``), and there a Gaussian of σ 2 mm
+(``gaussian_sigma_mm``) does better than the median: along a path across an edge a Gaussian keeps the edge's total
+intensity change (the geodesic cost of crossing it) while it divides the noise's (the development set's copy with
+40 HU of noise: 0.787 with the median, 0.809–0.820 with σ 1.5–3 mm; scripts/bench_pseudo_masks.py).
 
 Several foreground classes compete in one argmin (nearest seed wins). Post-processing, per class:
 an optional morphological opening (a ball of ``opening_mm``; 3 mm on 3 mm voxels is the 6-connected cross) cuts the thin
@@ -73,8 +78,9 @@ class GeoSConfig:
     margin_mm: float | tuple[float, float, float] = 30.0  # one value, or one per axis (I, J, K)
     intensity_weight: float = 0.0  # β; 0 = nearest seed (one OHIF click uses 1.5)
     median_filter_mm: float = 0.0  # side of the median filter's box, mm (per axis: the nearest odd voxel count); 0 = none
-    # ... only on a crop whose voxel noise (:func:`noise_sd`, [0, 1] units) is above this; 0 = on every crop
-    median_filter_min_noise: float = 0.0
+    gaussian_sigma_mm: float = 0.0  # σ of a Gaussian smoothing of the crop, mm (the same on every axis); 0 = none
+    # both filters only on a crop whose voxel noise (:func:`noise_sd`, [0, 1] units) is above this; 0 = on every crop
+    denoise_min_noise: float = 0.0
     opening_mm: float = 0.0  # radius of the per-class opening's ball (an ellipsoid in voxels), mm; 0 = none
     # the geodesics, the intensity model and the clean-up run on working voxels: blocks of whole stored
     # voxels of about ``working_spacing_mm`` (never coarser per axis; 0 = the stored voxels), coarser still
@@ -104,7 +110,7 @@ class GeoSConfig:
             raise ValueError(f"margin_mm must be one number or three (I, J, K), each at least 0 mm, got {self.margin_mm!r}")
         if not int(self.working_voxels) >= 0:
             raise ValueError(f"working_voxels must be 0 (stored voxels) or a number of voxels, got {self.working_voxels!r}")
-        for key in ("median_filter_mm", "opening_mm", "working_spacing_mm"):
+        for key in ("median_filter_mm", "gaussian_sigma_mm", "opening_mm", "working_spacing_mm"):
             if not float(getattr(self, key)) >= 0:
                 raise ValueError(f"{key} must be 0 (none) or a size in mm, got {getattr(self, key)!r}")
 
@@ -202,15 +208,17 @@ def geodesic_distances(image: np.ndarray, seeds: Sequence[np.ndarray], spacing: 
 def working_image(crop_hu: np.ndarray, spacing: Sequence[float], cfg: GeoSConfig,
                   window: tuple[Sequence[float], Sequence[float]]) -> tuple[np.ndarray, tuple[int, int, int], tuple]:
     """The crop ``(I, J, K)`` on the working grid of ``cfg`` (:func:`working_factors`): block means of the
-    stored voxels, normalised to [0, 1] by ``window`` and median-filtered when ``cfg`` says so. Returns
-    ``(image, factors, working spacing in mm)``."""
+    stored voxels, normalised to [0, 1] by ``window``, then median-filtered and Gaussian-smoothed when ``cfg``
+    says so (``denoise_min_noise``: only a noisy crop). Returns ``(image, factors, working spacing in mm)``."""
     f = working_factors(crop_hu.shape, spacing, cfg.working_spacing_mm, cfg.working_voxels)
     work_spacing = tuple(float(s) * x for s, x in zip(spacing, f))
     img = normalize_intensity(block_reduce(crop_hu, f, "mean") if any(x > 1 for x in f) else crop_hu, *window)
-    if cfg.median_filter_mm > 0:
-        size = odd_sizes(cfg.median_filter_mm, work_spacing)
-        if max(size) > 1 and (cfg.median_filter_min_noise <= 0 or noise_sd(img) > cfg.median_filter_min_noise):
+    size = odd_sizes(cfg.median_filter_mm, work_spacing) if cfg.median_filter_mm > 0 else (1, 1, 1)
+    if (max(size) > 1 or cfg.gaussian_sigma_mm > 0) and (cfg.denoise_min_noise <= 0 or noise_sd(img) > cfg.denoise_min_noise):
+        if max(size) > 1:
             img = ndi.median_filter(img, size=size, mode="nearest")
+        if cfg.gaussian_sigma_mm > 0:
+            img = ndi.gaussian_filter(img, [cfg.gaussian_sigma_mm / s for s in work_spacing], mode="nearest")
     return img, f, work_spacing
 
 

@@ -43,10 +43,14 @@ COPIES = ["a_copy", "a_lps", "a_08x08x5", "a_07x07x15", "a_slab20", "a_slab40", 
 COHORT_STUDIES = [f"pseudo_0{i}" for i in range(1, 9)]
 # name -> GeoSConfig changes against the configured pseudo-mask settings
 SETTINGS: dict[str, dict] = {
-    "β 1.5, 9 mm median on every study (before)": dict(intensity_weight=1.5, median_filter_min_noise=0.0),
-    "β 0, 9 mm median on every study": dict(intensity_weight=0.0, median_filter_min_noise=0.0),
-    "β 0, no median": dict(intensity_weight=0.0, median_filter_mm=0.0),
-    "configured (β 0, median on noisy studies)": {},
+    "β 1.5, 9 mm median on every study": dict(intensity_weight=1.5, median_filter_mm=9.0, gaussian_sigma_mm=0.0,
+                                               denoise_min_noise=0.0),
+    "β 0, 9 mm median on every study": dict(median_filter_mm=9.0, gaussian_sigma_mm=0.0, denoise_min_noise=0.0),
+    "β 0, no filter": dict(gaussian_sigma_mm=0.0),
+    "β 0, 9 mm median on noisy studies (before)": dict(median_filter_mm=9.0, gaussian_sigma_mm=0.0),
+    "β 0, Gaussian σ 1.5 mm on noisy studies": dict(gaussian_sigma_mm=1.5),
+    "β 0, Gaussian σ 3 mm on noisy studies": dict(gaussian_sigma_mm=3.0),
+    "configured (β 0, Gaussian σ 2 mm on noisy studies)": {},
 }
 
 _STUDIES: dict = {}  # study -> its propagation, canonical image and labels (propagate_all)
@@ -79,7 +83,8 @@ def propagate_all(model, settings, tau: float) -> dict[str, dict]:
             window = study_window(hu, geos.window_hu, geos.window_out, None)[:2]
             out[study] = {"hu": hu, "view": r.view, "propagation": r.propagation, "names": names,
                           "truth": np.rint(read_volume(str(root / "ground_truth" / f"{study}.nii.gz")).array).astype(np.int64),
-                          "noise": noise_sd(working_image(hu, r.view.spacing, replace(geos, median_filter_mm=0.0), window)[0])}
+                          "noise": noise_sd(working_image(hu, r.view.spacing, replace(geos, median_filter_mm=0.0, gaussian_sigma_mm=0.0),
+                                                         window)[0])}
             print(f"propagated {study}", flush=True)
     return out
 
