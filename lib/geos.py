@@ -30,7 +30,7 @@ default there. A structure thinner than the filter (≈ 1 voxel) is smoothed awa
 nearest seed, they filter only a noisy study (``denoise_min_noise``), and there a Gaussian of σ 2 mm
 (``gaussian_sigma_mm``) does better than the median: along a path across an edge a Gaussian keeps the edge's total
 intensity change (the geodesic cost of crossing it) while it divides the noise's (the development set's copy with
-40 HU of noise: 0.787 with the median, 0.809–0.820 with σ 1.5–3 mm; scripts/bench_pseudo_masks.py).
+40 HU of noise: 0.787 with the median, 0.807–0.811 with σ 1.5–3 mm; scripts/bench_pseudo_masks.py).
 
 Several foreground classes compete in one argmin (nearest seed wins). Post-processing, per class:
 an optional morphological opening (a ball of ``opening_mm``; 3 mm on 3 mm voxels is the 6-connected cross) cuts the thin
