@@ -10,7 +10,7 @@ app's strides); its DFD-kept points (``--tau``) are then grown into a draft with
 against its label map, per organ in its field of view (TotalSegmentator's output, a silver standard; every study
 is subject A re-acquired or warped, so the copies measure geometry, resolution and noise handling, not accuracy
 on another patient). Without ``--model`` a PRNet is trained first with the app's trainer on the sample cohort's
-studies (``--train-steps``). Minutes: ≈ 25 s a study to propagate on 2 cores, 3 s a study and setting (≈ 12 min in all).
+studies (``--train-steps``). Minutes: ≈ 25 s a study to propagate on 2 cores, 3 s a study and setting (≈ 16 min in all with 7 settings).
 Prints a Markdown table and writes it to ``<out>/bench_pseudo_masks.md``.
 """
 

@@ -181,6 +181,8 @@ def test_bad_input_is_answered_4xx_with_what_to_fix(sphere_server, tmp_path):
     _expect_4xx(lambda: client.infer("scribbles_geos", "sphere", {**params, "roi": [90, 99, 0, 5, 0, 5]}, label_in=ok), "roi")
     _expect_4xx(lambda: client.infer("scribbles_geos", "sphere", {**params, "iterations": "many"}, label_in=ok), "iterations")
     _expect_4xx(lambda: client.infer("scribbles_geos", "sphere", {**params, "median_filter_mm": -3}, label_in=ok), "median_filter_mm")
+    _expect_4xx(lambda: client.infer("scribbles_geos", "sphere", {**params, "gaussian_sigma_mm": -1}, label_in=ok), "gaussian_sigma_mm")
+    _expect_4xx(lambda: client.infer("scribbles_geos", "sphere", {**params, "denoise_min_noise": 2}, label_in=ok), "denoise_min_noise")
     _expect_4xx(lambda: client.infer("scribbles_geos", "sphere", {**params, "opening_mm": "wide"}, label_in=ok), "opening_mm")
     for margin in (-5, [10, 10], [10, "x", 10]):
         _expect_4xx(lambda: client.infer("scribbles_geos", "sphere", {**params, "margin_mm": margin}, label_in=ok), "margin_mm")
