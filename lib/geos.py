@@ -213,13 +213,23 @@ def working_image(crop_hu: np.ndarray, spacing: Sequence[float], cfg: GeoSConfig
     f = working_factors(crop_hu.shape, spacing, cfg.working_spacing_mm, cfg.working_voxels)
     work_spacing = tuple(float(s) * x for s, x in zip(spacing, f))
     img = normalize_intensity(block_reduce(crop_hu, f, "mean") if any(x > 1 for x in f) else crop_hu, *window)
-    size = odd_sizes(cfg.median_filter_mm, work_spacing) if cfg.median_filter_mm > 0 else (1, 1, 1)
-    if (max(size) > 1 or cfg.gaussian_sigma_mm > 0) and (cfg.denoise_min_noise <= 0 or noise_sd(img) > cfg.denoise_min_noise):
-        if max(size) > 1:
-            img = ndi.median_filter(img, size=size, mode="nearest")
-        if cfg.gaussian_sigma_mm > 0:
-            img = ndi.gaussian_filter(img, [cfg.gaussian_sigma_mm / s for s in work_spacing], mode="nearest")
-    return img, f, work_spacing
+    return denoise(img, work_spacing, cfg), f, work_spacing
+
+
+def denoise(image01: np.ndarray, spacing: Sequence[float], cfg: GeoSConfig) -> np.ndarray:
+    """``image01`` ``(I, J, K)`` in [0, 1] (voxels of ``spacing`` mm) through the median filter of
+    ``cfg.median_filter_mm`` and then the Gaussian of ``cfg.gaussian_sigma_mm``, each when set; with
+    ``cfg.denoise_min_noise`` > 0 only when the image's voxel noise (:func:`noise_sd`) is above it."""
+    size = odd_sizes(cfg.median_filter_mm, spacing) if cfg.median_filter_mm > 0 else (1, 1, 1)
+    if max(size) == 1 and cfg.gaussian_sigma_mm <= 0:
+        return image01
+    if cfg.denoise_min_noise > 0 and noise_sd(image01) <= cfg.denoise_min_noise:
+        return image01
+    if max(size) > 1:
+        image01 = ndi.median_filter(image01, size=size, mode="nearest")
+    if cfg.gaussian_sigma_mm > 0:
+        image01 = ndi.gaussian_filter(image01, [cfg.gaussian_sigma_mm / s for s in spacing], mode="nearest")
+    return image01
 
 
 def noise_sd(image01: np.ndarray) -> float:
