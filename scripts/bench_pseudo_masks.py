@@ -17,7 +17,6 @@ Prints a Markdown table and writes it to ``<out>/bench_pseudo_masks.md``.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 from dataclasses import replace
@@ -31,8 +30,9 @@ sys.path.insert(0, str(REPO))
 from lib.atomic import atomic_write_text  # noqa: E402
 from lib.evaluation.metrics import dice_per_organ  # noqa: E402
 from lib.evaluation.tables import machine, md_table  # noqa: E402
-from lib.geos import GeoSConfig, noise_sd, working_image  # noqa: E402
-from lib.intensity import study_window  # noqa: E402
+from lib.data.studyset import StudySet  # noqa: E402
+from lib.geos import GeoSConfig, noise_sd  # noqa: E402
+from lib.intensity import normalize_intensity, study_window  # noqa: E402
 from lib.io import read_volume  # noqa: E402
 from lib.prnet.prelabel import Prelabel, prelabel, pseudo_mask  # noqa: E402
 from lib.settings import app_settings  # noqa: E402
@@ -53,53 +53,46 @@ SETTINGS: dict[str, dict] = {
     "configured (β 0, Gaussian σ 2 mm on noisy studies)": {},
 }
 
-_STUDIES: dict = {}  # study -> its propagation, canonical image and labels (propagate_all)
-
-
-def names_of(root: Path, support: str) -> dict[str, int]:
-    info = json.loads((root / "scribbles" / "label_info.json").read_text())
-    info = info[support] if isinstance(info, dict) else info
-    return {d["name"]: int(d["id"]) for d in info}
+_STUDIES: dict = {}  # study -> its propagation, canonical image, intensity window and labels (propagate_all)
 
 
 def propagate_all(model, settings, tau: float) -> dict[str, dict]:
-    """Every study's propagation (kept points at ``tau``), canonical image and labels."""
+    """Every study's propagation (kept points at ``tau``), canonical image, intensity window, voxel noise and labels."""
     out = {}
     geos = settings.pseudo_mask_geos
     if model.window:
         geos = replace(geos, window_hu=model.window[0], window_out=model.window[1])
     propagation = replace(settings.propagation, tau=tau)
     for root, ids in ((DEVSET, COPIES), (COHORT, COHORT_STUDIES)):
-        support = read_volume(str(root / "studies" / "subject_a.nii.gz"))
-        scribbles = np.rint(read_volume(str(root / "scribbles" / "subject_a.nii.gz")).array).astype(np.int64)
-        names = names_of(root, "subject_a")
+        data = StudySet.open(root)
+        support = read_volume(str(data.image("subject_a")))
+        scribble_path, info = data.scribbles("subject_a")
+        scribbles = np.rint(read_volume(str(scribble_path)).array).astype(np.int64)
+        names = {d["name"]: int(d["id"]) for d in info}
         encodings: dict = {}
         for study in ids:
-            q = read_volume(str(root / "studies" / f"{study}.nii.gz"))
+            q = read_volume(str(data.image(study)))
             r = prelabel(model.localizer, support, scribbles, names, q, names["background"], geos, propagation,
                          model.config.spacing_mm, settings.prelabel.stride, class_strides=settings.prelabel.class_strides,
                          encodings=encodings)
             hu = r.view.image(q.array)
             window = study_window(hu, geos.window_hu, geos.window_out, None)[:2]
-            out[study] = {"hu": hu, "view": r.view, "propagation": r.propagation, "names": names,
-                          "truth": np.rint(read_volume(str(root / "ground_truth" / f"{study}.nii.gz")).array).astype(np.int64),
-                          "noise": noise_sd(working_image(hu, r.view.spacing, replace(geos, median_filter_mm=0.0, gaussian_sigma_mm=0.0),
-                                                         window)[0])}
+            out[study] = {"hu": hu, "view": r.view, "propagation": r.propagation, "names": names, "window": window,
+                          "truth": np.rint(read_volume(str(data.truth(study))).array).astype(np.int64),
+                          "noise": noise_sd(normalize_intensity(hu, *window))}
             print(f"propagated {study}", flush=True)
     return out
 
 
-def score(job: tuple[str, GeoSConfig]) -> tuple[str, float]:
-    """``(study, mean Dice of its draft)`` with GeoS settings ``cfg``."""
-    study, cfg = job
+def score(study: str, cfg: GeoSConfig) -> float:
+    """The mean Dice of ``study``'s draft grown with GeoS settings ``cfg`` (the window of the configured ones)."""
     s = _STUDIES[study]
     result = Prelabel(label=None, propagation=dict(s["propagation"]))
-    window = study_window(s["hu"], cfg.window_hu, cfg.window_out, None)[:2]
-    pseudo_mask(result, s["names"]["background"], s["hu"], s["view"].spacing, cfg, window=window)
+    pseudo_mask(result, s["names"]["background"], s["hu"], s["view"].spacing, cfg, window=s["window"])
     organs = {n: i for n, i in s["names"].items() if n != "background"}
     label = None if result.label is None else s["view"].to_native(result.label)
     dice = dice_per_organ(label, s["truth"], organs, present_only=True)
-    return study, float(np.mean(list(dice.values())))
+    return float(np.mean(list(dice.values())))
 
 
 def main() -> int:
@@ -134,7 +127,7 @@ def main() -> int:
     rows = []
     for name, change in SETTINGS.items():  # one process: GeoS runs its geodesics in threads
         cfg = replace(base, **change)
-        res = dict(map(score, [(s, cfg) for s in studies]))
+        res = {s: score(s, cfg) for s in studies}
         gap = max(abs(res[s] - res["a_copy"]) for s in COPIES)
         rows.append([name, *[res[s] for s in studies], float(np.mean([res[s] for s in COPIES])), gap,
                      float(np.mean([res[s] for s in COHORT_STUDIES]))])

@@ -44,9 +44,6 @@ def common_windows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def changed_by_blanking(volume: np.ndarray, centres: np.ndarray, patch: Sequence[int], windows: np.ndarray) -> np.ndarray:
     """Bool ``(N,)``: whether the patch of :func:`extract_patches` around each centre holds a non-zero voxel outside
     its window ``(N, 3, 2)``, i.e. whether blanking it to the window changes it."""
-    out = np.zeros(len(centres), bool)
-    for n, c in enumerate(np.asarray(centres, int)):
-        whole = extract_patches(volume, c[None], patch)[0]
-        (a0, a1), (b0, b1), (c0, c1) = windows[n]
-        out[n] = np.count_nonzero(whole) != np.count_nonzero(whole[a0:a1, b0:b1, c0:c1])
-    return out
+    whole = extract_patches(volume, centres, patch)
+    return np.array([np.count_nonzero(w) != np.count_nonzero(w[a0:a1, b0:b1, c0:c1])
+                     for w, ((a0, a1), (b0, b1), (c0, c1)) in zip(whole, windows)], dtype=bool)
