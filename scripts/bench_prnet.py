@@ -51,7 +51,8 @@ from lib.registration import refine_affine
 from lib.settings import app_settings
 from lib.tasks.datastore import AtomicLocalDatastore
 from lib.tasks.models import ModelFiles
-from lib.tasks.train_prnet import PRNetTrain, load_prnet
+from lib.prnet.checkpoint import load_prnet
+from lib.tasks.train_prnet import PRNetTrain
 
 REPO = Path(__file__).resolve().parents[1]
 
