@@ -2,12 +2,17 @@
 """The correction robot of ``scripts/bench_correction.py`` in process, on drafts it kept (``--keep DIR``).
 
     .venv/bin/python scripts/robot_inprocess.py --drafts DIR [--rounds 5] [--model DIR/segmentation.pt] [--set correction.delta=0.3 ...]
+    .venv/bin/python scripts/robot_inprocess.py --drafts DIR --ideal 15 30   # the ceiling of a correction that reaches 15, 30 mm
 
 The same rounds as through the server (each round: the draft ``original`` corrected by every stroke so far,
 one structure at a time, background strokes removing only that structure) without the server, so that a
 correction rule can be compared on the same drafts in seconds. Prints per structure the Dice after each
 round and the largest Dice drop outside 30 mm of the strokes; a summary line with the median Dice per round.
 ``--model``: the corrections use that UNet's posteriors (``correction.model_prior``), as the server's mode ``model``.
+``--ideal MM ...``: instead of the correction rule, an ideal one that reaches MM: each round's stroke fixes every voxel of
+the error region it lies in (its connected false negative or false positive, as the ground truth says) within MM of the
+stroke (connected within the box of the stroke ± MM), and nothing else: the most a correction that changes only its
+neighbourhood can do.
 """
 
 from __future__ import annotations
@@ -18,6 +23,8 @@ import sys
 from pathlib import Path
 
 import numpy as np
+
+from scipy import ndimage as ndi
 
 from lib.correction import correct_label
 from lib.data.studyset import StudySet
@@ -43,6 +50,28 @@ def run(image, draft_all, did, truth, spacing, rounds, geos, corr, axis=None, pr
     return run_rounds(truth, draft_all == did, spacing, rounds, segment, axis, NEAR_MM)
 
 
+def run_ideal(draft: np.ndarray, truth: np.ndarray, spacing, rounds: int, reach_mm: float, axis: int | None) -> dict:
+    """The robot's rounds with an ideal correction of reach ``reach_mm`` (see ``--ideal``); ``draft``, ``truth``: bool."""
+    state = {"result": draft.copy(), "strokes": np.zeros(truth.shape, bool)}
+
+    def segment(strokes: np.ndarray, clicks) -> np.ndarray:
+        new = (strokes > 0) & ~state["strokes"]  # this round's stroke
+        state["strokes"] = strokes > 0
+        result = state["result"].copy()
+        if new.any():
+            idx = np.argwhere(new)
+            r = np.ceil(reach_mm / np.asarray(spacing, float)).astype(int)
+            box = tuple(slice(max(0, lo - e), hi + e + 1) for lo, hi, e in zip(idx.min(0), idx.max(0), r))
+            regions, _ = ndi.label(result[box] != truth[box], np.ones((3, 3, 3), bool))
+            hit = np.unique(regions[new[box] & (regions > 0)])
+            fix = np.isin(regions, hit[hit > 0]) & (ndi.distance_transform_edt(~new[box], sampling=spacing) <= reach_mm)
+            result[box][fix] = truth[box][fix]
+        state["result"] = result
+        return result
+
+    return run_rounds(truth, draft, spacing, rounds, segment, axis, NEAR_MM)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--drafts", type=Path, required=True)
@@ -51,11 +80,15 @@ def main(argv=None) -> int:
     ap.add_argument("--ball", action="store_true", help="each correction a 3 mm ball (a click), not a scribble")
     ap.add_argument("--set", nargs="*", default=[], help="configuration overrides key=value")
     ap.add_argument("--model", type=Path, default=None, help="a published segmentation UNet (segmentation.pt)")
+    ap.add_argument("--ideal", type=float, nargs="*", default=None, metavar="MM",
+                    help="an ideal correction of each reach (mm) instead of the rule: the ceiling of a local correction")
     args = ap.parse_args(argv)
     unet = load_unet(str(args.model)) if args.model else None
     s = app_settings(dict(kv.split("=", 1) for kv in args.set))
     data = StudySet.open(REPO / "sample-data" / args.data)
-    per_round, drops, lines = [], [], []
+    per_round: dict = {}
+    drops: dict = {}
+    lines: list[str] = []
     for path in sorted(args.drafts.glob("*_original.nii.gz")):
         study = path.name[: -len("_original.nii.gz")]
         names = json.loads((args.drafts / f"{study}_original.json").read_text())
@@ -69,22 +102,34 @@ def main(argv=None) -> int:
             truth = gt.array == gid
             if truth.sum() < 20 or organ not in names:
                 continue
-            r = run(image.array, draft_all, int(names[organ]), truth, gt.spacing, args.rounds, s.geos, s.correction,
-                    None if args.ball else axial_axis(image.affine), prior)
-            scores, drop = r["dice"], r["max_far_drop"]
-            per_round.append(scores)
-            drops.append(drop)
-            lines.append(f"{study}/{organ}: " + " ".join(f"{d:.3f}" for d in scores) + f"  far drop {drop:.3f}")
-            print(lines[-1], flush=True)
+            axis = None if args.ball else axial_axis(image.affine)
+            for variant in args.ideal or [None]:
+                if variant is None:
+                    r = run(image.array, draft_all, int(names[organ]), truth, gt.spacing, args.rounds, s.geos, s.correction,
+                            axis, prior)
+                else:
+                    r = run_ideal(draft_all == int(names[organ]), truth, gt.spacing, args.rounds, variant, axis)
+                scores, drop = r["dice"], r["max_far_drop"]
+                per_round.setdefault(variant, []).append(scores)
+                drops.setdefault(variant, []).append(drop)
+                tag = "" if variant is None else f" (ideal, {variant:g} mm)"
+                lines.append(f"{study}/{organ}{tag}: " + " ".join(f"{d:.3f}" for d in scores) + f"  far drop {drop:.3f}")
+                print(lines[-1], flush=True)
+    for variant in per_round:
+        summary(per_round[variant], drops[variant], args.rounds, "" if variant is None else f"ideal, reach {variant:g} mm: ")
+    return 0
+
+
+def summary(per_round: list[list[float]], drops: list[float], rounds: int, prefix: str = "") -> None:
+    """The summary line: median Dice per round, losing rounds, far drops, rounds to 0.90."""
     med = np.median(np.array(per_round), axis=0)
     lost = sum(1 for r in per_round if min(np.diff(r)) < -0.01)
-    need = [next((i for i, d in enumerate(r) if d >= 0.90), args.rounds + 1) for r in per_round]
+    need = [next((i for i, d in enumerate(r) if d >= 0.90), rounds + 1) for r in per_round]
     med_need = float(np.median(need))
-    print(f"median per round: {' '.join(f'{d:.3f}' for d in med)}; mean last {np.mean([r[-1] for r in per_round]):.3f}; "
+    print(f"{prefix}median per round: {' '.join(f'{d:.3f}' for d in med)}; mean last {np.mean([r[-1] for r in per_round]):.3f}; "
           f"structures with a round losing > 0.01: {lost}/{len(per_round)}; largest far drop {max(drops):.3f}; "
-          f"reached 0.90: {sum(n <= args.rounds for n in need)}/{len(need)}, rounds to 0.90 (median): "
-          + (f"{med_need:.0f}" if med_need <= args.rounds else f"> {args.rounds}"))
-    return 0
+          f"reached 0.90: {sum(n <= rounds for n in need)}/{len(need)}, rounds to 0.90 (median): "
+          + (f"{med_need:.0f}" if med_need <= rounds else f"> {rounds}"))
 
 
 if __name__ == "__main__":
