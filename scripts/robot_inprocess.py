@@ -23,7 +23,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-
 from scipy import ndimage as ndi
 
 from lib.correction import correct_label
