@@ -87,7 +87,6 @@ def main(argv=None) -> int:
     data = StudySet.open(REPO / "sample-data" / args.data)
     per_round: dict = {}
     drops: dict = {}
-    lines: list[str] = []
     for path in sorted(args.drafts.glob("*_original.nii.gz")):
         study = path.name[: -len("_original.nii.gz")]
         names = json.loads((args.drafts / f"{study}_original.json").read_text())
@@ -112,8 +111,7 @@ def main(argv=None) -> int:
                 per_round.setdefault(variant, []).append(scores)
                 drops.setdefault(variant, []).append(drop)
                 tag = "" if variant is None else f" (ideal, {variant:g} mm)"
-                lines.append(f"{study}/{organ}{tag}: " + " ".join(f"{d:.3f}" for d in scores) + f"  far drop {drop:.3f}")
-                print(lines[-1], flush=True)
+                print(f"{study}/{organ}{tag}: " + " ".join(f"{d:.3f}" for d in scores) + f"  far drop {drop:.3f}", flush=True)
     for variant in per_round:
         summary(per_round[variant], drops[variant], args.rounds, "" if variant is None else f"ideal, reach {variant:g} mm: ")
     return 0
