@@ -61,8 +61,10 @@ def run_ideal(draft: np.ndarray, truth: np.ndarray, spacing, rounds: int, reach_
             idx = np.argwhere(new)
             r = np.ceil(reach_mm / np.asarray(spacing, float)).astype(int)
             box = tuple(slice(max(0, lo - e), hi + e + 1) for lo, hi, e in zip(idx.min(0), idx.max(0), r))
-            regions, _ = ndi.label(result[box] != truth[box], np.ones((3, 3, 3), bool))
-            hit = np.unique(regions[new[box] & (regions > 0)])
+            # the stroke's own kind of error: missed voxels under a foreground stroke, extra ones under a background one
+            error = truth[box] & ~result[box] if clicks[-1].foreground else result[box] & ~truth[box]
+            regions, _ = ndi.label(error, np.ones((3, 3, 3), bool))
+            hit = np.unique(regions[new[box]])
             fix = np.isin(regions, hit[hit > 0]) & (ndi.distance_transform_edt(~new[box], sampling=spacing) <= reach_mm)
             result[box][fix] = truth[box][fix]
         state["result"] = result
