@@ -191,16 +191,18 @@ def _worker(local_rank: int, world_size: int, port: int, gpus: Sequence[int], th
         leave()
 
 
-def spawn(fn: Callable[..., Any], nprocs: int, args: tuple = (), gpus: Sequence[int] = ()) -> None:
+def spawn(fn: Callable[..., Any], nprocs: int, args: tuple = (), gpus: Sequence[int] = (),
+          cpu_threads: int | None = None) -> None:
     """Run ``fn(ranks, *args)`` in ``nprocs`` new processes on this host, one group on a free loopback port.
 
-    ``gpus``: the CUDA devices, one per process (``nprocs`` of them), NCCL; empty: CPU processes, gloo, each
-    with ``cpu_count // nprocs`` threads. ``fn`` and ``args`` must pickle (the processes are spawned, not
-    forked). Raises when a process fails (:func:`torch.multiprocessing.spawn`).
+    ``gpus``: the CUDA devices, one per process (``nprocs`` of them), NCCL; empty: CPU processes, gloo, which
+    share ``cpu_threads`` torch threads (None: every core), each ``cpu_threads // nprocs`` of them (at least one).
+    ``fn`` and ``args`` must pickle (the processes are spawned, not forked). Raises when a process fails
+    (:func:`torch.multiprocessing.spawn`).
     """
     if gpus and len(gpus) != nprocs:
         raise ValueError(f"{nprocs} processes need {nprocs} GPUs, got {list(gpus)}")
     if not gpus and os.path.isdir("/sys/class/net/lo"):
         os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")  # one host: gloo talks over loopback only
-    threads = 0 if gpus else max(1, (os.cpu_count() or 1) // nprocs)
+    threads = 0 if gpus else max(1, (cpu_threads or os.cpu_count() or 1) // nprocs)
     mp.spawn(_worker, args=(nprocs, free_port(), list(gpus), threads, fn, args), nprocs=nprocs, join=True)

@@ -33,6 +33,7 @@ from lib.prnet.train import PRNetConfig
 from lib.segmentation.config import SegConfig
 from lib.tasks.datastore_dicomweb import DICOMwebConfig
 from lib.tasks.infer_geos import PointsConfig
+from lib.threads import check_job_threads
 
 MONAILABEL_KEYS = ("server_mode",)  # read by monailabel.interfaces.app.MONAILabelApp itself
 
@@ -55,6 +56,7 @@ class AppSettings:
     batch_multi_gpu: str = "auto"  # auto | true | false
     batch_max_workers: int = 0  # 0: one per GPU on a multi-GPU host, else 1
     train_batch: str = "per_process"  # data-parallel training: per_process | global (lib.distributed)
+    job_threads: int | str = "auto"  # torch threads of a training / batch job on a CPU host (lib.threads)
     model_dir: str = ""  # where trained models are published; "" = <app folder>/model
     support_tag: str = "scribbles"  # label tag of the one-shot support annotation
     scribbles_baseline: bool = False  # also serve MONAI Label's HistogramBasedGraphCut
@@ -102,6 +104,7 @@ def read_settings(cfg: Mapping[str, Any]) -> AppSettings:
     )
     if settings.train_batch not in BATCH_MODES:
         raise ConfigError(f"train_batch must be one of {', '.join(BATCH_MODES)}, got {settings.train_batch!r}")
+    check_job_threads(settings.job_threads)
     settings.pseudo_mask_geos  # noqa: B018 - its keys are checked now, not at the first pre-label
     return settings
 

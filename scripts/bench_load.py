@@ -11,6 +11,16 @@ its background strokes as background and a ROI = the liver's box + 8 voxels. A p
 every 0.2 s meanwhile. Both run against this app's entry point (``lib.api.app:app``: inference in a worker
 pool off the event loop) and, as the baseline, MONAI Label's own (``monailabel.app:app``: inference on the
 event loop), one server at a time on the sample cohort. Writes ``benchmarks-out/load.md``.
+
+    .venv/bin/python scripts/bench_load.py --while-training [--job-threads 0 auto] [--seconds 30] [--repeats 3]
+
+Interactive requests while a job trains: per ``job_threads`` setting (``0``: torch's default, every core;
+``auto``: the cores − 1; lib/threads.py) one server, on which PRNet trains (``POST /train/prnet``) while one
+client sends ``--tasks`` requests back to back; windows of ``--seconds`` alternate "training alone" and
+"training + the client", ``--repeats`` times, after one window of the client alone before training starts.
+Reports medians over the windows: the request's latency without and with the training, and the training's
+steps per second alone and with the client (from the trainer's stats, written every 5 steps). Writes
+``benchmarks-out/load_training.md``.
 """
 
 from __future__ import annotations
@@ -30,6 +40,7 @@ import requests
 from scipy import ndimage
 
 from lib.atomic import atomic_write_text
+from lib.evaluation.tables import machine
 from lib.workflow.server import start_server, stop_server
 
 REPO = Path(__file__).resolve().parents[1]
@@ -125,6 +136,66 @@ def rss_mb(pid: int) -> float:
     return psutil.Process(pid).memory_info().rss / 2**20
 
 
+def training_progress(url: str) -> tuple[int, float]:
+    """PRNet's ``(step, elapsed s)`` as its trainer last wrote them (``/info``'s train stats); (0, 0) before."""
+    stats = requests.get(f"{url}/info/", timeout=60).json().get("train_stats", {}).get("prnet", {}) or {}
+    return int(stats.get("step", 0)), float(stats.get("elapsed_s", 0.0))
+
+
+def steps_per_s(url: str, seconds: float, during=None) -> float:
+    """PRNet's training steps per second over a window of ``seconds`` (running ``during()`` meanwhile, if given),
+    from the first and last stats the trainer wrote in it."""
+    s0, t0 = training_progress(url)
+    if during is None:
+        time.sleep(seconds)
+    else:
+        during()
+    s1, t1 = training_progress(url)
+    return (s1 - s0) / (t1 - t0) if t1 > t0 else float("nan")
+
+
+def while_training(args, specs: dict, tmp: Path) -> list[str]:
+    """The ``--while-training`` table's lines (see the module's docstring)."""
+    rows = []
+    for setting in args.job_threads:
+        server = start_server(COHORT / "studies", tmp / f"training_{setting}",
+                              {"model_dir": str(tmp / f"model_{setting}"), "job_threads": setting})
+        try:
+            for task in args.tasks:  # warm the caches; a broken request must not be measured
+                files = {"label": ("s.nii.gz", specs[task]["label"].read_bytes())} if specs[task]["label"] else None
+                r = requests.post(f"{server.url}/infer/{task}", params={"image": "subject_a"}, files=files,
+                                  data={"params": json.dumps(specs[task]["params"])}, timeout=300)
+                assert r.status_code == 200, f"{task}: {r.status_code} {r.text[:300]}"
+            quiet = {task: load(server.url, task, specs[task], 1, args.seconds)["p50"] for task in args.tasks}
+            r = requests.post(f"{server.url}/train/prnet", json={"max_steps": 1_000_000, "checkpoint_every": 5,
+                                                                  "restart": True}, timeout=60)
+            assert r.status_code == 200, f"train: {r.status_code} {r.text[:300]}"
+            deadline = time.time() + 600
+            while training_progress(server.url)[0] < 10:  # past loading the studies and the first steps
+                assert time.time() < deadline, "PRNet training did not start within 10 min"
+                time.sleep(2)
+            alone, busy, lat = [], [], {task: [] for task in args.tasks}
+            for _ in range(args.repeats):
+                alone.append(steps_per_s(server.url, args.seconds))
+                for task in args.tasks:
+                    got = {}
+                    busy.append(steps_per_s(server.url, args.seconds,
+                                            lambda: got.update(load(server.url, task, specs[task], 1, args.seconds))))
+                    lat[task].append(got["p50"])
+                    print(f"job_threads {setting}: {task} p50 {got['p50']:.3f} s (alone {quiet[task]:.3f}), PRNet "
+                          f"{alone[-1]:.2f} steps/s alone, {busy[-1]:.2f} with the client", flush=True)
+            requests.delete(f"{server.url}/train/", timeout=60)
+            threads = {"0": "every core", "auto": "cores − 1"}.get(str(setting), str(setting))
+            for task in args.tasks:
+                rows.append(f"| `{setting}` ({threads}) | `{task}` | {quiet[task]:.3f} | {np.median(lat[task]):.3f} | "
+                            f"{np.median(lat[task]) / quiet[task]:.1f}× | {np.median(alone):.2f} | {np.median(busy):.2f} | "
+                            f"{np.median(busy) / np.median(alone):.2f} |")
+        finally:
+            stop_server(server)
+    return ["| `job_threads` | request | request p50, no job (s) | request p50, PRNet training (s) | ratio | "
+            "PRNet steps/s alone | PRNet steps/s with the client | ratio |", "|---|---|---|---|---|---|---|---|", *rows]
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seconds", type=float, default=60.0)
@@ -132,10 +203,23 @@ def main(argv=None) -> int:
     ap.add_argument("--tasks", nargs="+", default=["points_geos", "scribbles_geos"])
     ap.add_argument("--no-baseline", action="store_true", help="only this app's entry point")
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks-out")
+    ap.add_argument("--while-training", action="store_true", help="requests while PRNet trains, per --job-threads")
+    ap.add_argument("--job-threads", nargs="+", default=["0", "auto"], help="job_threads settings to compare")
+    ap.add_argument("--repeats", type=int, default=3, help="--while-training: windows of each kind")
     args = ap.parse_args(argv)
     ensure_cohort()
     tmp = Path(tempfile.mkdtemp(prefix="bench-load-"))
     specs = requests_for(tmp)
+    if args.while_training:
+        args.job_threads = [int(t) if t.isdigit() else t for t in args.job_threads]
+        lines = [f"Interactive requests while PRNet trains, on one server per `job_threads` setting, subject A of the sample "
+                 f"cohort, one client sending requests back to back, medians of {args.repeats} windows of {args.seconds:g} s "
+                 f"(`python scripts/bench_load.py --while-training --seconds {args.seconds:g} --repeats {args.repeats}`); "
+                 f"{machine()}.", "", *while_training(args, specs, tmp)]
+        args.out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(str(args.out / "load_training.md"), "\n".join(lines) + "\n")
+        print("\n".join(lines))
+        return 0
     rows = []
     kinds = ["ours"] + ([] if args.no_baseline else ["MONAI Label"])
     for kind in kinds:

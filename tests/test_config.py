@@ -67,6 +67,14 @@ def test_bad_values_are_errors_that_say_what_to_fix():
     assert app_config()["prnet"]["train"]["max_steps"] == 2000  # the raw mapping is still there for tools
 
 
+@pytest.mark.parametrize("bad", ["-1", "all", "1.5", "true"])
+def test_job_threads_is_auto_or_a_count(bad):
+    assert app_settings({}).job_threads == "auto"
+    assert app_settings({"job_threads": "3"}).job_threads == 3
+    with pytest.raises(ConfigError, match="job_threads must be 'auto', 0"):
+        app_settings({"job_threads": bad})
+
+
 @pytest.mark.e2e
 def test_server_refuses_to_start_on_an_unknown_key(tmp_path):
     """Start-up: ``monailabel start_server ... --conf prnet.regularise none`` exits, naming the key and its section."""

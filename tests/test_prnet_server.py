@@ -13,6 +13,7 @@ from conftest import two_organ_phantom as phantom
 from monailabel.client.client import MONAILabelClientException
 
 from lib.io import read_volume
+from lib.threads import usable_cpus
 
 pytestmark = pytest.mark.e2e  # starts real servers
 
@@ -58,6 +59,7 @@ def test_train_prelabel_and_strategy_through_the_server(tmp_path, server_factory
     assert status["status"] == "DONE", status
     stats = client.info()["train_stats"]["prnet"]
     assert stats["step"] == 4 and len(stats["history"]) == 2 and np.isfinite(stats["loss"])
+    assert stats["threads"] == max(1, usable_cpus() - 1)  # job_threads auto: one core stays with the server
 
     # trained, but no support annotation yet → says what to annotate
     with pytest.raises(MONAILabelClientException) as e:

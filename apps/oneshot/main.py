@@ -89,4 +89,4 @@ class OneShotApp(MONAILabelApp):
 
     def init_batch_infer(self) -> Callable:
         return HostAwareBatchInferTask(multi_gpu=self.settings.batch_multi_gpu, max_workers=self.settings.batch_max_workers,
-                                       model_dir=self.model_dir)
+                                       model_dir=self.model_dir, threads=self.settings.job_threads)

@@ -19,17 +19,20 @@ from monailabel.interfaces.datastore import Datastore
 from monailabel.interfaces.tasks.batch_infer import BatchInferTask
 
 from lib.tasks.jobs import job
+from lib.threads import check_job_threads, job_threads, torch_threads
 
 logger = logging.getLogger(__name__)
 
 
 class HostAwareBatchInferTask(BatchInferTask):
-    def __init__(self, multi_gpu: str | bool = "auto", max_workers: int = 0, model_dir: str = ""):
-        """``model_dir``: where the one-batch-job-at-a-time lock lives (see :mod:`lib.tasks.jobs`)."""
+    def __init__(self, multi_gpu: str | bool = "auto", max_workers: int = 0, model_dir: str = "", threads: int | str = "auto"):
+        """``model_dir``: where the one-batch-job-at-a-time lock lives (see :mod:`lib.tasks.jobs`); ``threads``: the
+        torch threads of a batch on the CPU (``job_threads``, :mod:`lib.threads`)."""
         super().__init__()
         self.model_dir = model_dir
         self.multi_gpu = multi_gpu
         self.max_workers = int(max_workers)
+        self.threads = check_job_threads(threads)
 
     def defaults(self) -> Dict[str, Any]:
         cuda = torch.cuda.is_available()
@@ -54,7 +57,8 @@ class HostAwareBatchInferTask(BatchInferTask):
                 logger.error(f"batch: {req.get('_image_id')} failed: {type(e).__name__}: {e}")
                 return {"error": f"{type(e).__name__}: {e}"}
 
-        if not self.model_dir:
-            return super().__call__(request, datastore, each)
-        with job(self.model_dir, "batch", str(request.get("model", ""))):
-            return super().__call__(request, datastore, each)
+        with torch_threads(job_threads(self.threads, str(request.get("device", "cpu")))):
+            if not self.model_dir:
+                return super().__call__(request, datastore, each)
+            with job(self.model_dir, "batch", str(request.get("model", ""))):
+                return super().__call__(request, datastore, each)

@@ -34,6 +34,7 @@ from lib.distributed import Ranks, spawn
 from lib.tasks.errors import ClientError
 from lib.tasks.jobs import die_with_parent, job
 from lib.tasks.params import number
+from lib.threads import check_job_threads, job_threads, torch_threads
 
 logger = logging.getLogger(__name__)
 
@@ -164,10 +165,13 @@ class ResumableTrainTask(TrainTask):
     ``torchrun`` reaches the same :meth:`train` from :mod:`lib.cluster`. Rank 0 alone writes the files.
     """
 
-    def __init__(self, description: str, files: ModelFiles):
+    def __init__(self, description: str, files: ModelFiles, threads: int | str = "auto"):
+        """``threads``: the torch threads of a run on the CPU (``job_threads``, :mod:`lib.threads`: by default
+        one core stays free for the server's interactive requests)."""
         super().__init__(description)
         self.files = files
         self.model_dir = files.model_dir
+        self.threads = check_job_threads(threads)
 
     def stats(self) -> Dict[str, Any]:
         if os.path.exists(self.files.stats):
@@ -188,12 +192,14 @@ class ResumableTrainTask(TrainTask):
         with job(self.model_dir, "train", self.files.name):
             os.makedirs(self.model_dir, exist_ok=True)
             nprocs, gpus = train_processes(request)
+            threads = job_threads(self.threads, "cuda" if gpus else "cpu")
             if nprocs == 1:
                 device = f"cuda:{gpus[0]}" if gpus else pick_device(request)
-                return self.train(request, datastore, Ranks(device=device))
+                with torch_threads(job_threads(self.threads, device)):
+                    return self.train(request, datastore, Ranks(device=device))
             self.validate(request, datastore)  # a bad request fails here, with its 4xx, not in every worker
             logger.info(f"{self.files.name}: training in {nprocs} processes ({'GPUs ' + str(gpus) if gpus else 'CPU, gloo'})")
-            spawn(self._rank_main, nprocs, (request, datastore), gpus)
+            spawn(self._rank_main, nprocs, (request, datastore), gpus, threads)
             return self.stats()
 
     def _rank_main(self, ranks: Ranks, request: Dict[str, Any], datastore: Datastore) -> None:

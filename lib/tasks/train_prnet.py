@@ -34,11 +34,13 @@ logger = logging.getLogger(__name__)
 
 
 class PRNetTrain(ResumableTrainTask):
-    def __init__(self, files: ModelFiles, cfg: PRNetConfig, window: Sequence[Sequence[float]], batch_mode: str = "per_process"):
+    def __init__(self, files: ModelFiles, cfg: PRNetConfig, window: Sequence[Sequence[float]], batch_mode: str = "per_process",
+                 threads: int | str = "auto"):
         """``window``: the CT intensity window (HU knots, [0, 1] values) the studies are normalised with; it is
         recorded in the published model, which propagation then uses. ``batch_mode``: how the processes of a
-        data-parallel run share a step (``train_batch``, :mod:`lib.distributed`)."""
-        super().__init__("Self-supervised PRNet (relative position + reconstruction) on every study", files)
+        data-parallel run share a step (``train_batch``, :mod:`lib.distributed`); ``threads``: the torch threads
+        of a run on the CPU (``job_threads``, :mod:`lib.threads`)."""
+        super().__init__("Self-supervised PRNet (relative position + reconstruction) on every study", files, threads)
         self.cfg = cfg
         self.window = window
         self.batch_mode = batch_mode
@@ -125,6 +127,7 @@ class PRNetTrain(ResumableTrainTask):
             published = prnet_state(nets, cfg, self.window, step)
             self.save({**published, **{optimizer_keys[k]: optimizers[k].state_dict() for k in stages}, "studies": images}, published,
                       {"step": step, "max_steps": max_steps, "device": device, "processes": ranks.world_size,
+                       "threads": torch.get_num_threads(),
                        "train_batch": self.batch_mode, "pairs_per_step": split.per_step,
                        "studies": len(images), "warm_start_from_step": warm_from, **mean, "pairs_per_s": rate, "history": history[-200:],
                        "elapsed_s": time.time() - t_start}, ranks)

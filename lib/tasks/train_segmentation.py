@@ -24,6 +24,7 @@ from dataclasses import replace
 from typing import Any, Dict, Sequence
 
 import numpy as np
+import torch
 from monailabel.interfaces.datastore import Datastore
 
 from lib.distributed import Ranks
@@ -71,11 +72,13 @@ def training_set(datastore: Datastore, window: tuple, spacing_mm=(3.0, 3.0, 3.0)
 
 
 class SegmentationTrain(ResumableTrainTask):
-    def __init__(self, files: ModelFiles, cfg: SegConfig, window: Sequence[Sequence[float]], batch_mode: str = "per_process"):
+    def __init__(self, files: ModelFiles, cfg: SegConfig, window: Sequence[Sequence[float]], batch_mode: str = "per_process",
+                 threads: int | str = "auto"):
         """``window``: the CT intensity window (HU knots, [0, 1] values), recorded in the published model;
-        ``batch_mode``: how the processes of a data-parallel run share a step (``train_batch``, :mod:`lib.distributed`)."""
+        ``batch_mode``: how the processes of a data-parallel run share a step (``train_batch``, :mod:`lib.distributed`);
+        ``threads``: the torch threads of a run on the CPU (``job_threads``, :mod:`lib.threads`)."""
         super().__init__("3D UNet on the drafts (original) and final labels, with a noise-robust strategy (PLC / MCPM / OEEM)",
-                         files)
+                         files, threads)
         self.cfg, self.window, self.batch_mode = cfg, window, batch_mode
 
     def config(self) -> Dict[str, Any]:
@@ -155,7 +158,8 @@ class SegmentationTrain(ResumableTrainTask):
             self.save({"trainer": trainer.state_dict(), "epoch": epoch, "key": key},
                       unet_state(trainer.net, cfg, num_classes, names, self.window, epoch), {
                           "epoch": epoch, "epochs": cfg.epochs, "noise_strategy": cfg.noise_strategy,
-                          "device": device, "processes": ranks.world_size, "train_batch": self.batch_mode,
+                          "device": device, "processes": ranks.world_size, "threads": torch.get_num_threads(),
+                          "train_batch": self.batch_mode,
                           "patches_per_step": trainer.split.per_step, "studies": len(studies), "final": sum(s.clean for s in studies),
                           "label_names": names, **{k: v for k, v in row.items() if k != "epoch"}, "history": history,
                           "elapsed_s": round(time.time() - t_start, 1)}, ranks)

@@ -43,9 +43,10 @@ def model_files(folder: str) -> dict[str, ModelFiles]:
 
 
 def trainers(settings: AppSettings, models: dict[str, ModelFiles]) -> dict:
-    return {"prnet": PRNetTrain(models["prnet"], settings.prnet, settings.window, settings.train_batch),
+    return {"prnet": PRNetTrain(models["prnet"], settings.prnet, settings.window, settings.train_batch,
+                                settings.job_threads),
             "segmentation": SegmentationTrain(models["segmentation"], settings.segmentation, settings.window,
-                                              settings.train_batch)}
+                                              settings.train_batch, settings.job_threads)}
 
 
 def prelabel_task(settings: AppSettings, datastore: Datastore, models: dict[str, ModelFiles]) -> PRNetPrelabel:
