@@ -85,8 +85,9 @@ def requests_for(tmp: Path) -> dict[str, dict]:
     }
 
 
-def load(url: str, task: str, spec: dict, clients: int, seconds: float) -> dict:
-    """Run ``clients`` client threads and the /info prober for ``seconds``; latencies in s and error count."""
+def load(url: str, task: str, spec: dict, clients: int, seconds: float, think: float = 0.0) -> dict:
+    """Run ``clients`` client threads and the /info prober for ``seconds``; latencies in s and error count.
+    ``think``: each client waits this long (s) after an answer before its next request (0: back to back)."""
     stop = time.perf_counter() + seconds
     lat: list[float] = []
     errors: list[str] = []
@@ -107,6 +108,8 @@ def load(url: str, task: str, spec: dict, clients: int, seconds: float) -> dict:
             dt = time.perf_counter() - t0
             with lock:
                 (lat.append(dt) if ok else errors.append(why))
+            if think:
+                time.sleep(max(0.0, min(think, stop - time.perf_counter())))
 
     def prober() -> None:
         s = requests.Session()
@@ -156,6 +159,7 @@ def steps_per_s(url: str, seconds: float, during=None) -> float:
 
 def while_training(args, specs: dict, tmp: Path) -> list[str]:
     """The ``--while-training`` table's lines (see the module's docstring)."""
+    kinds = [(task, think) for task in args.tasks for think in args.think]
     rows = []
     for setting in args.job_threads:
         server = start_server(COHORT / "studies", tmp / f"training_{setting}",
@@ -166,7 +170,7 @@ def while_training(args, specs: dict, tmp: Path) -> list[str]:
                 r = requests.post(f"{server.url}/infer/{task}", params={"image": "subject_a"}, files=files,
                                   data={"params": json.dumps(specs[task]["params"])}, timeout=300)
                 assert r.status_code == 200, f"{task}: {r.status_code} {r.text[:300]}"
-            quiet = {task: load(server.url, task, specs[task], 1, args.seconds)["p50"] for task in args.tasks}
+            quiet = {k: [load(server.url, k[0], specs[k[0]], 1, args.seconds, k[1])["p50"]] for k in kinds}
             r = requests.post(f"{server.url}/train/prnet", json={"max_steps": 1_000_000, "checkpoint_every": 5,
                                                                   "restart": True}, timeout=60)
             assert r.status_code == 200, f"train: {r.status_code} {r.text[:300]}"
@@ -174,26 +178,33 @@ def while_training(args, specs: dict, tmp: Path) -> list[str]:
             while training_progress(server.url)[0] < 10:  # past loading the studies and the first steps
                 assert time.time() < deadline, "PRNet training did not start within 10 min"
                 time.sleep(2)
-            alone, busy, lat = [], [], {task: [] for task in args.tasks}
+            alone, busy, lat = [], {k: [] for k in kinds}, {k: [] for k in kinds}
             for _ in range(args.repeats):
                 alone.append(steps_per_s(server.url, args.seconds))
-                for task in args.tasks:
+                for k in kinds:
                     got = {}
-                    busy.append(steps_per_s(server.url, args.seconds,
-                                            lambda: got.update(load(server.url, task, specs[task], 1, args.seconds))))
-                    lat[task].append(got["p50"])
-                    print(f"job_threads {setting}: {task} p50 {got['p50']:.3f} s (alone {quiet[task]:.3f}), PRNet "
-                          f"{alone[-1]:.2f} steps/s alone, {busy[-1]:.2f} with the client", flush=True)
+                    busy[k].append(steps_per_s(server.url, args.seconds,
+                                               lambda: got.update(load(server.url, k[0], specs[k[0]], 1, args.seconds, k[1]))))
+                    lat[k].append(got["p50"])
+                    print(f"job_threads {setting}: {k[0]} think {k[1]:g} s: p50 {got['p50']:.3f} s (no job {quiet[k][0]:.3f}), "
+                          f"PRNet {alone[-1]:.2f} steps/s alone, {busy[k][-1]:.2f} with the client", flush=True)
             requests.delete(f"{server.url}/train/", timeout=60)
-            threads = {"0": "every core", "auto": "cores − 1"}.get(str(setting), str(setting))
-            for task in args.tasks:
-                rows.append(f"| `{setting}` ({threads}) | `{task}` | {quiet[task]:.3f} | {np.median(lat[task]):.3f} | "
-                            f"{np.median(lat[task]) / quiet[task]:.1f}× | {np.median(alone):.2f} | {np.median(busy):.2f} | "
-                            f"{np.median(busy) / np.median(alone):.2f} |")
+            deadline = time.time() + 120
+            while requests.get(f"{server.url}/train/", params={"check_if_running": True}, timeout=60).status_code == 200:
+                assert time.time() < deadline, "the training job did not stop within 2 min"
+                time.sleep(1)  # the job is gone: the no-job windows again, after it
+            for k in kinds:
+                quiet[k].append(load(server.url, k[0], specs[k[0]], 1, args.seconds, k[1])["p50"])
+            threads = {0: "every core", "auto": "cores − 1"}.get(setting, str(setting))
+            for k in kinds:
+                q, b = np.median(quiet[k]), np.median(lat[k])
+                rows.append(f"| `{setting}` ({threads}) | `{k[0]}` | {k[1]:g} | {q:.3f} | {b:.3f} | {b / q:.2f} | "
+                            f"{np.median(alone):.2f} | {np.median(busy[k]):.2f} | {np.median(busy[k]) / np.median(alone):.2f} |")
         finally:
             stop_server(server)
-    return ["| `job_threads` | request | request p50, no job (s) | request p50, PRNet training (s) | ratio | "
-            "PRNet steps/s alone | PRNet steps/s with the client | ratio |", "|---|---|---|---|---|---|---|---|", *rows]
+    return ["| `job_threads` (PRNet's torch threads) | request | pause between requests (s) | request p50, no job (s) | "
+            "request p50, PRNet training (s) | ratio | PRNet steps/s alone | PRNet steps/s with the client | ratio |",
+            "|---|---|---|---|---|---|---|---|---|", *rows]
 
 
 def main(argv=None) -> int:
@@ -206,6 +217,8 @@ def main(argv=None) -> int:
     ap.add_argument("--while-training", action="store_true", help="requests while PRNet trains, per --job-threads")
     ap.add_argument("--job-threads", nargs="+", default=["0", "auto"], help="job_threads settings to compare")
     ap.add_argument("--repeats", type=int, default=3, help="--while-training: windows of each kind")
+    ap.add_argument("--think", nargs="+", type=float, default=[0.0, 2.0],
+                    help="--while-training: the client's pauses between requests (s) to compare")
     args = ap.parse_args(argv)
     ensure_cohort()
     tmp = Path(tempfile.mkdtemp(prefix="bench-load-"))
@@ -213,7 +226,8 @@ def main(argv=None) -> int:
     if args.while_training:
         args.job_threads = [int(t) if t.isdigit() else t for t in args.job_threads]
         lines = [f"Interactive requests while PRNet trains, on one server per `job_threads` setting, subject A of the sample "
-                 f"cohort, one client sending requests back to back, medians of {args.repeats} windows of {args.seconds:g} s "
+                 f"cohort, one client (back to back, or pausing between requests as an annotator does), medians of {args.repeats} "
+                 f"windows of {args.seconds:g} s (no job: one window before the training and one after) "
                  f"(`python scripts/bench_load.py --while-training --seconds {args.seconds:g} --repeats {args.repeats}`); "
                  f"{machine()}.", "", *while_training(args, specs, tmp)]
         args.out.mkdir(parents=True, exist_ok=True)
