@@ -2,11 +2,11 @@
 
 The server computes an annotator's interactive requests (GeoS, corrections) in its own process while a job
 trains or pre-labels in another. torch's default is one thread per core, and its threads meet at the end of
-every operation: when one of them shares its core with another busy process, each operation waits for the
-slowest, and the job crawls (PRNet training on 2 cores: 17 s a step instead of 0.8 s while one other process
-kept one core busy), while the annotator's request also loses its core to the job. So by default a job on a
-CPU host leaves one core to the server (``job_threads: auto``); ``docs/benchmarks.md`` ("Interactive requests
-while a job trains") measures both sides.
+every operation: when one of them shares its core with the server's work, each operation waits for it. On the
+2-core development machine, with every core PRNet's training steps halve while one client sends requests back
+to back (1.32 → 0.58–0.69 steps/s), and each request takes 1.2–1.5× as long; with one core left to the server
+neither side notices the other, and PRNet trains at 0.85 steps/s (``docs/benchmarks.md``, "Interactive requests
+while a job trains"). So by default a job on a CPU host leaves one core to the server (``job_threads: auto``).
 
 The setting (configuration key ``job_threads``): ``auto`` = the usable cores − 1 (at least 1); a positive
 integer = that many; ``0`` = torch's own default (one per core). On a CUDA device the job's torch threads are

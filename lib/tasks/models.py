@@ -192,10 +192,10 @@ class ResumableTrainTask(TrainTask):
         with job(self.model_dir, "train", self.files.name):
             os.makedirs(self.model_dir, exist_ok=True)
             nprocs, gpus = train_processes(request)
-            threads = job_threads(self.threads, "cuda" if gpus else "cpu")
+            threads = job_threads(self.threads, "cuda" if gpus else "cpu")  # no GPU listed: the CPU trains
             if nprocs == 1:
                 device = f"cuda:{gpus[0]}" if gpus else pick_device(request)
-                with torch_threads(job_threads(self.threads, device)):
+                with torch_threads(threads):
                     return self.train(request, datastore, Ranks(device=device))
             self.validate(request, datastore)  # a bad request fails here, with its 4xx, not in every worker
             logger.info(f"{self.files.name}: training in {nprocs} processes ({'GPUs ' + str(gpus) if gpus else 'CPU, gloo'})")
