@@ -43,6 +43,7 @@ from lib.data.cohort import true_locations
 from lib.data.deform import DeformConfig
 from lib.data.labels import BACKGROUND
 from lib.evaluation.metrics import dice
+from lib.evaluation.tables import machine
 from lib.intensity import normalize_intensity
 from lib.io import read_volume
 from lib.prnet.prelabel import Prelabel, propagate_support, pseudo_mask, support_points
@@ -68,6 +69,8 @@ def main() -> int:
     p.add_argument("--queries", type=int, default=0, help="use only the first N pseudo-subjects (0 = all)")
     p.add_argument("--timing-only", action="store_true", help="only (c) (and (d) when training)")
     p.add_argument("--timing-repeats", type=int, default=3, help="(c): each time is the median of this many runs")
+    p.add_argument("--precisions", nargs="+", default=["auto", "fp32"], choices=["auto", "fp32", "bf16"],
+                   help="(c): the PRNet precisions timed side by side")
     p.add_argument("--out", type=Path, default=REPO / "benchmarks-out")
     args = p.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -247,30 +250,37 @@ def main() -> int:
             runs.append(time.perf_counter() - t0)
         return float(np.median(runs))
 
-    def run_loop():
-        for pt in sub:
-            propagate(models, s01, pt[None], q01, q.spacing, replace(prop, batch_size=1, register_steps=0), device=device)
-
     kw = dict(device=device, support_spacing=support.spacing)
-    loop = timed(run_loop)
-    batched = timed(lambda: propagate(models, s01, sub, q01, q.spacing, prop, **kw))
-    cold = timed(lambda: propagate(models, s01, pts, q01, q.spacing, prop, **kw))  # the support encoded too
-    enc = encode_support(models, s01, pts, prop.batch_size, device, prop.precision, fit_subset(len(pts), prop))
-    warm = timed(lambda: propagate(models, s01, pts, q01, q.spacing, prop, encoded_support=enc, **kw))
-    loop_ms = 1000 * loop / len(sub)
-    loop_all = loop_ms * len(pts) / 1000
+    rows = []
+    for precision in args.precisions:  # one table, a row group per precision
+        cfg = replace(prop, precision=precision)
+
+        def run_loop():
+            for pt in sub:
+                propagate(models, s01, pt[None], q01, q.spacing, replace(cfg, batch_size=1, register_steps=0), device=device)
+
+        loop = timed(run_loop)
+        batched = timed(lambda: propagate(models, s01, sub, q01, q.spacing, cfg, **kw))
+        cold = timed(lambda: propagate(models, s01, pts, q01, q.spacing, cfg, **kw))  # the support encoded too
+        enc = encode_support(models, s01, pts, cfg.batch_size, device, cfg.precision, fit_subset(len(pts), cfg))
+        warm = timed(lambda: propagate(models, s01, pts, q01, q.spacing, cfg, encoded_support=enc, **kw))
+        loop_ms = 1000 * loop / len(sub)
+        loop_all = loop_ms * len(pts) / 1000
+        name = f"`{precision}` ({'bf16' if bf16_enabled(precision, device) else 'fp32'})"
+        rows += [f"| {name} | per-point loop (one call per point, as the reference code; support encoding included; no intensity "
+                 f"registration) | {len(sub)} | {loop:.2f} | {loop_ms:.1f} | 1 |",
+                 f"| {name} | batched, the same points | {len(sub)} | {batched:.2f} | {1000 * batched / len(sub):.1f} | {loop / batched:.1f}× |",
+                 f"| {name} | batched, the whole support, cold (support encoded in the call; ≤ {prop.fit_points or len(pts)} located "
+                 f"to fit the affine map) | {len(pts)} | {cold:.2f} | {1000 * cold / len(pts):.1f} | **{loop_all / cold:.1f}×** |",
+                 f"| {name} | batched, the whole support, warm (support encodings cached, as `prnet_prelabel` keeps them across "
+                 f"requests and the studies of a batch) | {len(pts)} | {warm:.2f} | {1000 * warm / len(pts):.1f} | **{loop_all / warm:.1f}×** |"]
+        print(rows[-4:], flush=True)
     lines += ["## (c) Propagation time, batched vs per-point loop (one study)", "",
-              f"Median of {max(1, args.timing_repeats)} runs each, query {queries[0]}, precision {prop.precision} "
-              f"(bf16 here: {bf16_enabled(prop.precision, device)}).", "",
-              "| variant | points | seconds | ms / point | loop / this |", "|---|---|---|---|---|",
-              f"| per-point loop (one call per point, as the reference code; support encoding included) | {len(sub)} | {loop:.2f} | {loop_ms:.1f} | 1 |",
-              f"| batched, the same points | {len(sub)} | {batched:.2f} | {1000 * batched / len(sub):.1f} | {loop / batched:.1f}× |",
-              f"| batched, the whole support, cold (support encoded in the call; ≤ {prop.fit_points or len(pts)} located to fit "
-              f"the affine map) | {len(pts)} | {cold:.2f} | {1000 * cold / len(pts):.1f} | **{loop_all / cold:.1f}×** |",
-              f"| batched, the whole support, warm (support encodings cached, as `prnet_prelabel` keeps them across "
-              f"requests and the studies of a batch) | {len(pts)} | {warm:.2f} | {1000 * warm / len(pts):.1f} | **{loop_all / warm:.1f}×** |", "",
-              f"The loop's time for the whole support ({len(pts)} points at stride {stride}, per class {class_strides or 'none'}) is "
-              f"extrapolated from its {len(sub)} timed points: {loop_all:.0f} s. The cohort run above (support encoded once) took a "
+              f"Median of {max(1, args.timing_repeats)} runs each, query {queries[0]}; {machine()}. The batched rows include the "
+              f"intensity registration and the mirror check; \"loop / this\" for the whole support extrapolates the loop from "
+              f"its {len(sub)} timed points ({len(pts)} points at stride {stride}, per class {class_strides or 'none'}).", "",
+              "| precision (here) | variant | points | seconds | ms / point | loop / this |", "|---|---|---|---|---|---|", *rows, "",
+              "The cohort run above (support encoded once) took a "
               + (f"median {np.median(prelabel_s):.1f} s per study." if prelabel_s else "(not run: --timing-only)."), ""]
     text = "\n".join(lines) + "\n"
     print("\n" + text)
