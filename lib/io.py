@@ -72,7 +72,9 @@ class VolumeCache:
     :meth:`prefetch` reads a study in the background when a client is about to work on it (3D Slicer's *Next
     Sample*, an image download), so that the first scribble or click does not pay the read: a 512 x 512 x 200
     study takes 0.5-0.7 s to decompress here. A :meth:`lookup` of a study whose read is under way waits for that
-    read instead of starting a second one.
+    read instead of starting a second one. A full cache first drops a study read ahead and not used since, then the
+    least recently used: a script that downloads every study (each download reads ahead) replaces only its own
+    read-aheads, not the studies annotators are working on.
     """
 
     def __init__(self, size: int = 4):
@@ -158,5 +160,7 @@ class VolumeCache:
             if prefetched:
                 self._prefetched.add(key)
             while len(self._items) > self.size:
-                old, _ = self._items.popitem(last=False)
+                unused = next((k for k in self._items if k in self._prefetched and k != key), None)
+                old = unused if unused is not None else next(iter(self._items))
+                del self._items[old]
                 self._prefetched.discard(old)

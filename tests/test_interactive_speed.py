@@ -38,6 +38,18 @@ def test_least_recently_used_study_leaves_first(tmp_path):
     assert cache.lookup(paths[1])[1] == "read"
 
 
+def test_read_aheads_nobody_used_leave_before_the_studies_in_use(tmp_path):
+    paths = [_study(tmp_path / f"{n}.nii.gz", n) for n in range(6)]
+    cache = VolumeCache(size=3)
+    used = [cache.get(p) for p in paths[:3]]  # three studies annotators work on
+    for p in paths[3:]:  # a script downloads three more: each download reads its study ahead
+        cache.prefetch(lambda p=p: p).result(timeout=30)
+    # the first read-ahead took the least recently used study's place; the later ones replaced only read-aheads
+    assert cache.lookup(paths[0])[1] == "read"
+    assert cache.lookup(paths[1]) == (used[1], "cached") and cache.lookup(paths[2]) == (used[2], "cached")
+    assert cache.lookup(paths[3])[1] == "read" and cache.lookup(paths[4])[1] == "read"
+
+
 def test_a_changed_file_is_read_again(tmp_path):
     path = _study(tmp_path / "a.nii.gz", 1)
     cache = VolumeCache()
