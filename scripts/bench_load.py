@@ -12,15 +12,15 @@ every 0.2 s meanwhile. Both run against this app's entry point (``lib.api.app:ap
 pool off the event loop) and, as the baseline, MONAI Label's own (``monailabel.app:app``: inference on the
 event loop), one server at a time on the sample cohort. Writes ``benchmarks-out/load.md``.
 
-    .venv/bin/python scripts/bench_load.py --while-training [--job-threads 0 auto] [--seconds 30] [--repeats 3]
+    .venv/bin/python scripts/bench_load.py --while-training [--job-threads 0 auto] [--think 0 2] [--seconds 30] [--repeats 3]
 
 Interactive requests while a job trains: per ``job_threads`` setting (``0``: torch's default, every core;
 ``auto``: the cores − 1; lib/threads.py) one server, on which PRNet trains (``POST /train/prnet``) while one
-client sends ``--tasks`` requests back to back; windows of ``--seconds`` alternate "training alone" and
-"training + the client", ``--repeats`` times, after one window of the client alone before training starts.
-Reports medians over the windows: the request's latency without and with the training, and the training's
-steps per second alone and with the client (from the trainer's stats, written every 5 steps). Writes
-``benchmarks-out/load_training.md``.
+client sends ``--tasks`` requests, back to back or pausing ``--think`` seconds after each answer; windows of
+``--seconds`` alternate "training alone" and "training + the client", ``--repeats`` times. The client alone
+("no job") runs one window before the training starts and one after it stops. Reports medians over the
+windows: the request's latency without and with the training, and the training's steps per second alone and
+with the client (from the trainer's stats, written every 5 steps). Writes ``benchmarks-out/load_training.md``.
 """
 
 from __future__ import annotations
