@@ -29,7 +29,7 @@ import SimpleITK as sitk
 from lib.atomic import atomic_directory
 from lib.config import from_section, load_yaml
 from lib.data.labels import BACKGROUND, label_info, reduce_labels
-from lib.data.reacquire import add_noise, reorient, resample, slab
+from lib.data.reacquire import add_noise, enhance, reorient, resample, slab
 from lib.data.scribbles import ScribbleConfig, simulate_scribbles
 from lib.data.sdist import fetch_members
 from lib.frame import axcodes, world_affine
@@ -54,8 +54,14 @@ def _axial_axis(img: sitk.Image) -> int:
     return int(np.argmax(np.abs(np.asarray(img.GetDirection()).reshape(3, 3)[2])))
 
 
-def reacquire(image: sitk.Image, label: sitk.Image, op: dict, centre_mm: np.ndarray, seed: int) -> tuple[sitk.Image, sitk.Image]:
-    """One re-acquisition of ``configs/devset.yaml`` applied to an image and its label map."""
+def reacquire(image: sitk.Image, label: sitk.Image, op: dict, centre_mm: np.ndarray, seed: int,
+              segmentation: sitk.Image | None = None, enhancement: dict | None = None) -> tuple[sitk.Image, sitk.Image]:
+    """One re-acquisition of ``configs/devset.yaml`` applied to an image and its label map; ``segmentation``:
+    the image's full source label map and ``enhancement`` the config's section (for ``contrast``)."""
+    if op.get("contrast"):
+        if segmentation is None or not enhancement or op["contrast"] not in enhancement:
+            raise ValueError(f"contrast {op['contrast']!r}: no such phase in `enhancement`, or no source label map")
+        image = enhance(image, segmentation, enhancement[op["contrast"]], float(enhancement.get("sigma_vox", 0.7)))
     if op.get("orientation"):
         image, label = reorient(image, op["orientation"]), reorient(label, op["orientation"])
     if op.get("spacing_mm"):
@@ -131,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
                 if op.get("large") and args.small:
                     continue
                 print(f"re-acquiring {subject} as {case_id} {op}", flush=True)
-                img_c, lab_c = reacquire(image, label, op, np.asarray(centre), cfg["seed"] + n)
+                img_c, lab_c = reacquire(image, label, op, np.asarray(centre), cfg["seed"] + n, seg, cfg.get("enhancement"))
                 sitk.WriteImage(img_c, str(studies / f"{case_id}.nii.gz"), True)
                 sitk.WriteImage(lab_c, str(truth / f"{case_id}.nii.gz"), True)
                 manifest[case_id] = describe(img_c, names, derived_from=subject,

@@ -49,3 +49,37 @@ def test_a_reacquired_copy_keeps_the_anatomy_where_it_was_in_world_space(devset,
     inside = np.all((back >= 0) & (back < ref.array.shape), axis=1)
     assert inside.mean() > 0.99
     assert np.mean(ref.array[tuple(back[inside].T)] == 1) > (0.97 if copy != "a_08x08x5" else 0.85)
+
+
+def test_the_contrast_copies_enhance_the_organs_and_vessels_and_nothing_else(devset):
+    """a_contrast: subject A as a portal-venous acquisition (same grid); a_contrast_slab: that, stored L-A-S at
+    1 x 1 x 2 mm, 20 slices, with noise."""
+    studies = json.loads((devset / "manifest.json").read_text())["studies"]
+    assert studies["a_contrast_slab"]["orientation"] == "LAS" and studies["a_contrast_slab"]["shape"][2] == 20
+    plain = read_volume(str(devset / "studies" / "subject_a.nii.gz")).array.astype(float)
+    enhanced = read_volume(str(devset / "studies" / "a_contrast.nii.gz")).array.astype(float)
+    truth = read_volume(str(devset / "ground_truth" / "a_contrast.nii.gz")).array
+    names = studies["a_contrast"]["labels"]
+    gain = {n: float(np.median(enhanced[truth == i] - plain[truth == i])) for n, i in names.items()}
+    assert gain["aorta"] > 100 and gain["kidney_left"] > 100 and 40 < gain["liver"] < 80, gain
+    air_and_fat = (truth == 0) & (plain < -50)
+    assert np.median(np.abs(enhanced - plain)[air_and_fat]) == 0  # the fat, air and lungs are as they were
+
+
+def test_enhance_adds_each_class_offset_with_a_partial_volume_ramp():
+    import SimpleITK as sitk
+
+    from lib.data.reacquire import enhance
+
+    seg = np.zeros((20, 20, 20), np.uint8)
+    seg[5:15, 5:15, 5:15] = 3
+    image = sitk.GetImageFromArray(np.full(seg.shape, 40, np.int16))
+    image.SetSpacing((2.0, 2.0, 2.0))
+    labels = sitk.GetImageFromArray(seg)
+    labels.CopyInformation(image)
+    out = sitk.GetArrayFromImage(enhance(image, labels, {3: 100, 9: 500}, sigma_vox=0.7))
+    assert out.dtype == np.int16
+    assert out[10, 10, 10] == 140 and out[0, 0, 0] == 40  # inside the class, far outside it
+    assert 40 < out[10, 10, 4] < out[10, 10, 5] < 140  # the edge ramps over a voxel or two
+    with pytest.raises(ValueError, match="grid"):
+        enhance(image, sitk.GetImageFromArray(seg[:10]), {3: 100})

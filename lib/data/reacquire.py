@@ -1,7 +1,7 @@
 """Re-acquire a study the ways clinical scans differ, keeping its world geometry (SimpleITK images).
 
 Each operation changes how the same anatomy is *stored* (orientation, voxel size, field of view,
-noise) and never where it lies in world coordinates, so a label map put through the same operation
+noise) or imaged (contrast enhancement) and never where it lies in world coordinates, so a label map put through the same operation
 stays the ground truth of the result. Used to build the development set
 (``sample-data/build_devset.py``) and the geometry-invariance tests.
 
@@ -12,7 +12,7 @@ e.g. ``"LPS"``: DICOM's, ``"RAS"``: NIfTI tools').
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import SimpleITK as sitk
@@ -53,13 +53,39 @@ def slab(image: sitk.Image, axis: int, start: int, count: int) -> sitk.Image:
 
 def add_noise(image: sitk.Image, sd: float, seed: int) -> sitk.Image:
     """``image`` plus seeded Gaussian noise of ``sd`` (image units), same pixel type and geometry."""
-    dtype = sitk.GetArrayViewFromImage(image).dtype
     a = sitk.GetArrayFromImage(image).astype(np.float32)
     a += np.random.default_rng(seed).normal(0.0, sd, a.shape).astype(np.float32)
+    return _like(a, image)
+
+
+def _like(array: np.ndarray, image: sitk.Image) -> sitk.Image:
+    """A float ``array`` (ITK's (z, y, x) order) as an image of ``image``'s pixel type (integers rounded and
+    clipped) and geometry."""
+    dtype = sitk.GetArrayViewFromImage(image).dtype
     if np.issubdtype(dtype, np.integer):
         info = np.iinfo(dtype)
-        a = np.clip(np.rint(a), info.min, info.max)
-    out = sitk.GetImageFromArray(a.astype(dtype))
+        array = np.clip(np.rint(array), info.min, info.max)
+    out = sitk.GetImageFromArray(array.astype(dtype))
     out.CopyInformation(image)
     return out
 
+
+def enhance(image: sitk.Image, segmentation: sitk.Image, offsets: Mapping[int, float], sigma_vox: float = 0.7) -> sitk.Image:
+    """``image`` as a contrast-enhanced acquisition: ``offsets[id]`` (image units, HU for CT) added to every
+    voxel of ``segmentation`` id ``id`` (same grid as ``image``; ids not listed keep their intensity).
+
+    The offset map is blurred by a Gaussian of ``sigma_vox`` voxels before it is added, so an enhanced
+    organ's boundary has the partial-volume ramp a scanner gives it instead of a step at the label's edge.
+    Same pixel type (integers rounded and clipped) and geometry."""
+    if segmentation.GetSize() != image.GetSize():
+        raise ValueError(f"segmentation {segmentation.GetSize()} is not on the image's grid {image.GetSize()}")
+    seg = sitk.GetArrayViewFromImage(segmentation)
+    lut = np.zeros(int(seg.max()) + 1, np.float32)
+    for sid, hu in offsets.items():
+        if 0 <= int(sid) < lut.size:
+            lut[int(sid)] = float(hu)
+    offset = sitk.GetImageFromArray(lut[seg])
+    offset.CopyInformation(image)
+    if sigma_vox > 0:
+        offset = sitk.SmoothingRecursiveGaussian(offset, [sigma_vox * s for s in image.GetSpacing()])
+    return _like(sitk.GetArrayFromImage(image).astype(np.float32) + sitk.GetArrayFromImage(offset), image)
