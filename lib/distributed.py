@@ -38,6 +38,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from lib.threads import usable_cpus
 from lib.workflow.server import free_port
 
 logger = logging.getLogger(__name__)
@@ -204,5 +205,5 @@ def spawn(fn: Callable[..., Any], nprocs: int, args: tuple = (), gpus: Sequence[
         raise ValueError(f"{nprocs} processes need {nprocs} GPUs, got {list(gpus)}")
     if not gpus and os.path.isdir("/sys/class/net/lo"):
         os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")  # one host: gloo talks over loopback only
-    threads = 0 if gpus else max(1, (cpu_threads or os.cpu_count() or 1) // nprocs)
+    threads = 0 if gpus else max(1, (cpu_threads or usable_cpus()) // nprocs)
     mp.spawn(_worker, args=(nprocs, free_port(), list(gpus), threads, fn, args), nprocs=nprocs, join=True)

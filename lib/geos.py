@@ -46,7 +46,6 @@ Arrays are ``(I, J, K)`` in the image's voxel order; ``spacing`` is mm per axis 
 
 from __future__ import annotations
 
-import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Mapping, Sequence
@@ -56,9 +55,10 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from lib.intensity import normalize_intensity
+from lib.threads import usable_cpus
 
 Box = tuple[slice, slice, slice]
-_POOL = ThreadPoolExecutor(max_workers=max(1, min(8, os.cpu_count() or 1)), thread_name_prefix="geodesic")
+_POOL = ThreadPoolExecutor(max_workers=min(8, usable_cpus()), thread_name_prefix="geodesic")
 _CROSS = ndi.generate_binary_structure(3, 1)  # the 6-connected structuring element
 
 

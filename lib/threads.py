@@ -19,8 +19,6 @@ import os
 from contextlib import contextmanager
 from typing import Iterator
 
-import torch
-
 from lib.config import ConfigError
 
 
@@ -58,6 +56,8 @@ def torch_threads(threads: int | None) -> Iterator[None]:
     if threads is None:
         yield
         return
+    import torch  # here: lib.geos counts the cores with this module and needs no torch
+
     before = torch.get_num_threads()
     torch.set_num_threads(int(threads))
     try:

@@ -28,3 +28,17 @@ def test_torch_threads_restores_the_former_count_even_on_error():
     assert torch.get_num_threads() == before
     with torch_threads(None):
         assert torch.get_num_threads() == before
+
+
+def test_a_cpu_training_request_may_ask_for_the_cores_this_process_may_run_on_not_the_hosts(monkeypatch):
+    """In a container limited to some cores (CPU affinity), ``processes`` counts those, not the host's."""
+    from lib.tasks.models import train_processes
+    from lib.tasks.params import ClientError
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    monkeypatch.setattr("os.cpu_count", lambda: 64)
+    assert usable_cpus() == 2
+    assert train_processes({"processes": 2}) == (2, [])
+    with pytest.raises(ClientError, match="processes"):
+        train_processes({"processes": 3})

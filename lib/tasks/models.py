@@ -34,7 +34,7 @@ from lib.distributed import Ranks, spawn
 from lib.tasks.errors import ClientError
 from lib.tasks.jobs import die_with_parent, job
 from lib.tasks.params import number
-from lib.threads import check_job_threads, job_threads, torch_threads
+from lib.threads import check_job_threads, job_threads, torch_threads, usable_cpus
 
 logger = logging.getLogger(__name__)
 
@@ -152,7 +152,7 @@ def train_processes(request: Dict[str, Any]) -> tuple[int, list[int]]:
         if is_true(request.get("multi_gpu", True)) and len(gpus) > 1:
             return len(gpus), gpus
         return 1, gpus[:1]
-    n = number(request, "processes", 1, 1, max(1, os.cpu_count() or 1), integer=True)
+    n = number(request, "processes", 1, 1, usable_cpus(), integer=True)
     return n, []
 
 
