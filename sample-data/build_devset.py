@@ -29,7 +29,7 @@ import SimpleITK as sitk
 from lib.atomic import atomic_directory
 from lib.config import from_section, load_yaml
 from lib.data.labels import BACKGROUND, label_info, reduce_labels
-from lib.data.reacquire import add_noise, enhance, reorient, resample, slab
+from lib.data.reacquire import add_noise, enhance, reorient, resample, rotate, slab
 from lib.data.scribbles import ScribbleConfig, simulate_scribbles
 from lib.data.sdist import fetch_members
 from lib.frame import axcodes, world_affine
@@ -62,6 +62,8 @@ def reacquire(image: sitk.Image, label: sitk.Image, op: dict, centre_mm: np.ndar
         if segmentation is None or not enhancement or op["contrast"] not in enhancement:
             raise ValueError(f"contrast {op['contrast']!r}: no such phase in `enhancement`, or no source label map")
         image = enhance(image, segmentation, enhancement[op["contrast"]], float(enhancement.get("sigma_vox", 0.7)))
+    if op.get("rotate_deg"):
+        image, label = rotate(image, op["rotate_deg"]), rotate(label, op["rotate_deg"], label=True)
     if op.get("orientation"):
         image, label = reorient(image, op["orientation"]), reorient(label, op["orientation"])
     if op.get("spacing_mm"):

@@ -9,7 +9,7 @@ study; the draft (on the study's own grid) is scored against the study's label m
 its field of view. Runs:
 
 - ``ct``: support subject A (CT); the studies are its re-acquired copies (orientation, spacing, slabs,
-  noise, portal-venous contrast; the 0.7 mm copy with ``--large``), two copies with deliberately broken geometry (``broken_mirror``: the array flipped left-right
+  noise, an oblique grid, portal-venous contrast; the 0.7 mm copy with ``--large``), two copies with deliberately broken geometry (``broken_mirror``: the array flipped left-right
   under an unchanged header; ``broken_swap``: two axes swapped under an unchanged header), the chest CT
   ``lung1`` (no abdominal organ in view) and the MR ``mr_b`` (another modality);
 - ``mr``: support the MR ``mr_b``; its copies, and subject A's CT copy (another modality);
@@ -48,7 +48,7 @@ REPO = Path(__file__).resolve().parents[1]
 DEVSET = REPO / "sample-data" / "devset"
 RUNS = {
     "ct": ("subject_a", ["subject_a", "a_copy", "a_lps", "a_las", "a_ail", "a_08x08x5", "a_slab20",
-                         "a_slab40", "a_noise", "a_clinical", "a_contrast", "a_contrast_slab", "broken_mirror",
+                         "a_slab40", "a_noise", "a_clinical", "a_oblique", "a_contrast", "a_contrast_slab", "broken_mirror",
                          "broken_swap", "lung1", "mr_b"]),
     "mr": ("mr_b", ["mr_b", "mr_b_las", "mr_b_noise", "mr_b_15x15x3", "a_copy"]),
     # the 3 mm studies of `ct` only: the code before the canonical frame trains on every study at its own grid,

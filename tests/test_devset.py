@@ -38,7 +38,7 @@ def test_the_set_holds_real_variety_with_provenance(devset):
     assert {d["name"] for d in info["mr_b"]} >= {"liver", "spleen", "background"}
 
 
-@pytest.mark.parametrize("copy", ["a_lps", "a_ail", "a_08x08x5", "a_slab40"])
+@pytest.mark.parametrize("copy", ["a_lps", "a_ail", "a_08x08x5", "a_slab40", "a_oblique"])
 def test_a_reacquired_copy_keeps_the_anatomy_where_it_was_in_world_space(devset, copy):
     ref = read_volume(str(devset / "ground_truth" / "subject_a.nii.gz"))
     other = read_volume(str(devset / "ground_truth" / f"{copy}.nii.gz"))
@@ -83,3 +83,12 @@ def test_enhance_adds_each_class_offset_with_a_partial_volume_ramp():
     assert 40 < out[10, 10, 4] < out[10, 10, 5] < 140  # the edge ramps over a voxel or two
     with pytest.raises(ValueError, match="grid"):
         enhance(image, sitk.GetImageFromArray(seg[:10]), {3: 100})
+
+
+def test_the_oblique_copy_is_stored_on_a_rotated_grid(devset):
+    """a_oblique: subject A on a grid tilted 12 degrees about R and turned 8 about S (its field of view grows)."""
+    ref, oblique = (read_volume(str(devset / "studies" / f"{n}.nii.gz")) for n in ("subject_a", "a_oblique"))
+    axes = oblique.affine[:3, :3] / np.linalg.norm(oblique.affine[:3, :3], axis=0)
+    assert np.degrees(np.arccos(np.clip(np.abs(axes).max(axis=0), 0, 1))).max() > 10  # no stored axis along R, A or S
+    assert np.allclose(np.linalg.norm(oblique.affine[:3, :3], axis=0), 3.0)
+    assert all(o > r for o, r in zip(oblique.array.shape, ref.array.shape))
