@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """PRNet drafts on the development set through the REST protocol, this checkout against another.
 
-    .venv/bin/python scripts/bench_devset.py [--steps 500] [--before <git rev>] [--runs ct mr] [--out benchmarks-out]
+    .venv/bin/python scripts/bench_devset.py [--steps 500] [--before <git rev>] [--runs ct mr] [--taus 0.5 -1] [--out benchmarks-out]
 
 As the workflow does it, on a real server per run: the support scribbles are saved (tag ``scribbles``),
 ``POST /train/prnet`` trains on every study of the datastore, then ``/infer/prnet_prelabel`` drafts each
@@ -17,7 +17,8 @@ its field of view. Runs:
   an hour on a CPU with the others).
 
 ``--before REV``: the same runs, in the same invocation, on a ``git worktree`` of REV (the baseline
-column). Writes ``<out>/devset.md``; the confidence column is the study's ``prnet.confidence``, and the
+column). ``--taus``: every study drafted at each DFD threshold (request key ``tau``; ``-1`` keeps every point
+inside the study) by the same trained PRNet, a column each. Writes ``<out>/devset.md``; the confidence column is the study's ``prnet.confidence``, and the
 rank correlation (Spearman) between it and the draft's mean Dice is reported per run.
 Labels: TotalSegmentator's model output (a silver standard), not expert contours.
 """
@@ -73,7 +74,9 @@ def broken_copies(studies: Path, truth: Path) -> None:
             sitk.WriteImage(b, str(out / f"{name}.nii.gz"), True)
 
 
-def run(repo: Path, run_name: str, steps: int, work: Path) -> dict:
+def run(repo: Path, run_name: str, steps: int, work: Path, taus: list[float | None] = (None,)) -> dict[float | None, dict]:
+    """One server: the support saved, PRNet trained, every study drafted at each DFD threshold of ``taus`` (None:
+    the configured one) by the same model; ``{tau: {rows, train_s, support}}``."""
     support, ids = RUNS[run_name]
     manifest = json.loads((DEVSET / "manifest.json").read_text())["studies"]
     studies, truth = work / "studies", work / "truth"
@@ -95,25 +98,33 @@ def run(repo: Path, run_name: str, steps: int, work: Path) -> dict:
         t0 = time.perf_counter()
         train(server.url, "prnet", {"max_steps": steps, "checkpoint_every": max(1, steps // 5)}, ("step", "max_steps"))
         train_s = time.perf_counter() - t0
-        for i in ids:
-            t1 = time.perf_counter()
-            gt = read_volume(str(truth / f"{i}.nii.gz")).array
-            try:
-                path, body = client.infer("prnet_prelabel", i, {})
-                draft = read_volume(path).array
-                dice = dice_per_organ(draft, gt, names, body.get("label_names") or names, present_only=True)
-                rows[i] = {"dice": dice, "mean": float(np.mean(list(dice.values()))) if dice else None,
-                           "confidence": body["prnet"]["confidence"], "warnings": body.get("warnings", []),
-                           "classes": body["prnet"]["classes"], "frame": body["prnet"].get("frame"),
-                           "ncc": body["prnet"].get("registration_ncc")}
-            except Exception as e:  # a refused study (4xx) is a result too: the app said why
-                rows[i] = {"dice": {}, "mean": None, "confidence": None, "error": str(getattr(e, "msg", e))[-300:]}
-            rows[i]["seconds"] = time.perf_counter() - t1
-            print(f"{run_name} {repo.name}: {i}: mean {rows[i]['mean']} confidence {rows[i]['confidence']} "
-                  f"({rows[i]['seconds']:.1f} s) {rows[i].get('error', '')}", flush=True)
+        for tau in taus:
+            rows[tau] = {}
+            for i in ids:
+                rows[tau][i] = draft_row(client, i, truth, names, {} if tau is None else {"tau": tau})
+                print(f"{run_name} {repo.name} tau {tau}: {i}: mean {rows[tau][i]['mean']} confidence {rows[tau][i]['confidence']} "
+                      f"({rows[tau][i]['seconds']:.1f} s) {rows[tau][i].get('error', '')}", flush=True)
     finally:
         stop_server(server)
-    return {"rows": rows, "train_s": train_s, "support": support}
+    return {tau: {"rows": r, "train_s": train_s, "support": support} for tau, r in rows.items()}
+
+
+def draft_row(client, study: str, truth: Path, names: dict, params: dict) -> dict:
+    """``study``'s draft through ``/infer/prnet_prelabel`` scored against its label map (a refused study: the error)."""
+    t1 = time.perf_counter()
+    gt = read_volume(str(truth / f"{study}.nii.gz")).array
+    try:
+        path, body = client.infer("prnet_prelabel", study, params)
+        draft = read_volume(path).array
+        dice = dice_per_organ(draft, gt, names, body.get("label_names") or names, present_only=True)
+        row = {"dice": dice, "mean": float(np.mean(list(dice.values()))) if dice else None,
+               "confidence": body["prnet"]["confidence"], "warnings": body.get("warnings", []),
+               "classes": body["prnet"]["classes"], "frame": body["prnet"].get("frame"),
+               "ncc": body["prnet"].get("registration_ncc")}
+    except Exception as e:  # a refused study (4xx) is a result too: the app said why
+        row = {"dice": {}, "mean": None, "confidence": None, "error": str(getattr(e, "msg", e))[-300:]}
+    row["seconds"] = time.perf_counter() - t1
+    return row
 
 
 def fmt(x, nd=3) -> str:
@@ -153,6 +164,8 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=500)
     ap.add_argument("--before", default=None, help="git revision of the baseline column")
     ap.add_argument("--runs", nargs="+", default=["ct", "mr"], choices=list(RUNS))
+    ap.add_argument("--taus", nargs="+", type=float, default=None,
+                    help="draft every study at each of these DFD thresholds with the same PRNet (default: the configured one)")
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks-out")
     ap.add_argument("--large", action="store_true", help="add the 0.7 x 0.7 x 1.5 mm copy of subject A (50 M voxels) to "
                     "the ct run; the code before the canonical frame trains on it at its own grid, tens of minutes on a CPU")
@@ -172,7 +185,11 @@ def main(argv=None) -> int:
         checkouts[f"this {head}"] = REPO
         text = [f"PRNet {args.steps} steps per run, on this machine; drafts scored on each study's own grid.\n"]
         for run_name in args.runs:
-            results = {c: run(repo, run_name, args.steps, tmp / f"{run_name}-{i}") for i, (c, repo) in enumerate(checkouts.items())}
+            taus = args.taus or [None]
+            results = {}
+            for i, (c, repo) in enumerate(checkouts.items()):
+                for tau, res in run(repo, run_name, args.steps, tmp / f"{run_name}-{i}", taus).items():
+                    results[c if tau is None else f"{c}, τ {tau:g}"] = res
             text.append(table(results, run_name))
             (args.out).mkdir(parents=True, exist_ok=True)
             (args.out / f"devset-{run_name}.json").write_text(json.dumps(results, indent=1))

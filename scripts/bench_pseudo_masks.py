@@ -2,21 +2,26 @@
 """PRNet drafts under each pseudo-mask GeoS setting, in process: the development set's CT copies of subject A and
 the sample cohort, the same propagated points for every setting.
 
-    .venv/bin/python scripts/bench_pseudo_masks.py [--model prnet.pt | --train-steps 200] [--tau 0.5] [--out benchmarks-out]
+    .venv/bin/python scripts/bench_pseudo_masks.py [--model prnet.pt | --train-on cohort|devset] [--train-steps 200]
+        [--tau 0.5] [--sections geos dfd] [--out benchmarks-out]
 
 Each study is propagated once with the app's ``prnet.propagation`` settings (support: subject A's scribbles, the
 app's strides); its DFD-kept points (``--tau``) are then grown into a draft with each setting of ``SETTINGS``
-(``prnet.prelabel.geos`` as configured, and the variants compared with it). Scored on the study's own grid
+(``prnet.prelabel.geos`` as configured, and the variants compared with it): section ``geos``. Section ``dfd``:
+the configured GeoS from the points DFD keeps at each threshold of ``TAUS`` (and from every point inside the
+study, DFD off), the same propagated points. Scored on the study's own grid
 against its label map, per organ in its field of view (TotalSegmentator's output, a silver standard; every study
 is subject A re-acquired or warped, so the copies measure geometry, resolution and noise handling, not accuracy
 on another patient). Without ``--model`` a PRNet is trained first with the app's trainer on the sample cohort's
-studies (``--train-steps``). Minutes: ≈ 25 s a study to propagate on 2 cores, 3 s a study and setting (≈ 16 min in all with 7 settings).
+studies, or (``--train-on devset``) on the development set's CT studies of subject A (``--train-steps``). Minutes: ≈ 25 s a study to propagate on 2 cores, 3 s a study and setting (≈ 16 min in all with 7 settings).
 Prints a Markdown table and writes it to ``<out>/bench_pseudo_masks.md``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import shutil
 import sys
 import tempfile
 from dataclasses import replace
@@ -39,7 +44,8 @@ from lib.settings import app_settings  # noqa: E402
 
 DEVSET = REPO / "sample-data" / "devset"
 COHORT = REPO / "sample-data" / "cohort"
-COPIES = ["a_copy", "a_lps", "a_08x08x5", "a_07x07x15", "a_slab20", "a_slab40", "a_noise", "a_clinical"]
+COPIES = ["a_copy", "a_lps", "a_08x08x5", "a_07x07x15", "a_slab20", "a_slab40", "a_noise", "a_clinical", "a_oblique",
+          "a_contrast", "a_contrast_slab"]
 COHORT_STUDIES = [f"pseudo_0{i}" for i in range(1, 9)]
 # name -> GeoSConfig changes against the configured pseudo-mask settings
 SETTINGS: dict[str, dict] = {
@@ -52,6 +58,8 @@ SETTINGS: dict[str, dict] = {
     "β 0, Gaussian σ 3 mm on noisy studies": dict(gaussian_sigma_mm=3.0),
     "configured (β 0, Gaussian σ 2 mm on noisy studies)": {},
 }
+
+TAUS: list[float | None] = [0.5, 0.3, 0.0, None]  # DFD thresholds of section dfd; None: every point inside the study
 
 _STUDIES: dict = {}  # study -> its propagation, canonical image, intensity window and labels (propagate_all)
 
@@ -84,10 +92,15 @@ def propagate_all(model, settings, tau: float) -> dict[str, dict]:
     return out
 
 
-def score(study: str, cfg: GeoSConfig) -> float:
-    """The mean Dice of ``study``'s draft grown with GeoS settings ``cfg`` (the window of the configured ones)."""
+def score(study: str, cfg: GeoSConfig, tau: float | None | str = "propagated") -> float:
+    """The mean Dice of ``study``'s draft grown with GeoS settings ``cfg`` (the window of the configured ones), from
+    the points kept at propagation (``tau`` ``"propagated"``), at DFD threshold ``tau``, or every point inside
+    the study (``tau`` None)."""
     s = _STUDIES[study]
-    result = Prelabel(label=None, propagation=dict(s["propagation"]))
+    propagation = dict(s["propagation"])
+    if tau != "propagated":
+        propagation = {c: replace(p, keep=p.inside & (True if tau is None else p.sim > tau)) for c, p in propagation.items()}
+    result = Prelabel(label=None, propagation=propagation)
     pseudo_mask(result, s["names"]["background"], s["hu"], s["view"].spacing, cfg, window=s["window"])
     organs = {n: i for n, i in s["names"].items() if n != "background"}
     label = None if result.label is None else s["view"].to_native(result.label)
@@ -95,11 +108,39 @@ def score(study: str, cfg: GeoSConfig) -> float:
     return float(np.mean(list(dice.values())))
 
 
+def train_model(settings, train_on: str, steps: int):
+    """A PRNet trained here with the app's trainer (``steps``) on the sample cohort's studies or on the development
+    set's CT studies of subject A (itself and its re-acquired copies); returns ``(model, description)``."""
+    from lib.prnet.checkpoint import load_prnet
+    from lib.tasks.datastore import AtomicLocalDatastore
+    from lib.tasks.models import ModelFiles
+    from lib.tasks.train_prnet import PRNetTrain
+
+    work = Path(tempfile.mkdtemp(prefix="bench_pseudo_masks_"))
+    if train_on == "cohort":
+        folder, what = COHORT / "studies", "the sample cohort's 9 studies"
+    else:
+        folder = work / "studies"
+        folder.mkdir()
+        manifest = json.loads((DEVSET / "manifest.json").read_text())["studies"]
+        ids = [i for i, m in manifest.items() if i == "subject_a" or m.get("derived_from") == "subject_a"]
+        for i in ids:
+            shutil.copy(DEVSET / "studies" / manifest[i]["image"], folder / manifest[i]["image"])
+        what = f"the development set's {len(ids)} CT studies of subject A"
+    files = ModelFiles(str(work / "model"), "prnet")
+    trainer = PRNetTrain(files, replace(settings.prnet, max_steps=steps, checkpoint_every=50), settings.window)
+    trainer({"max_steps": steps}, AtomicLocalDatastore(str(folder), extensions=["*.nii.gz"], auto_reload=False))
+    return load_prnet(files.published), f"trained here, {steps} steps on {what}"
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", type=Path, help="a published prnet.pt (default: train one on the sample cohort)")
+    p.add_argument("--model", type=Path, help="a published prnet.pt (default: train one, see --train-on)")
+    p.add_argument("--train-on", choices=["cohort", "devset"], default="cohort",
+                   help="without --model: train on the sample cohort's studies or the development set's CT copies of subject A")
     p.add_argument("--train-steps", type=int, default=200)
     p.add_argument("--tau", type=float, default=0.5)
+    p.add_argument("--sections", nargs="+", choices=["geos", "dfd"], default=["geos", "dfd"])
     p.add_argument("--out", type=Path, default=REPO / "benchmarks-out")
     args = p.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -109,36 +150,37 @@ def main() -> int:
     if args.model:
         model, source = load_prnet(str(args.model)), f"{args.model}"
     else:
-        from lib.tasks.datastore import AtomicLocalDatastore
-        from lib.tasks.models import ModelFiles
-        from lib.tasks.train_prnet import PRNetTrain
-
-        work = Path(tempfile.mkdtemp(prefix="bench_pseudo_masks_"))
-        files = ModelFiles(str(work), "prnet")
-        trainer = PRNetTrain(files, replace(settings.prnet, max_steps=args.train_steps, checkpoint_every=50), settings.window)
-        trainer({"max_steps": args.train_steps}, AtomicLocalDatastore(str(COHORT / "studies"), extensions=["*.nii.gz"],
-                                                                      auto_reload=False))
-        model, source = load_prnet(files.published), f"trained here, {args.train_steps} steps on the sample cohort's 9 studies"
+        model, source = train_model(settings, args.train_on, args.train_steps)
     _STUDIES.update(propagate_all(model, settings, args.tau))
     base = settings.pseudo_mask_geos
     if model.window:
         base = replace(base, window_hu=model.window[0], window_out=model.window[1])
     studies = list(_STUDIES)
-    rows = []
-    for name, change in SETTINGS.items():  # one process: GeoS runs its geodesics in threads
-        cfg = replace(base, **change)
-        res = {s: score(s, cfg) for s in studies}
-        gap = max(abs(res[s] - res["a_copy"]) for s in COPIES)
-        rows.append([name, *[res[s] for s in studies], float(np.mean([res[s] for s in COPIES])), gap,
-                     float(np.mean([res[s] for s in COHORT_STUDIES]))])
-        print(name, flush=True)
-    rows.append(["voxel noise (HU-equivalent, 0.002 per HU)", *[f"{_STUDIES[s]['noise'] / 0.002:.0f}" for s in studies], "", "", ""])
-    header = ["setting", *studies, "mean, copies", "largest gap to a_copy", "mean, cohort"]
-    text = "\n".join([
-        "# Pseudo masks from PRNet's kept points, per GeoS setting", "",
-        f"Machine: {machine()}. PRNet: {source}. τ {args.tau}; the app's propagation settings; support subject A. "
-        "Mean Dice over the organs in each study's field of view.", "",
-        md_table(header, rows), ""])
+
+    def row(name: str, res: dict[str, float]) -> list:
+        drop = max(res["a_copy"] - res[s] for s in COPIES)
+        return [name, *[res[s] for s in studies], float(np.mean([res[s] for s in COPIES])), drop,
+                float(np.mean([res[s] for s in COHORT_STUDIES]))]
+
+    header = ["setting", *studies, "mean, copies", "largest drop below a_copy", "mean, cohort"]
+    parts = ["# Pseudo masks from PRNet's kept points", "",
+             f"Machine: {machine()}. PRNet: {source}. The app's propagation settings; support subject A. "
+             "Mean Dice over the organs in each study's field of view.", ""]
+    if "geos" in args.sections:
+        rows = []
+        for name, change in SETTINGS.items():  # one process: GeoS runs its geodesics in threads
+            rows.append(row(name, {s: score(s, replace(base, **change)) for s in studies}))
+            print(name, flush=True)
+        rows.append(["voxel noise (HU-equivalent, 0.002 per HU)", *[f"{_STUDIES[s]['noise'] / 0.002:.0f}" for s in studies], "", "", ""])
+        parts += [f"## Per GeoS setting (DFD τ {args.tau})", "", md_table(header, rows), ""]
+    if "dfd" in args.sections:
+        rows = []
+        for tau in TAUS:
+            name = "every point inside (DFD off)" if tau is None else f"DFD τ {tau}"
+            rows.append(row(name, {s: score(s, base, tau) for s in studies}))
+            print(name, flush=True)
+        parts += ["## Per DFD threshold (the configured GeoS)", "", md_table(header, rows), ""]
+    text = "\n".join(parts)
     print(text)
     atomic_write_text(args.out / "bench_pseudo_masks.md", text)
     return 0
