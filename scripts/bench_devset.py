@@ -9,17 +9,19 @@ study; the draft (on the study's own grid) is scored against the study's label m
 its field of view. Runs:
 
 - ``ct``: support subject A (CT); the studies are its re-acquired copies (orientation, spacing, slabs,
-  noise, an oblique grid, portal-venous contrast; the 0.7 mm copy with ``--large``), two copies with deliberately broken geometry (``broken_mirror``: the array flipped left-right
-  under an unchanged header; ``broken_swap``: two axes swapped under an unchanged header), the chest CT
-  ``lung1`` (no abdominal organ in view) and the MR ``mr_b`` (another modality);
+  noise, an oblique grid, portal-venous contrast; the 0.7 mm copy with ``--large``), two copies with
+  deliberately broken geometry (``broken_mirror``: the array flipped left-right under an unchanged header;
+  ``broken_swap``: two axes swapped under an unchanged header), the chest CT ``lung1`` (no abdominal organ in
+  view) and the MR ``mr_b`` (another modality);
 - ``mr``: support the MR ``mr_b``; its copies, and subject A's CT copy (another modality);
 - ``ct3``: the 3 mm studies of ``ct`` (a ``--before`` checkout that trains at each study's own grid takes
   an hour on a CPU with the others).
 
 ``--before REV``: the same runs, in the same invocation, on a ``git worktree`` of REV (the baseline
 column). ``--taus``: every study drafted at each DFD threshold (request key ``tau``; ``-1`` keeps every point
-inside the study) by the same trained PRNet, a column each. Writes ``<out>/devset.md``; the confidence column is the study's ``prnet.confidence``, and the
-rank correlation (Spearman) between it and the draft's mean Dice is reported per run.
+inside the study) by the same trained PRNet, a column each. Writes ``<out>/devset.md``; the confidence column
+is the study's ``prnet.confidence``, and the rank correlation (Spearman) between it and the draft's mean Dice
+is reported per run.
 Labels: TotalSegmentator's model output (a silver standard), not expert contours.
 """
 
@@ -33,6 +35,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import SimpleITK as sitk
@@ -74,7 +77,7 @@ def broken_copies(studies: Path, truth: Path) -> None:
             sitk.WriteImage(b, str(out / f"{name}.nii.gz"), True)
 
 
-def run(repo: Path, run_name: str, steps: int, work: Path, taus: list[float | None] = (None,)) -> dict[float | None, dict]:
+def run(repo: Path, run_name: str, steps: int, work: Path, taus: Sequence[float | None] = (None,)) -> dict[float | None, dict]:
     """One server: the support saved, PRNet trained, every study drafted at each DFD threshold of ``taus`` (None:
     the configured one) by the same model; ``{tau: {rows, train_s, support}}``."""
     support, ids = RUNS[run_name]

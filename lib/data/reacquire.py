@@ -1,8 +1,8 @@
 """Re-acquire a study the ways clinical scans differ, keeping its world geometry (SimpleITK images).
 
-Each operation changes how the same anatomy is *stored* (orientation, voxel size, field of view,
-noise) or imaged (contrast enhancement) and never where it lies in world coordinates, so a label map put through the same operation
-stays the ground truth of the result. Used to build the development set
+Each operation changes how the same anatomy is *stored* (orientation, an oblique grid, voxel size, field
+of view, noise) or imaged (contrast enhancement) and never where it lies in world coordinates, so a label
+map put through the same operation stays the ground truth of the result. Used to build the development set
 (``sample-data/build_devset.py``) and the geometry-invariance tests.
 
 Images are ``SimpleITK.Image`` (3D, ITK's LPS+ geometry); orientations are three letters in the
