@@ -9,11 +9,12 @@ Each study is propagated once with the app's ``prnet.propagation`` settings (sup
 app's strides); its DFD-kept points (``--tau``) are then grown into a draft with each setting of ``SETTINGS``
 (``prnet.prelabel.geos`` as configured, and the variants compared with it): section ``geos``. Section ``dfd``:
 the configured GeoS from the points DFD keeps at each threshold of ``TAUS`` (and from every point inside the
-study, DFD off), the same propagated points. Scored on the study's own grid
-against its label map, per organ in its field of view (TotalSegmentator's output, a silver standard; every study
-is subject A re-acquired or warped, so the copies measure geometry, resolution and noise handling, not accuracy
-on another patient). Without ``--model`` a PRNet is trained first with the app's trainer on the sample cohort's
-studies, or (``--train-on devset``) on the development set's CT studies of subject A (``--train-steps``). Minutes: ≈ 25 s a study to propagate on 2 cores, 3 s a study and setting (≈ 16 min in all with 7 settings).
+study, DFD off), the same propagated points. Scored on the study's own grid against its label map, per organ
+in its field of view (TotalSegmentator's output, a silver standard; every study is subject A re-acquired or
+warped, so the copies measure geometry, resolution, noise and contrast handling, not accuracy on another
+patient). Without ``--model`` a PRNet is trained first with the app's trainer on the sample cohort's
+studies, or (``--train-on devset``) on the development set's CT studies of subject A (``--train-steps``).
+Minutes: ≈ 25 s a study to propagate on 2 cores, 3 s a study and row (≈ 20 min in all with both sections).
 Prints a Markdown table and writes it to ``<out>/bench_pseudo_masks.md``.
 """
 

@@ -75,15 +75,16 @@ def test_drafts_agree_in_world_space_across_orientation_spacing_and_field_of_vie
     ref = drafts["pseudo_01"]
     ref_can = ref.view((3.0, 3.0, 3.0)).labels(ref.array)
     scores = {}
+    ref_image = sitk.ReadImage(paths["pseudo_01"])
     for name in COPIES:
         d = drafts[name]
+        if name == "p_oblique":  # another grid in world space: its draft resampled onto the reference's
+            back = sitk.Resample(sitk.ReadImage(paths[name]), ref_image, sitk.Transform(), sitk.sitkNearestNeighbor, 0)
+            scores[name] = dice(sitk.GetArrayFromImage(back), sitk.GetArrayFromImage(ref_image))
+            continue
         view = d.view((3.0, 3.0, 3.0))  # the copy's draft on the 3 mm world grid of the reference
         can = view.labels(d.array)
-        if name == "p_oblique":  # another grid in world space: its draft resampled onto the reference's
-            back = sitk.Resample(sitk.ReadImage(paths[name]), sitk.ReadImage(paths["pseudo_01"]), sitk.Transform(),
-                                 sitk.sitkNearestNeighbor, 0)
-            scores[name] = dice(sitk.GetArrayFromImage(back), sitk.GetArrayFromImage(sitk.ReadImage(paths["pseudo_01"])))
-        elif name == "p_slab":
+        if name == "p_slab":
             k0 = int(round(np.linalg.solve(ref.view((3.0,) * 3).affine, view.affine @ [0, 0, 0, 1])[2]))
             scores[name] = dice(can, ref_can[:, :, k0:k0 + can.shape[2]])
         else:

@@ -16,6 +16,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 import SimpleITK as sitk
+from scipy.spatial.transform import Rotation
 
 
 def reorient(image: sitk.Image, orientation: str) -> sitk.Image:
@@ -46,12 +47,9 @@ def rotate(image: sitk.Image, degrees: Sequence[float], label: bool = False) -> 
     patient's R, A and S axes (in that order, right-handed; e.g. a CT gantry tilt is a rotation about R), the
     grid grown to hold the whole former field of view (outside it: the image's minimum, 0 for a label map).
     Linear interpolation (``label``: nearest neighbour)."""
-    r, a, s = np.deg2rad(np.asarray(degrees, float))
-    rx = np.array([[1, 0, 0], [0, np.cos(r), -np.sin(r)], [0, np.sin(r), np.cos(r)]])
-    ry = np.array([[np.cos(a), 0, np.sin(a)], [0, 1, 0], [-np.sin(a), 0, np.cos(a)]])
-    rz = np.array([[np.cos(s), -np.sin(s), 0], [np.sin(s), np.cos(s), 0], [0, 0, 1]])
     ras_to_lps = np.diag([-1.0, -1.0, 1.0])
-    rotation = ras_to_lps @ rz @ ry @ rx @ ras_to_lps  # the RAS rotation in ITK's LPS world
+    ras = Rotation.from_euler("xyz", np.asarray(degrees, float), degrees=True).as_matrix()  # about R, then A, then S
+    rotation = ras_to_lps @ ras @ ras_to_lps  # the same rotation in ITK's LPS world
     direction = rotation @ np.asarray(image.GetDirection()).reshape(3, 3)
     spacing = np.asarray(image.GetSpacing(), float)
     size = np.asarray(image.GetSize())
