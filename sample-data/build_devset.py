@@ -55,10 +55,15 @@ def _axial_axis(img: sitk.Image) -> int:
 
 
 def reacquire(image: sitk.Image, label: sitk.Image, op: dict, centre_mm: np.ndarray, seed: int,
-              segmentation: sitk.Image | None = None, enhancement: dict | None = None) -> tuple[sitk.Image, sitk.Image]:
+              segmentation: sitk.Image | None = None, enhancement: dict | None = None,
+              modality: str = "CT") -> tuple[sitk.Image, sitk.Image]:
     """One re-acquisition of ``configs/devset.yaml`` applied to an image and its label map; ``segmentation``:
-    the image's full source label map and ``enhancement`` the config's section (for ``contrast``)."""
+    the image's full source label map and ``enhancement`` the config's section (for ``contrast``, CT only:
+    its offsets are HU per TotalSegmentator CT class id)."""
     if op.get("contrast"):
+        if modality != "CT":
+            raise ValueError(f"contrast {op['contrast']!r} on an {modality} study: the `enhancement` offsets are HU per "
+                             "TotalSegmentator CT class id (an MR label map numbers its classes otherwise)")
         if segmentation is None or not enhancement or op["contrast"] not in enhancement:
             raise ValueError(f"contrast {op['contrast']!r}: no such phase in `enhancement`, or no source label map")
         image = enhance(image, segmentation, enhancement[op["contrast"]], float(enhancement.get("sigma_vox", 0.7)))
@@ -139,7 +144,8 @@ def main(argv: list[str] | None = None) -> int:
                 if op.get("large") and args.small:
                     continue
                 print(f"re-acquiring {subject} as {case_id} {op}", flush=True)
-                img_c, lab_c = reacquire(image, label, op, np.asarray(centre), cfg["seed"] + n, seg, cfg.get("enhancement"))
+                img_c, lab_c = reacquire(image, label, op, np.asarray(centre), cfg["seed"] + n, seg, cfg.get("enhancement"),
+                                         modality)
                 sitk.WriteImage(img_c, str(studies / f"{case_id}.nii.gz"), True)
                 sitk.WriteImage(lab_c, str(truth / f"{case_id}.nii.gz"), True)
                 manifest[case_id] = describe(img_c, names, derived_from=subject,

@@ -83,6 +83,14 @@ def test_enhance_adds_each_class_offset_with_a_partial_volume_ramp():
     assert 40 < out[10, 10, 4] < out[10, 10, 5] < 140  # the edge ramps over a voxel or two
     with pytest.raises(ValueError, match="grid"):
         enhance(image, sitk.GetImageFromArray(seg[:10]), {3: 100})
+    # the builder refuses a contrast phase on MR: its offsets are numbered by TotalSegmentator's CT classes
+    spec = importlib.util.spec_from_file_location("build_devset", REPO_ROOT / "sample-data" / "build_devset.py")
+    builder = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(builder)
+    with pytest.raises(ValueError, match="MR study"):
+        builder.reacquire(image, labels, {"contrast": "pv"}, np.zeros(3), 0, labels, {"pv": {3: 100}}, modality="MR")
+    enhanced, _ = builder.reacquire(image, labels, {"contrast": "pv"}, np.zeros(3), 0, labels, {"pv": {3: 100}})
+    assert sitk.GetArrayFromImage(enhanced)[10, 10, 10] == 140
 
 
 def test_the_oblique_copy_is_stored_on_a_rotated_grid(devset):
