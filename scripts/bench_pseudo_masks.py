@@ -3,13 +3,16 @@
 the sample cohort, the same propagated points for every setting.
 
     .venv/bin/python scripts/bench_pseudo_masks.py [--model prnet.pt | --train-on cohort|devset] [--train-steps 200]
-        [--tau 0.5] [--sections geos dfd] [--out benchmarks-out]
+        [--tau 0.5] [--sections geos dfd noise] [--out benchmarks-out]
 
 Each study is propagated once with the app's ``prnet.propagation`` settings (support: subject A's scribbles, the
 app's strides); its DFD-kept points (``--tau``) are then grown into a draft with each setting of ``SETTINGS``
 (``prnet.prelabel.geos`` as configured, and the variants compared with it): section ``geos``. Section ``dfd``:
 the configured GeoS from the points DFD keeps at each threshold of ``TAUS`` (and from every point inside the
-study, DFD off), the same propagated points. Scored on the study's own grid against its label map, per organ
+study, DFD off), the same propagated points. Section ``noise``: how much noise costs the drafts, and which
+filter of ``NOISE_SETTINGS`` costs least, over several draws (the development set's noisy copy is one draw):
+studies of ``NOISY`` with Gaussian noise of σ HU added to their canonical image (3 mm studies: the stored
+voxels), grown from the clean study's kept points. Scored on the study's own grid against its label map, per organ
 in its field of view (TotalSegmentator's output, a silver standard; every study is subject A re-acquired or
 warped, so the copies measure geometry, resolution, noise and contrast handling, not accuracy on another
 patient). Without ``--model`` a PRNet is trained first with the app's trainer on the sample cohort's
@@ -58,6 +61,19 @@ SETTINGS: dict[str, dict] = {
     "β 0, Gaussian σ 1.5 mm on noisy studies": dict(gaussian_sigma_mm=1.5),
     "β 0, Gaussian σ 3 mm on noisy studies": dict(gaussian_sigma_mm=3.0),
     "configured (β 0, Gaussian σ 2 mm on noisy studies)": {},
+}
+
+# section noise: study -> (σ HU, seed) of each noisy draw; rows: pseudo-mask settings of a noisy study
+NOISY: dict[str, list[tuple[float, int]]] = {"a_copy": [(25, 0), (25, 1), (40, 0), (40, 1), (60, 0), (60, 1)],
+                                             **{f"pseudo_0{i}": [(40, 0)] for i in range(1, 5)}, "a_contrast": [(40, 0)]}
+NOISE_SETTINGS: dict[str, dict] = {
+    "no filter": dict(gaussian_sigma_mm=0.0),
+    "Gaussian σ 1 mm": dict(gaussian_sigma_mm=1.0),
+    "Gaussian σ 1.5 mm": dict(gaussian_sigma_mm=1.5),
+    "configured (Gaussian σ 2 mm)": {},
+    "Gaussian σ 2.5 mm": dict(gaussian_sigma_mm=2.5),
+    "Gaussian σ 3 mm": dict(gaussian_sigma_mm=3.0),
+    "9 mm median": dict(gaussian_sigma_mm=0.0, median_filter_mm=9.0),
 }
 
 TAUS: list[float | None] = [0.5, 0.3, 0.0, None]  # DFD thresholds of section dfd; None: every point inside the study
@@ -109,6 +125,20 @@ def score(study: str, cfg: GeoSConfig, tau: float | None | str = "propagated") -
     return float(np.mean(list(dice.values())))
 
 
+def noisy_draws() -> list[str]:
+    """Adds each draw of ``NOISY`` to the propagated studies (``"<study>+<σ>#<seed>"``: the study's canonical HU
+    plus Gaussian noise of σ HU, the same kept points); returns their names."""
+    names = []
+    for study, draws in NOISY.items():
+        for sd, seed in draws:
+            s = dict(_STUDIES[study])
+            s["hu"] = (s["hu"] + np.random.default_rng(seed).normal(0.0, sd, s["hu"].shape)).astype(np.float32)
+            s["noise"] = noise_sd(normalize_intensity(s["hu"], *s["window"]))
+            names.append(f"{study}+{sd:g}#{seed}")
+            _STUDIES[names[-1]] = s
+    return names
+
+
 def train_model(settings, train_on: str, steps: int):
     """A PRNet trained here with the app's trainer (``steps``) on the sample cohort's studies or on the development
     set's CT studies of subject A (itself and its re-acquired copies); returns ``(model, description)``."""
@@ -141,7 +171,7 @@ def main() -> int:
                    help="without --model: train on the sample cohort's studies or the development set's CT copies of subject A")
     p.add_argument("--train-steps", type=int, default=200)
     p.add_argument("--tau", type=float, default=0.5)
-    p.add_argument("--sections", nargs="+", choices=["geos", "dfd"], default=["geos", "dfd"])
+    p.add_argument("--sections", nargs="+", choices=["geos", "dfd", "noise"], default=["geos", "dfd", "noise"])
     p.add_argument("--out", type=Path, default=REPO / "benchmarks-out")
     args = p.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -181,6 +211,21 @@ def main() -> int:
             rows.append(row(name, {s: score(s, base, tau) for s in studies}))
             print(name, flush=True)
         parts += ["## Per DFD threshold (the configured GeoS)", "", md_table(header, rows), ""]
+    if "noise" in args.sections:
+        draws = noisy_draws()
+        clean = {s: score(s, base) for s in NOISY}
+        rows = []
+        for name, change in NOISE_SETTINGS.items():
+            res = {d: score(d, replace(base, **change)) for d in [*draws, "a_noise"]}
+            gaps = [clean[d.split("+")[0]] - res[d] for d in draws]
+            rows.append([name, *[res[d] for d in [*draws, "a_noise"]], float(np.mean(gaps)), float(np.median(gaps)), max(gaps)])
+            print(name, flush=True)
+        rows.append(["voxel noise (HU-equivalent, 0.002 per HU)", *[f"{_STUDIES[d]['noise'] / 0.002:.0f}" for d in [*draws, "a_noise"]],
+                     "", "", ""])
+        parts += ["## Noise: the pseudo masks of noisy draws (the clean study's kept points)", "",
+                  "Clean drafts: " + ", ".join(f"{d} {v:.3f}" for d, v in clean.items()), "",
+                  md_table(["setting", *draws, "a_noise (stored copy)", "mean loss to the clean draft", "median loss",
+                            "largest loss"], rows), ""]
     text = "\n".join(parts)
     print(text)
     atomic_write_text(args.out / "bench_pseudo_masks.md", text)
