@@ -12,11 +12,17 @@ from conftest import REPO_ROOT
 from lib.io import read_volume
 
 
-@pytest.fixture(scope="module")
-def devset(tmp_path_factory):
+def builder():
+    """``sample-data/build_devset.py`` as a module (the folder is not a package)."""
     spec = importlib.util.spec_from_file_location("build_devset", REPO_ROOT / "sample-data" / "build_devset.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def devset(tmp_path_factory):
+    module = builder()
     out = tmp_path_factory.mktemp("devset") / "devset"
     cache = REPO_ROOT / "sample-data" / "cache"
     assert module.main(["--out", str(out), "--small", "--cache", str(cache)]) == 0
@@ -84,12 +90,10 @@ def test_enhance_adds_each_class_offset_with_a_partial_volume_ramp():
     with pytest.raises(ValueError, match="grid"):
         enhance(image, sitk.GetImageFromArray(seg[:10]), {3: 100})
     # the builder refuses a contrast phase on MR: its offsets are numbered by TotalSegmentator's CT classes
-    spec = importlib.util.spec_from_file_location("build_devset", REPO_ROOT / "sample-data" / "build_devset.py")
-    builder = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(builder)
+    build = builder()
     with pytest.raises(ValueError, match="MR study"):
-        builder.reacquire(image, labels, {"contrast": "pv"}, np.zeros(3), 0, labels, {"pv": {3: 100}}, modality="MR")
-    enhanced, _ = builder.reacquire(image, labels, {"contrast": "pv"}, np.zeros(3), 0, labels, {"pv": {3: 100}})
+        build.reacquire(image, labels, {"contrast": "pv"}, np.zeros(3), 0, labels, {"pv": {3: 100}}, modality="MR")
+    enhanced, _ = build.reacquire(image, labels, {"contrast": "pv"}, np.zeros(3), 0, labels, {"pv": {3: 100}})
     assert sitk.GetArrayFromImage(enhanced)[10, 10, 10] == 140
 
 
