@@ -155,9 +155,12 @@ def table(results: dict[str, dict], run_name: str) -> str:
         rho = spearmanr(*zip(*pairs)).statistic if len(pairs) > 2 else float("nan")
         copies = {s: r["mean"] for s, r in results[c]["rows"].items() if s.startswith(("a_", "mr_b_")) and r["mean"] is not None}
         ref = results[c]["rows"].get("mr_b_las" if run_name == "mr" else "a_copy", {}).get("mean")
-        worst = max((abs(v - ref) for s, v in copies.items() if ref is not None and not s.startswith("a_copy")), default=None)
-        lines.append(f"- `{c}`: Spearman ρ(confidence, mean Dice) over the drafted studies = {rho:.2f}; "
-                     f"largest |Δ mean Dice| of a re-acquired copy to the reference copy = {fmt(worst)}; "
+        deltas = {s: v - ref for s, v in copies.items() if ref is not None and not s.startswith("a_copy")}
+        drop, gain = (min(deltas, key=deltas.get), max(deltas, key=deltas.get)) if deltas else (None, None)
+        # the "within 0.02" is about drafts worse than the reference's; a contrast copy may draft better
+        said = (f"largest drop below the reference copy = {fmt(max(0.0, -deltas[drop]))} ({drop}), largest gain "
+                f"{fmt(max(0.0, deltas[gain]))} ({gain})") if deltas else "no re-acquired copy drafted"
+        lines.append(f"- `{c}`: Spearman ρ(confidence, mean Dice) over the drafted studies = {rho:.2f}; {said}; "
                      f"PRNet training {results[c]['train_s']:.0f} s")
     return "\n".join(lines) + "\n"
 
