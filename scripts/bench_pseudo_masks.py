@@ -17,7 +17,7 @@ in its field of view (TotalSegmentator's output, a silver standard; every study 
 warped, so the copies measure geometry, resolution, noise and contrast handling, not accuracy on another
 patient). Without ``--model`` a PRNet is trained first with the app's trainer on the sample cohort's
 studies, or (``--train-on devset``) on the development set's CT studies of subject A (``--train-steps``).
-Minutes: ≈ 25 s a study to propagate on 2 cores, 3 s a study and row (≈ 20 min in all with both sections).
+Minutes: ≈ 25 s a study to propagate on 2 cores, 3 s a study and row (≈ 25 min in all with the three sections).
 Prints a Markdown table and writes it to ``<out>/bench_pseudo_masks.md``.
 """
 
@@ -104,7 +104,7 @@ def propagate_all(model, settings, tau: float) -> dict[str, dict]:
             window = study_window(hu, geos.window_hu, geos.window_out, None)[:2]
             out[study] = {"hu": hu, "view": r.view, "propagation": r.propagation, "names": names, "window": window,
                           "truth": np.rint(read_volume(str(data.truth(study))).array).astype(np.int64),
-                          "noise": noise_sd(normalize_intensity(hu, *window))}
+                          "noise": voxel_noise(hu, window)}
             print(f"propagated {study}", flush=True)
     return out
 
@@ -125,18 +125,28 @@ def score(study: str, cfg: GeoSConfig, tau: float | None | str = "propagated") -
     return float(np.mean(list(dice.values())))
 
 
-def noisy_draws() -> list[str]:
+def voxel_noise(hu: np.ndarray, window) -> float:
+    """A canonical image's voxel noise as GeoS's ``denoise_min_noise`` measures it ([0, 1] units)."""
+    return noise_sd(normalize_intensity(hu, *window))
+
+
+def noise_row(studies: list[str]) -> list:
+    """The table row of each study's voxel noise in HU-equivalent (the CT window's soft-tissue slope)."""
+    return ["voxel noise (HU-equivalent, 0.002 per HU)", *[f"{_STUDIES[s]['noise'] / 0.002:.0f}" for s in studies], "", "", ""]
+
+
+def noisy_draws() -> dict[str, str]:
     """Adds each draw of ``NOISY`` to the propagated studies (``"<study>+<σ>#<seed>"``: the study's canonical HU
-    plus Gaussian noise of σ HU, the same kept points); returns their names."""
-    names = []
-    for study, draws in NOISY.items():
-        for sd, seed in draws:
+    plus Gaussian noise of σ HU, the same kept points); returns ``{draw: its clean study}``."""
+    draws = {}
+    for study, params in NOISY.items():
+        for sd, seed in params:
             s = dict(_STUDIES[study])
             s["hu"] = (s["hu"] + np.random.default_rng(seed).normal(0.0, sd, s["hu"].shape)).astype(np.float32)
-            s["noise"] = noise_sd(normalize_intensity(s["hu"], *s["window"]))
-            names.append(f"{study}+{sd:g}#{seed}")
-            _STUDIES[names[-1]] = s
-    return names
+            s["noise"] = voxel_noise(s["hu"], s["window"])
+            name = f"{study}+{sd:g}#{seed}"
+            _STUDIES[name], draws[name] = s, study
+    return draws
 
 
 def train_model(settings, train_on: str, steps: int):
@@ -202,7 +212,7 @@ def main() -> int:
         for name, change in SETTINGS.items():  # one process: GeoS runs its geodesics in threads
             rows.append(row(name, {s: score(s, replace(base, **change)) for s in studies}))
             print(name, flush=True)
-        rows.append(["voxel noise (HU-equivalent, 0.002 per HU)", *[f"{_STUDIES[s]['noise'] / 0.002:.0f}" for s in studies], "", "", ""])
+        rows.append(noise_row(studies))
         parts += [f"## Per GeoS setting (DFD τ {args.tau})", "", md_table(header, rows), ""]
     if "dfd" in args.sections:
         rows = []
@@ -213,15 +223,15 @@ def main() -> int:
         parts += ["## Per DFD threshold (the configured GeoS)", "", md_table(header, rows), ""]
     if "noise" in args.sections:
         draws = noisy_draws()
+        columns = [*draws, "a_noise"]  # the development set's stored noisy copy last
         clean = {s: score(s, base) for s in NOISY}
         rows = []
         for name, change in NOISE_SETTINGS.items():
-            res = {d: score(d, replace(base, **change)) for d in [*draws, "a_noise"]}
-            gaps = [clean[d.split("+")[0]] - res[d] for d in draws]
-            rows.append([name, *[res[d] for d in [*draws, "a_noise"]], float(np.mean(gaps)), float(np.median(gaps)), max(gaps)])
+            res = {d: score(d, replace(base, **change)) for d in columns}
+            gaps = [clean[study] - res[d] for d, study in draws.items()]
+            rows.append([name, *[res[d] for d in columns], float(np.mean(gaps)), float(np.median(gaps)), max(gaps)])
             print(name, flush=True)
-        rows.append(["voxel noise (HU-equivalent, 0.002 per HU)", *[f"{_STUDIES[d]['noise'] / 0.002:.0f}" for d in [*draws, "a_noise"]],
-                     "", "", ""])
+        rows.append(noise_row(columns))
         parts += ["## Noise: the pseudo masks of noisy draws (the clean study's kept points)", "",
                   "Clean drafts: " + ", ".join(f"{d} {v:.3f}" for d, v in clean.items()), "",
                   md_table(["setting", *draws, "a_noise (stored copy)", "mean loss to the clean draft", "median loss",
