@@ -9,7 +9,9 @@ Each study is propagated once with the app's ``prnet.propagation`` settings (sup
 app's strides); its DFD-kept points (``--tau``) are then grown into a draft with each setting of ``SETTINGS``
 (``prnet.prelabel.geos`` as configured, and the variants compared with it): section ``geos``. Section ``dfd``:
 the configured GeoS from the points DFD keeps at each threshold of ``TAUS`` (and from every point inside the
-study, DFD off), the same propagated points. Section ``noise``: how much noise costs the drafts, and which
+study, DFD off), the same propagated points. Section ``agreement``: the drafts of copies of a_copy that share its
+canonical grid against a_copy's draft, as run and with the kept points or the image swapped (which of the two makes
+them differ). Section ``noise``: how much noise costs the drafts, and which
 filter of ``NOISE_SETTINGS`` costs least, over several draws (the development set's noisy copy is one draw):
 studies of ``NOISY`` with Gaussian noise of σ HU added to their canonical image (3 mm studies: the stored
 voxels), grown from the clean study's kept points. Scored on the study's own grid against its label map, per organ
@@ -37,7 +39,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from lib.atomic import atomic_write_text  # noqa: E402
-from lib.evaluation.metrics import dice_per_organ  # noqa: E402
+from lib.evaluation.metrics import dice, dice_per_organ  # noqa: E402
 from lib.evaluation.tables import machine, md_table  # noqa: E402
 from lib.data.studyset import StudySet  # noqa: E402
 from lib.geos import GeoSConfig, noise_sd  # noqa: E402
@@ -76,6 +78,8 @@ NOISE_SETTINGS: dict[str, dict] = {
     "9 mm median": dict(gaussian_sigma_mm=0.0, median_filter_mm=9.0),
 }
 
+# section agreement: copies of a_copy on its canonical grid (same voxels in world space), their drafts compared with its
+AGREEMENT = ["a_lps", "a_07x07x15", "a_08x08x5", "a_noise", "a_contrast"]
 TAUS: list[float | None] = [0.5, 0.3, 0.0, None]  # DFD thresholds of section dfd; None: every point inside the study
 
 _STUDIES: dict = {}  # study -> its propagation, canonical image, intensity window and labels (propagate_all)
@@ -109,20 +113,32 @@ def propagate_all(model, settings, tau: float) -> dict[str, dict]:
     return out
 
 
-def score(study: str, cfg: GeoSConfig, tau: float | None | str = "propagated") -> float:
-    """The mean Dice of ``study``'s draft grown with GeoS settings ``cfg`` (the window of the configured ones), from
-    the points kept at propagation (``tau`` ``"propagated"``), at DFD threshold ``tau``, or every point inside
-    the study (``tau`` None)."""
+def draft(study: str, cfg: GeoSConfig, tau: float | None | str = "propagated", points: str | None = None) -> np.ndarray | None:
+    """``study``'s draft on its canonical grid, grown with GeoS settings ``cfg`` from the points kept at propagation
+    (``tau`` ``"propagated"``), at DFD threshold ``tau``, or every point inside the study (``tau`` None); the kept
+    points of study ``points`` instead of its own when given (same canonical grid)."""
     s = _STUDIES[study]
-    propagation = dict(s["propagation"])
+    propagation = dict(_STUDIES[points or study]["propagation"])
     if tau != "propagated":
         propagation = {c: replace(p, keep=p.inside & (True if tau is None else p.sim > tau)) for c, p in propagation.items()}
     result = Prelabel(label=None, propagation=propagation)
     pseudo_mask(result, s["names"]["background"], s["hu"], s["view"].spacing, cfg, window=s["window"])
+    return result.label
+
+
+def score(study: str, cfg: GeoSConfig, tau: float | None | str = "propagated") -> float:
+    """The mean Dice of ``study``'s draft (:func:`draft`) against its labels, over the organs in its field of view."""
+    s = _STUDIES[study]
+    label = draft(study, cfg, tau)
     organs = {n: i for n, i in s["names"].items() if n != "background"}
-    label = None if result.label is None else s["view"].to_native(result.label)
+    label = None if label is None else s["view"].to_native(label)
     dice = dice_per_organ(label, s["truth"], organs, present_only=True)
     return float(np.mean(list(dice.values())))
+
+
+def agreement(a: np.ndarray, b: np.ndarray, names: dict[str, int]) -> dict[str, float]:
+    """Dice between two drafts on one grid, per organ drafted in either."""
+    return {n: dice(a == i, b == i) for n, i in names.items() if n != "background" and ((a == i) | (b == i)).any()}
 
 
 def voxel_noise(hu: np.ndarray, window) -> float:
@@ -181,7 +197,8 @@ def main() -> int:
                    help="without --model: train on the sample cohort's studies or the development set's CT copies of subject A")
     p.add_argument("--train-steps", type=int, default=200)
     p.add_argument("--tau", type=float, default=0.5)
-    p.add_argument("--sections", nargs="+", choices=["geos", "dfd", "noise"], default=["geos", "dfd", "noise"])
+    p.add_argument("--sections", nargs="+", choices=["geos", "dfd", "noise", "agreement"],
+                   default=["geos", "dfd", "noise", "agreement"])
     p.add_argument("--out", type=Path, default=REPO / "benchmarks-out")
     args = p.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -236,6 +253,20 @@ def main() -> int:
                   "Clean drafts: " + ", ".join(f"{d} {v:.3f}" for d, v in clean.items()), "",
                   md_table(["setting", *draws, "a_noise (stored copy)", "mean loss to the clean draft", "median loss",
                             "largest loss"], rows), ""]
+    if "agreement" in args.sections:
+        names = _STUDIES["a_copy"]["names"]
+        organs = [n for n in names if n != "background"]
+        own = draft("a_copy", base)
+        rows = []
+        for study in AGREEMENT:
+            other = draft(study, base)
+            for what, a, b in [("as run (each its image and kept points)", own, other),
+                               ("a_copy's kept points on both images", own, draft(study, base, points="a_copy")),
+                               ("a_copy's image from both point sets", own, draft("a_copy", base, points=study))]:
+                agree = agreement(a, b, names)
+                rows.append([study, what, float(np.mean(list(agree.values()))), *[agree.get(n, "") for n in organs]])
+        parts += ["## Agreement of the copies' drafts with a_copy's (Dice between drafts, world space)", "",
+                  md_table(["copy", "grown from", "mean", *organs], rows), ""]
     text = "\n".join(parts)
     print(text)
     atomic_write_text(args.out / "bench_pseudo_masks.md", text)
