@@ -80,6 +80,7 @@ def main() -> int:
     prop = conf.propagation
     stride = int(conf.prelabel.stride)
     class_strides = {str(k): int(v) for k, v in dict(conf.prelabel.class_strides).items()}
+    min_points = int(conf.prelabel.min_points)
 
     studies, truth = args.cohort / "studies", args.cohort / "ground_truth"
     names = {d["name"]: d["id"] for d in json.loads((args.cohort / "scribbles" / "label_info.json").read_text())}
@@ -93,7 +94,7 @@ def main() -> int:
     lines = ["# PRNet propagation on the sample cohort", "",
              f"Machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
              f"{'CUDA ' + torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'CPU only'}. "
-             f"Support: {support_id}'s simulated scribbles (stride {stride}, per class {class_strides or 'none'}); queries: {len(queries)} deformed pseudo-subjects. "
+             f"Support: {support_id}'s simulated scribbles (stride {stride}, per class {class_strides or 'none'}, at least {min_points} a class); queries: {len(queries)} deformed pseudo-subjects. "
              "Ground truth: TotalSegmentator output (silver standard); a cohort deformed from one subject overestimates accuracy.", ""]
     device = "cuda" if torch.cuda.is_available() else "cpu"
 
@@ -146,12 +147,14 @@ def main() -> int:
         q_hu = q.array.astype(np.float32)
         t0 = time.perf_counter()
         res = propagate_support(models, support_hu, scribbles, names, q_hu, q.spacing, window, prop, stride, device,
-                                encodings=encodings, support_spacing=support.spacing, class_strides=class_strides)
+                                encodings=encodings, support_spacing=support.spacing, class_strides=class_strides,
+                                min_points=min_points)
         prelabel_s.append(time.perf_counter() - t0)
         res_abl = {}
         for k, variant in ablations.items():
             res_abl[k] = propagate_support(models, support_hu, scribbles, names, q_hu, q.spacing, window, variant, stride, device,
-                                           encodings=encodings, support_spacing=support.spacing, class_strides=class_strides)
+                                           encodings=encodings, support_spacing=support.spacing, class_strides=class_strides,
+                                           min_points=min_points)
             pseudo_mask(res_abl[k], bg_id, q_hu, q.spacing, geos)
             for name, cid in organs.items():
                 dices_abl[k][name].append(dice(res_abl[k].label == cid, gt == cid) if res_abl[k].label is not None else 0.0)
@@ -237,7 +240,7 @@ def main() -> int:
     q = read_volume(str(studies / f"{queries[0]}.nii.gz"))
     q01 = normalize_intensity(q.array.astype(np.float32), *window)
     pts = np.concatenate(list(support_points(scribbles, names.values(), stride,
-                                             {names[n]: v for n, v in class_strides.items()}).values()))
+                                             {names[n]: v for n, v in class_strides.items()}, min_points).values()))
     rng = np.random.default_rng(0)
     sub = pts[rng.choice(len(pts), size=min(args.timing_points, len(pts)), replace=False)]
 

@@ -103,7 +103,7 @@ def propagate_all(model, settings, tau: float) -> dict[str, dict]:
             q = read_volume(str(data.image(study)))
             r = prelabel(model.localizer, support, scribbles, names, q, names["background"], geos, propagation,
                          model.config.spacing_mm, settings.prelabel.stride, class_strides=settings.prelabel.class_strides,
-                         encodings=encodings)
+                         encodings=encodings, min_points=settings.prelabel.min_points)
             hu = r.view.image(q.array)
             window = study_window(hu, geos.window_hu, geos.window_out, None)[:2]
             out[study] = {"hu": hu, "view": r.view, "propagation": r.propagation, "names": names, "window": window,

@@ -366,6 +366,15 @@ def test_support_points_stride_per_class():
     pts = support_points(s, [1, 9], 2, {9: 8})
     assert len(pts[1]) == 200 and len(pts[9]) == 50
     assert np.all(s[tuple(pts[9].T)] == 9)
+    # a small structure is not thinned below min_points: every voxel of one scribbled with fewer
+    s[:5, 0, 3] = 2  # 5 voxels
+    s[:100, :, 0] = 0
+    s[:3, :, 0] = 3  # 60 voxels
+    pts = support_points(s, [1, 2, 3, 9], 2, {9: 8}, min_points=32)
+    assert len(pts[1]) == 200 and len(pts[9]) == 50  # enough at their strides: unchanged
+    assert len(pts[2]) == 5 and len(pts[3]) == 60  # 3 and 30 at stride 2: all of them (60 // 32 = stride 1)
+    assert len(support_points(s, [3], 4, min_points=10)[3]) == 15  # stride 4 leaves 15 >= 10: kept
+    assert len(support_points(s, [3], 8, min_points=10)[3]) == 10  # 8 would leave 8: stride 6 (60 // 10)
 
 
 def test_mirror_check_tells_a_left_right_flipped_study():

@@ -45,7 +45,8 @@ def oracle_drafts(cohort: Path, prelabel: PrelabelConfig, geos: GeoSConfig, stud
     if scribbles is None:
         scribbles = np.rint(read_volume(str(cohort / "scribbles" / "subject_a.nii.gz")).array).astype(np.int64)
     per_class = {names[n]: int(v) for n, v in dict(prelabel.class_strides).items() if n in names}
-    points = {c: p for c, p in support_points(scribbles, names.values(), int(prelabel.stride), per_class).items() if len(p)}
+    points = {c: p for c, p in support_points(scribbles, names.values(), int(prelabel.stride), per_class,
+                                                     int(prelabel.min_points)).items() if len(p)}
     cohort_cfg = load_yaml("sample_cohort.yaml")
     deform = DeformConfig.from_cohort_config(cohort_cfg["deformation"], cohort_cfg["intensity"])
     drafts = {}

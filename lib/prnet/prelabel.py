@@ -72,12 +72,21 @@ class Prelabel:
 
 
 def support_points(
-    scribbles: np.ndarray, class_ids: Sequence[int], stride: int, class_strides: Mapping[int, int] | None = None
+    scribbles: np.ndarray, class_ids: Sequence[int], stride: int, class_strides: Mapping[int, int] | None = None,
+    min_points: int = 0,
 ) -> dict[int, np.ndarray]:
     """Every ``stride``-th scribble voxel ``(N, 3)`` of each class (empty classes included); ``class_strides``
-    ``{class id: stride}`` overrides it per class."""
+    ``{class id: stride}`` overrides it per class. A class whose stride would leave fewer than ``min_points``
+    points takes the largest stride that leaves that many (every voxel of a class scribbled with fewer)."""
     per = class_strides or {}
-    return {c: np.argwhere(scribbles == c)[:: max(1, int(per.get(c, stride)))] for c in class_ids}
+    out = {}
+    for c in class_ids:
+        voxels = np.argwhere(scribbles == c)
+        step = max(1, int(per.get(c, stride)))
+        if -(-len(voxels) // step) < min_points:
+            step = max(1, len(voxels) // max(1, int(min_points)))
+        out[c] = voxels[::step]
+    return out
 
 
 def ordered_points(points: Mapping[int, np.ndarray], names: Mapping[str, int]) -> tuple[list[int], np.ndarray]:
@@ -103,7 +112,7 @@ def encode_support_points(models: Localizer, support01: np.ndarray, every: np.nd
 class CanonicalSupport:
     """The support study in the canonical frame: ``hu`` ``(I, J, K)`` HU on ``view``'s grid, its intensity
     ``window`` (knots, values, modality; :func:`lib.intensity.study_window`) and ``points`` ``{class id:
-    (N, 3)}``, the ``stride``-subsampled scribble voxels carried to the nearest canonical voxels."""
+    (N, 3)}``, the scribble voxels of :func:`support_points` carried to the nearest canonical voxels."""
 
     view: View
     hu: np.ndarray
@@ -113,12 +122,13 @@ class CanonicalSupport:
 
 def canonical_support(support: Volume, scribbles: np.ndarray, names: Mapping[str, int], geos: GeoSConfig,
                       spacing_mm: Sequence[float], stride: int, class_strides: Mapping[str, int] | None = None,
-                      modality: str | None = None) -> CanonicalSupport:
-    """The support seen as :func:`prelabel` sees it (``scribbles`` ``(I, J, K)`` on the stored grid)."""
+                      modality: str | None = None, min_points: int = 0) -> CanonicalSupport:
+    """The support seen as :func:`prelabel` sees it (``scribbles`` ``(I, J, K)`` on the stored grid; the points
+    of :func:`support_points`)."""
     view = support.view(spacing_mm)
     hu = view.image(support.array)
     per = {names[n]: s for n, s in (class_strides or {}).items() if n in names}
-    native = support_points(scribbles, names.values(), stride, per)
+    native = support_points(scribbles, names.values(), stride, per, min_points)
     return CanonicalSupport(view, hu, study_window(hu, geos.window_hu, geos.window_out, modality),
                             {c: canonical_points(view, p) for c, p in native.items()})
 
@@ -149,9 +159,11 @@ def propagate_support(
     class_strides: Mapping[str, int] | None = None,
     points: Mapping[int, np.ndarray] | None = None,
     query_window: tuple[Sequence[float], Sequence[float]] | None = None,
+    min_points: int = 0,
 ) -> Prelabel:
     """Propagate every class's support points (``stride``-subsampled, or as ``class_strides`` ``{class name:
-    stride}`` says for a class) to the query with ``models``; no mask yet.
+    stride}`` says for a class, at least ``min_points`` each: :func:`support_points`) to the query with
+    ``models``; no mask yet.
 
     ``identity``: the query *is* the support study — its own scribbles are kept as they are.
     ``encodings``: a dict kept by the caller across queries of the same support, network and strides;
@@ -164,7 +176,8 @@ def propagate_support(
     """
     out = Prelabel(label=None)
     if points is None:
-        pts = support_points(scribbles, names.values(), stride, {names[n]: s for n, s in (class_strides or {}).items() if n in names})
+        pts = support_points(scribbles, names.values(), stride, {names[n]: s for n, s in (class_strides or {}).items() if n in names},
+                             min_points)
     else:
         pts = {c: np.asarray(points.get(c, np.zeros((0, 3), int)), int).reshape(-1, 3) for c in names.values()}
     classes, every = ordered_points(pts, names)
@@ -231,11 +244,14 @@ class PrelabelConfig:
 
     stride: int = 2  # every n-th support scribble voxel of a class is propagated
     class_strides: Mapping[str, int] = field(default_factory=dict)  # {support class name: n}, overrides ``stride``
+    min_points: int = 32  # a class the strides would leave with fewer points keeps this many (all of a smaller one)
     geos: Mapping[str, object] = field(default_factory=dict)  # GeoSConfig keys of the pseudo masks that differ from ``geos``
 
     def __post_init__(self):
         if int(self.stride) < 1 or any(int(v) < 1 for v in dict(self.class_strides).values()):
             raise ValueError(f"stride and class_strides must be at least 1, got {self.stride} and {dict(self.class_strides)}")
+        if int(self.min_points) < 0:
+            raise ValueError(f"min_points must be 0 (none) or a number of points, got {self.min_points}")
 
     def pseudo_mask_geos(self, geos: GeoSConfig) -> GeoSConfig:
         """``geos`` (the interactive tasks' settings) with this section's ``geos`` keys, checked and typed."""
@@ -276,19 +292,21 @@ def prelabel(
     class_strides: Mapping[str, int] | None = None,
     support_modality: str | None = None,
     query_modality: str | None = None,
+    min_points: int = 0,
 ) -> Prelabel:
     """The draft of ``query`` from the scribbles of ``support``, in one physical frame.
 
     Both studies are seen in the canonical frame (:mod:`lib.frame`: RAS axes, voxels of ``spacing_mm``,
     the PRNet's training frame); the stored scribbles ``(I, J, K)`` of ``support`` (``stride``-subsampled
-    per class) are carried there through world coordinates, propagated (:func:`propagate_support`; a
-    point that lands outside the query's field of view is dropped), and GeoS expands the kept points
+    per class, at least ``min_points`` a class: :func:`support_points`) are carried there through world
+    coordinates, propagated (:func:`propagate_support`; a point that lands outside the query's field of
+    view is dropped), and GeoS expands the kept points
     on the query's canonical grid. ``result.native_label`` is the draft on the query's own grid and
     orientation. Intensities are normalised per study (:func:`lib.intensity.study_window`: the HU
     window of ``geos`` for CT, the study's own range for MR); a support and a query of different
     modalities raise ``ValueError`` (PRNet's features do not carry across modalities).
     """
-    sup = canonical_support(support, scribbles, names, geos, spacing_mm, stride, class_strides, support_modality)
+    sup = canonical_support(support, scribbles, names, geos, spacing_mm, stride, class_strides, support_modality, min_points)
     sview, s_hu, s_win = sup.view, sup.hu, sup.window
     qview = sview if identity else query.view(spacing_mm)
     q_hu = s_hu if identity else qview.image(query.array)

@@ -141,6 +141,7 @@ class PRNetPrelabel(ModelInferTask):
         self.datastore, self.geos, self.propagation = datastore, geos, propagation
         self.support_tag, self.stride = support_tag, prelabel.stride
         self.class_strides = dict(prelabel.class_strides)  # {support class name: stride}, e.g. a sparser background
+        self.min_points = int(prelabel.min_points)  # ... but at least this many points of a class
         self._lock = threading.Lock()
         self._support_cache: dict = {}  # the support study, re-read only when its label file changes
         self._encodings: dict[str, tuple[tuple, dict]] = {}  # device -> support encodings for (support, model, stride)
@@ -173,7 +174,7 @@ class PRNetPrelabel(ModelInferTask):
         model, version = self.model.get(device)
         support = find_support(self.datastore, self.support_tag, self._support_cache)
         sup = canonical_support(support.volume, support.scribbles, support.names, self._geos(model), model.config.spacing_mm,
-                                self.stride, self.class_strides)
+                                self.stride, self.class_strides, min_points=self.min_points)
         encodings = support_encodings(model.localizer, sup, support.names, self.propagation, device, group)
         self._cached_encodings(device, (id(support), version, self.stride, self.propagation.batch_size), encodings)
 
@@ -196,7 +197,7 @@ class PRNetPrelabel(ModelInferTask):
                 model.localizer, support.volume, support.scribbles, support.names, query, bg_id, geos,
                 with_tau(self.propagation, tau), model.config.spacing_mm, stride, device,
                 identity=image_id == support.image_id, encodings=encodings, class_strides=self.class_strides,
-                query_modality=_modality(request),
+                query_modality=_modality(request), min_points=self.min_points,
             )
         except ValueError as e:
             raise ClientError(str(e), status_code=422) from None
