@@ -132,8 +132,8 @@ def score(study: str, cfg: GeoSConfig, tau: float | None | str = "propagated") -
     label = draft(study, cfg, tau)
     organs = {n: i for n, i in s["names"].items() if n != "background"}
     label = None if label is None else s["view"].to_native(label)
-    dice = dice_per_organ(label, s["truth"], organs, present_only=True)
-    return float(np.mean(list(dice.values())))
+    per_organ = dice_per_organ(label, s["truth"], organs, present_only=True)
+    return float(np.mean(list(per_organ.values())))
 
 
 def agreement(a: np.ndarray, b: np.ndarray, names: dict[str, int]) -> dict[str, float]:
