@@ -46,7 +46,7 @@ from lib.evaluation.metrics import dice
 from lib.evaluation.tables import machine
 from lib.intensity import normalize_intensity
 from lib.io import read_volume
-from lib.prnet.prelabel import Prelabel, propagate_support, pseudo_mask, support_points
+from lib.prnet.prelabel import Prelabel, named_support_points, propagate_support, pseudo_mask
 from lib.prnet.propagate import Propagation, apply_affine, bf16_enabled, encode_support, fit_subset, propagate
 from lib.registration import refine_affine
 from lib.settings import app_settings
@@ -239,8 +239,7 @@ def main() -> int:
     s01 = normalize_intensity(support_hu, *window)
     q = read_volume(str(studies / f"{queries[0]}.nii.gz"))
     q01 = normalize_intensity(q.array.astype(np.float32), *window)
-    pts = np.concatenate(list(support_points(scribbles, names.values(), stride,
-                                             {names[n]: v for n, v in class_strides.items()}, min_points).values()))
+    pts = np.concatenate(list(named_support_points(scribbles, names, stride, class_strides, min_points).values()))
     rng = np.random.default_rng(0)
     sub = pts[rng.choice(len(pts), size=min(args.timing_points, len(pts)), replace=False)]
 

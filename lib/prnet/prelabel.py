@@ -89,6 +89,14 @@ def support_points(
     return out
 
 
+def named_support_points(scribbles: np.ndarray, names: Mapping[str, int], stride: int,
+                         class_strides: Mapping[str, int] | None = None, min_points: int = 0) -> dict[int, np.ndarray]:
+    """:func:`support_points` of every class of ``names`` ``{class name: id}``, with ``class_strides`` given per
+    class name (as ``prnet.prelabel.class_strides``; names the support does not have are ignored)."""
+    per = {names[n]: int(s) for n, s in (class_strides or {}).items() if n in names}
+    return support_points(scribbles, names.values(), stride, per, min_points)
+
+
 def ordered_points(points: Mapping[int, np.ndarray], names: Mapping[str, int]) -> tuple[list[int], np.ndarray]:
     """The classes that have points, by id, and their points ``(N, 3)`` one after the other: the order in
     which every class is propagated in one call (the batches are full and the spatial regularisation sees
@@ -124,11 +132,10 @@ def canonical_support(support: Volume, scribbles: np.ndarray, names: Mapping[str
                       spacing_mm: Sequence[float], stride: int, class_strides: Mapping[str, int] | None = None,
                       modality: str | None = None, min_points: int = 0) -> CanonicalSupport:
     """The support seen as :func:`prelabel` sees it (``scribbles`` ``(I, J, K)`` on the stored grid; the points
-    of :func:`support_points`)."""
+    of :func:`named_support_points`)."""
     view = support.view(spacing_mm)
     hu = view.image(support.array)
-    per = {names[n]: s for n, s in (class_strides or {}).items() if n in names}
-    native = support_points(scribbles, names.values(), stride, per, min_points)
+    native = named_support_points(scribbles, names, stride, class_strides, min_points)
     return CanonicalSupport(view, hu, study_window(hu, geos.window_hu, geos.window_out, modality),
                             {c: canonical_points(view, p) for c, p in native.items()})
 
@@ -176,8 +183,7 @@ def propagate_support(
     """
     out = Prelabel(label=None)
     if points is None:
-        pts = support_points(scribbles, names.values(), stride, {names[n]: s for n, s in (class_strides or {}).items() if n in names},
-                             min_points)
+        pts = named_support_points(scribbles, names, stride, class_strides, min_points)
     else:
         pts = {c: np.asarray(points.get(c, np.zeros((0, 3), int)), int).reshape(-1, 3) for c in names.values()}
     classes, every = ordered_points(pts, names)
@@ -300,11 +306,11 @@ def prelabel(
     the PRNet's training frame); the stored scribbles ``(I, J, K)`` of ``support`` (``stride``-subsampled
     per class, at least ``min_points`` a class: :func:`support_points`) are carried there through world
     coordinates, propagated (:func:`propagate_support`; a point that lands outside the query's field of
-    view is dropped), and GeoS expands the kept points
-    on the query's canonical grid. ``result.native_label`` is the draft on the query's own grid and
-    orientation. Intensities are normalised per study (:func:`lib.intensity.study_window`: the HU
-    window of ``geos`` for CT, the study's own range for MR); a support and a query of different
-    modalities raise ``ValueError`` (PRNet's features do not carry across modalities).
+    view is dropped), and GeoS expands the kept points on the query's canonical grid.
+    ``result.native_label`` is the draft on the query's own grid and orientation. Intensities are
+    normalised per study (:func:`lib.intensity.study_window`: the HU window of ``geos`` for CT, the
+    study's own range for MR); a support and a query of different modalities raise ``ValueError``
+    (PRNet's features do not carry across modalities).
     """
     sup = canonical_support(support, scribbles, names, geos, spacing_mm, stride, class_strides, support_modality, min_points)
     sview, s_hu, s_win = sup.view, sup.hu, sup.window
