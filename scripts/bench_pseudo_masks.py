@@ -19,7 +19,7 @@ in its field of view (TotalSegmentator's output, a silver standard; every study 
 warped, so the copies measure geometry, resolution, noise and contrast handling, not accuracy on another
 patient). Without ``--model`` a PRNet is trained first with the app's trainer on the sample cohort's
 studies, or (``--train-on devset``) on the development set's CT studies of subject A (``--train-steps``).
-Minutes: ≈ 25 s a study to propagate on 2 cores, 3 s a study and row (≈ 25 min in all with the three sections).
+Minutes: ≈ 25 s a study to propagate on 2 cores, 3 s a study and row (≈ 30 min in all with the four sections).
 Prints a Markdown table and writes it to ``<out>/bench_pseudo_masks.md``.
 """
 
