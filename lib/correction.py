@@ -8,7 +8,9 @@ strokes) claims the voxels it reaches *cheaply*:
     claim_S(x) = D(x; S) + w · E(x; S) + π_S(x) < δ     and     E(x; S) ≤ ``radius_mm``
 
 with ``D`` GeodisTK's geodesic distance on the normalised image (λ = 1: the intensity change summed
-along the best path, [0, 1] units, the same as :mod:`lib.geos`), ``E`` the Euclidean distance in mm and
+along the best path, [0, 1] units, as in :mod:`lib.geos`; a CT study through ``window_hu``, whose first knot is
+air's -1000 HU, not the soft-tissue window's -500 HU: the wall between the stomach's gas and the colon's, a few
+hundred HU at 3 mm, is an edge), ``E`` the Euclidean distance in mm and
 ``w`` = ``spatial_weight``: a stroke reaches at most δ / w mm (15 mm), however flat the tissue (with λ = 1
 alone a stroke in the stomach's gas claimed a lung's air through a gap in the wall, 4 000 voxels). ``π_S``
 is the intensity penalty: ``intensity_weight`` × (log P(I | the class the label holds at x) − log P(I | S's
@@ -76,7 +78,8 @@ class CorrectionConfig:
     turns it off); ``sources``: where the starting label comes from, in order (datastore label tags, and
     ``segmentation`` for the published UNet's prediction); ``model_prior``: once a segmentation model is published,
     its posteriors take the histograms' place in the intensity penalty for the classes it knows (a request's
-    ``model_prior: false`` turns it off).
+    ``model_prior: false`` turns it off); ``window_hu`` → ``window_out``: a CT study's intensity normalisation for
+    the geodesics and histograms (HU knots to [0, 1], as ``geos.window_hu``; an MR study brings its own window).
     """
 
     enabled: bool = True
@@ -89,10 +92,16 @@ class CorrectionConfig:
     spatial_weight: float = 0.02
     sources: Sequence[str] = ("final", "original", "segmentation")
     model_prior: bool = True
+    window_hu: Sequence[float] = (-1000.0, -100.0, 200.0, 1500.0)
+    window_out: Sequence[float] = (0.0, 0.2, 0.8, 1.0)
 
     def __post_init__(self):
         if not float(self.delta) > 0 or not float(self.radius_mm) > 0:
             raise ValueError(f"delta and radius_mm must be > 0, got {self.delta!r} and {self.radius_mm!r}")
+        hu, out = np.asarray(self.window_hu, float), np.asarray(self.window_out, float)
+        if hu.ndim != 1 or hu.shape != out.shape or hu.size < 2 or (np.diff(hu) <= 0).any() or (np.diff(out) < 0).any():
+            raise ValueError(f"window_hu and window_out must be knots of one length (at least 2), window_hu increasing "
+                             f"and window_out not decreasing, got {self.window_hu!r} and {self.window_out!r}")
 
 
 def correct_label(
@@ -114,10 +123,12 @@ def correct_label(
         corrections: ``{class id: bool (I, J, K)}``; id 0 holds the background strokes, any other id the
             foreground strokes of that class (it may be a class ``start`` does not hold yet).
         spacing: mm per axis.
-        geos: the GeoS settings used for the geodesics (window, λ, passes, working voxels, median filter).
+        geos: the GeoS settings used for the geodesics (λ, passes, working voxels, filters, histogram bins; not its
+            window: ``cfg``'s).
         cfg: how far a correction reaches.
         removable: the class ids a background claim may remove (default: every foreground class).
-        window: the study's intensity knots ``(window_in, window_out)``; default ``geos``' HU window.
+        window: the study's intensity knots ``(window_in, window_out)`` (an MR study's); default ``cfg``'s CT window
+            (``window_hu`` → ``window_out``).
         prior: a model's class probabilities (:data:`ClassPrior`: ``box → {class id: log P(c | x)}`` on the stored
             voxels of a box, for the classes it knows, with ``start``'s ids): where it knows both the class the
             label holds at a voxel and a set's class, its log-ratio takes the place of the histograms' in the
@@ -139,7 +150,7 @@ def correct_label(
                 for lo, hi, r, n in zip(idx.min(0), idx.max(0), reach, image_hu.shape))
     crop_hu = image_hu[box]
     open_faces = [(s.start > 0, s.stop < n) for s, n in zip(box, image_hu.shape)]  # crop faces inside the image
-    w_in, w_out = window or (geos.window_hu, geos.window_out)
+    w_in, w_out = window or (cfg.window_hu, cfg.window_out)
 
     img, f, work_spacing = working_image(crop_hu, spacing, geos, (w_in, w_out))
     coarse = any(x > 1 for x in f)
