@@ -26,11 +26,14 @@ every foreground class).
 
 Two rules keep a stroke from taking what nobody argued about, and let it take what it did:
 
-- **rivals**: the starting label's regions that a set would change (other foreground classes for a
-  foreground stroke; the removable classes for a background stroke), eroded by one voxel (a part thinner
-  than that competes whole) and farther than ``exclusion_mm`` from the strokes, are seeds too; a voxel
-  nearer to them than to the strokes (``D + w · E``) is not claimed (a background stroke in a leak stops where
-  the organ itself begins, even without an edge);
+- **rivals**: the starting label's regions that a set would change (for a foreground stroke the other
+  foreground classes, and the background where its intensity clearly says background: ``π_S`` > 0 by the
+  histograms; the removable classes for a background stroke), eroded by one voxel (a part thinner than that
+  competes whole) and farther than ``exclusion_mm`` from the strokes, are seeds too; a voxel nearer to them
+  than to the strokes (``D + w · E``) is not claimed (a background stroke in a leak stops where the organ
+  itself begins, even without an edge; a foreground stroke stops midway to the fat the label calls
+  background, even where the tissue fades into it; a part of the organ the label misses looks like the
+  organ and stays free for the stroke);
 - **islands**: a connected region of the label that a stroke lies in, that is not its class's largest
   region, holds at most ``island_max_fraction`` of that region's voxels and lies wholly within ``radius_mm``
   of the stroke and within the crop is argued as a whole (a background stroke on a false-positive island removes it all, however
@@ -168,22 +171,26 @@ def correct_label(
     # what each set competes with: the starting label's own regions that it would take (other foreground
     # classes for a foreground set, the removable classes for the background), their interiors, away from
     # the strokes
-    seeds, competitors = list(work.values()), []
-    near = [ndi.distance_transform_edt(~m, sampling=work_spacing) for m in seeds]  # mm from each set's strokes
-    for (c, m), mm in zip(work.items(), near):
-        take = _takes(start_work, c, removable) & ~_islands(start_work, m, c, removable, work_spacing, cfg.radius_mm,
-                                                            cfg.island_max_fraction, open_faces)
-        interior = ndi.binary_erosion(take, _CROSS)
-        interior |= take & ~ndi.binary_dilation(interior, _CROSS)  # parts thinner than the erosion compete whole
-        competitors.append(interior & (mm > cfg.exclusion_mm))
-    dists = geodesic_distances(img, seeds + [m for m in competitors if m.any()], work_spacing, geos.lamb, geos.iterations)
-    rival = iter(dists[len(seeds):])
     model, heard = None, set()
     if prior is not None and cfg.intensity_weight > 0:
         model = {int(c): np.asarray(lp, np.float32)[np.ix_(*centres)] for c, lp in prior(box).items()}
         heard = {c for c, m in work.items() if c in model and _model_doubts_label(model, start_work, m, c)}
     penalty = _intensity_penalty(img, start_work, work, geos.histogram_bins, cfg.intensity_weight,
                                  cfg.intensity_tolerance, model, heard)
+    # where the tissue clearly looks like the label's background by the histograms (not by a model: it already
+    # stops a claim through the penalty, and a rival spreading from a same-HU neighbour would cut the claim short)
+    unlike = penalty if not heard else _intensity_penalty(img, start_work, work, geos.histogram_bins,
+                                                          cfg.intensity_weight, cfg.intensity_tolerance)
+    seeds, competitors = list(work.values()), []
+    near = [ndi.distance_transform_edt(~m, sampling=work_spacing) for m in seeds]  # mm from each set's strokes
+    for (c, m), mm in zip(work.items(), near):
+        take = _contested(start_work, c, removable, unlike[c] > 0) & ~_islands(
+            start_work, m, c, removable, work_spacing, cfg.radius_mm, cfg.island_max_fraction, open_faces)
+        interior = ndi.binary_erosion(take, _CROSS)
+        interior |= take & ~ndi.binary_dilation(interior, _CROSS)  # parts thinner than the erosion compete whole
+        competitors.append(interior & (mm > cfg.exclusion_mm))
+    dists = geodesic_distances(img, seeds + [m for m in competitors if m.any()], work_spacing, geos.lamb, geos.iterations)
+    rival = iter(dists[len(seeds):])
     scores = [np.full(img.shape, cfg.delta, np.float32)]
     eps = np.float32(cfg.spatial_weight)  # the distance term: geodesic + weight x mm from the seeds (Euclidean)
     for (c, d), mm, comp in zip(zip(work, dists), near, competitors):
@@ -280,6 +287,18 @@ def _model_doubts_label(model: Mapping[int, np.ndarray], start: np.ndarray, stro
         at = start[argued] == k
         p[at] = np.exp(lp[argued][at])
     return float(p.mean()) < 0.5
+
+
+def _contested(start: np.ndarray, c: int, removable: Collection[int] | None, unlike: np.ndarray) -> np.ndarray:
+    """The voxels of ``start`` whose label competes with set ``c`` (its rivals, away from the strokes): for the
+    background the removable classes; for a foreground class every other foreground class, and the background where
+    it clearly looks like background rather than like ``c`` (``unlike``: bool, ``start.shape``, where the intensity
+    penalty of ``c`` is positive): a foreground stroke takes only what lies nearer to it than to the fat or gas the
+    label calls background, but tissue that looks like its class (a part of the organ the label misses) stays
+    free for it."""
+    if c == 0:
+        return _takes(start, 0, removable)
+    return _takes(start, c, removable) | ((start == 0) & unlike)
 
 
 def _takes(start: np.ndarray, c: int, removable: Collection[int] | None) -> np.ndarray:
