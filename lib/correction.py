@@ -168,9 +168,6 @@ def correct_label(
     # takes its last voxel)
     centres = [np.minimum(np.arange(m) * x + x // 2, n - 1) for m, x, n in zip(img.shape, f, crop_hu.shape)]
     start_work = start[box][np.ix_(*centres)]
-    # what each set competes with: the starting label's own regions that it would take (other foreground
-    # classes for a foreground set, the removable classes for the background), their interiors, away from
-    # the strokes
     model, heard = None, set()
     if prior is not None and cfg.intensity_weight > 0:
         model = {int(c): np.asarray(lp, np.float32)[np.ix_(*centres)] for c, lp in prior(box).items()}
@@ -181,6 +178,9 @@ def correct_label(
     # stops a claim through the penalty, and a rival spreading from a same-HU neighbour would cut the claim short)
     unlike = penalty if not heard else _intensity_penalty(img, start_work, work, geos.histogram_bins,
                                                           cfg.intensity_weight, cfg.intensity_tolerance)
+    # what each set competes with (_contested): the starting label's own regions that it would take (other
+    # foreground classes, and background that looks like it, for a foreground set; the removable classes for the
+    # background), their interiors, away from the strokes
     seeds, competitors = list(work.values()), []
     near = [ndi.distance_transform_edt(~m, sampling=work_spacing) for m in seeds]  # mm from each set's strokes
     for (c, m), mm in zip(work.items(), near):
