@@ -174,17 +174,17 @@ def correct_label(
         heard = {c for c, m in work.items() if c in model and _model_doubts_label(model, start_work, m, c)}
     penalty = _intensity_penalty(img, start_work, work, geos.histogram_bins, cfg.intensity_weight,
                                  cfg.intensity_tolerance, model, heard)
-    # where the tissue clearly looks like the label's background by the histograms (not by a model: it already
-    # stops a claim through the penalty, and a rival spreading from a same-HU neighbour would cut the claim short)
-    unlike = penalty if not heard else _intensity_penalty(img, start_work, work, geos.histogram_bins,
-                                                          cfg.intensity_weight, cfg.intensity_tolerance)
+    # the histograms' penalty alone decides where the background is a rival (not a model's: it already stops a
+    # claim through the penalty, and a rival spreading from a same-HU neighbour would cut the claim short)
+    histogram_penalty = penalty if not heard else _intensity_penalty(
+        img, start_work, work, geos.histogram_bins, cfg.intensity_weight, cfg.intensity_tolerance)
     # what each set competes with (_contested): the starting label's own regions that it would take (other
     # foreground classes, and background that looks like it, for a foreground set; the removable classes for the
     # background), their interiors, away from the strokes
     seeds, competitors = list(work.values()), []
     near = [ndi.distance_transform_edt(~m, sampling=work_spacing) for m in seeds]  # mm from each set's strokes
     for (c, m), mm in zip(work.items(), near):
-        take = _contested(start_work, c, removable, unlike[c] > 0) & ~_islands(
+        take = _contested(start_work, c, removable, histogram_penalty[c] > 0) & ~_islands(
             start_work, m, c, removable, work_spacing, cfg.radius_mm, cfg.island_max_fraction, open_faces)
         interior = ndi.binary_erosion(take, _CROSS)
         interior |= take & ~ndi.binary_dilation(interior, _CROSS)  # parts thinner than the erosion compete whole
