@@ -29,9 +29,11 @@ Two rules keep a stroke from taking what nobody argued about, and let it take wh
 - **rivals**: the starting label's regions that a set would change (for a foreground stroke the other
   foreground classes, and the background where its intensity clearly says background: ``π_S`` > 0 by the
   histograms; the removable classes for a background stroke), eroded by one voxel (a part thinner than that
-  competes whole) and farther than ``exclusion_mm`` from the strokes, are seeds too; a voxel nearer to them
-  than to the strokes (``D + w · E``) is not claimed (a background stroke in a leak stops where the organ
-  itself begins, even without an edge; a foreground stroke stops midway to the fat the label calls
+  competes whole), are seeds too where they lie farther than ``exclusion_mm`` from the strokes or deeper inside
+  the region than the strokes reach (its core: a lesion smaller than ``exclusion_mm`` still competes); a voxel
+  nearer to them than to the strokes (``D + w · E``) is not claimed (a background stroke in a leak stops where
+  the organ itself begins, even without an edge; a background stroke in the border of a small lesion drafted
+  a few mm off takes that border, not the lesion; a foreground stroke stops midway to the fat the label calls
   background, even where the tissue fades into it; a part of the organ the label misses looks like the
   organ and stays free for the stroke);
 - **islands**: a connected region of the label that a stroke lies in, that is not its class's largest
@@ -180,7 +182,7 @@ def correct_label(
         img, start_work, work, geos.histogram_bins, cfg.intensity_weight, cfg.intensity_tolerance)
     # what each set competes with (_contested): the starting label's own regions that it would take (other
     # foreground classes, and background that looks like it, for a foreground set; the removable classes for the
-    # background), their interiors, away from the strokes
+    # background), their interiors, away from the strokes or deeper than the strokes reach (_core)
     seeds, competitors = list(work.values()), []
     near = [ndi.distance_transform_edt(~m, sampling=work_spacing) for m in seeds]  # mm from each set's strokes
     for (c, m), mm in zip(work.items(), near):
@@ -188,7 +190,7 @@ def correct_label(
             start_work, m, c, removable, work_spacing, cfg.radius_mm, cfg.island_max_fraction, open_faces)
         interior = ndi.binary_erosion(take, _CROSS)
         interior |= take & ~ndi.binary_dilation(interior, _CROSS)  # parts thinner than the erosion compete whole
-        competitors.append(interior & (mm > cfg.exclusion_mm))
+        competitors.append(interior & ((mm > cfg.exclusion_mm) | _core(take, m, work_spacing)))
     dists = geodesic_distances(img, seeds + [m for m in competitors if m.any()], work_spacing, geos.lamb, geos.iterations)
     rival = iter(dists[len(seeds):])
     scores = [np.full(img.shape, cfg.delta, np.float32)]
@@ -299,6 +301,22 @@ def _contested(start: np.ndarray, c: int, removable: Collection[int] | None, unl
     if c == 0:
         return _takes(start, 0, removable)
     return _takes(start, c, removable) | ((start == 0) & unlike)
+
+
+def _core(take: np.ndarray, strokes: np.ndarray, spacing: Sequence[float]) -> np.ndarray:
+    """The part of the contested region ``take`` (bool) deeper inside it than any stroke of ``strokes`` (bool) lies,
+    by more than one voxel (``spacing`` mm per axis; depth: the Euclidean distance to the region's border, mm).
+
+    A stroke argues about the region's border as deep as it reaches, not about the core beyond: a background stroke
+    in the border of a structure smaller than ``exclusion_mm`` (a lesion, a tumour) competes with that structure's
+    core, which would otherwise lie wholly inside the exclusion zone and be taken along a weak edge. A stroke outside
+    the region argues about none of it but its one-voxel rim."""
+    if not take.any():
+        return take
+    depth = ndi.distance_transform_edt(take, sampling=spacing)
+    under = strokes & take
+    reach = float(depth[under].max()) if under.any() else 0.0
+    return depth > reach + float(min(spacing))
 
 
 def _takes(start: np.ndarray, c: int, removable: Collection[int] | None) -> np.ndarray:

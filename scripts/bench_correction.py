@@ -1,11 +1,14 @@
 #!/usr/bin/env python
 """A robot annotator corrects PRNet's drafts through the real server (issue: "correct, don't redraw").
 
-    .venv/bin/python scripts/bench_correction.py [--steps 200] [--rounds 10] [--data devset|cohort] [--studies a_lps ...]
+    .venv/bin/python scripts/bench_correction.py [--steps 200] [--rounds 10] [--data devset|cohort|other] [--studies a_lps ...]
 
 On a real server over the development set's CT studies (``--data cohort``: the sample cohort's pseudo-studies;
 support subject A): the support scribbles are saved, ``POST /train/prnet``, and every other study's draft is saved as ``original`` (``/infer/prnet_prelabel``
-with ``save_label``). Then, per study and structure present in it, a simulated annotator
+with ``save_label``). ``--data other``: the development set's studies that are not subject A (the MR subject, the
+chest CTs' lung lesions, the brain MRs' tumours), which PRNet cannot draft from subject A's scribbles: each gets
+the draft of a slightly misplaced propagation instead (:func:`lib.evaluation.robot.shifted_draft`, 3 mm), saved as
+``original`` as PRNet's would be. Then, per study and structure present in it, a simulated annotator
 (:mod:`lib.evaluation.robot`) works ``--rounds`` rounds: each round one scribble through the most interior voxel of
 the largest error region (false negative: foreground, false positive: background), drawn on the axial slice along
 the error's medial axis there as DeepIGeoS simulates scribbles (``--ball``: a 3 mm ball instead, a click), and the
@@ -43,7 +46,7 @@ import numpy as np
 
 from lib.atomic import atomic_write_text
 from lib.data.studyset import StudySet
-from lib.evaluation.robot import axial_axis, run_rounds
+from lib.evaluation.robot import axial_axis, run_rounds, shifted_draft
 from lib.evaluation.tables import machine, md_table
 from lib.io import read_volume, write_like
 from lib.workflow.rest import train
@@ -55,6 +58,8 @@ COHORT = REPO / "sample-data" / "cohort"
 SUPPORT = "subject_a"
 STUDIES = ["a_lps", "a_08x08x5", "a_slab40", "a_noise", "a_clinical"]
 COHORT_STUDIES = ["pseudo_06", "pseudo_07", "pseudo_08"]
+OTHER_STUDIES = ["mr_b", "mr_b_15x15x3", "lung1", "lung2", "brain1", "brain2"]
+SHIFT_MM = 3.0  # --data other: the drafts' boundary error
 BG, FG = 254, 255  # scribble ids (Slicer's label_info names them)
 REPORT = (0, 1, 2, 3, 5, 10)
 NEAR_MM = 30.0
@@ -99,10 +104,12 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--steps", type=int, default=200)
     ap.add_argument("--rounds", type=int, default=10)
-    ap.add_argument("--data", choices=["devset", "cohort"], default="devset",
-                    help="the corrected studies' data: the development set, or the sample cohort's PRNet drafts")
+    ap.add_argument("--data", choices=["devset", "cohort", "other"], default="devset",
+                    help="the corrected studies' data: the development set or the sample cohort, with PRNet drafts; "
+                    f"other: the development set's other subjects, with {SHIFT_MM:g} mm shifted drafts")
     ap.add_argument("--studies", nargs="+", default=None,
-                    help=f"the corrected studies (default {' '.join(STUDIES)}; with --data cohort {' '.join(COHORT_STUDIES)})")
+                    help=f"the corrected studies (default {' '.join(STUDIES)}; with --data cohort {' '.join(COHORT_STUDIES)}; "
+                    f"with --data other {' '.join(OTHER_STUDIES)})")
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks-out")
     ap.add_argument("--modes", nargs="+", default=["draft", "model", "scratch", "clicks"],
                     choices=["draft", "model", "scratch", "clicks"], help="draft: scribbles correct the draft; model: "
@@ -116,12 +123,15 @@ def main(argv=None) -> int:
     ap.add_argument("--keep", type=Path, default=None, help="keep each study's PRNet draft (and with mode model the "
                     "UNet, segmentation.pt) in this folder")
     args = ap.parse_args(argv)
+    shifted = args.data == "other"  # no PRNet: shifted drafts of the truth
+    if shifted and "model" in args.modes:
+        ap.error("--data other has no mode model (its studies are not the cohort's anatomy the UNet learns)")
     data = StudySet.open(COHORT if args.data == "cohort" else DEVSET)
-    corrected = args.studies or (COHORT_STUDIES if args.data == "cohort" else STUDIES)
+    corrected = args.studies or {"cohort": COHORT_STUDIES, "other": OTHER_STUDIES}.get(args.data, STUDIES)
     tmp = Path(tempfile.mkdtemp(prefix="bench-correction-"))
     studies = tmp / "studies"
     studies.mkdir()
-    for s in [SUPPORT, *corrected]:
+    for s in ([] if shifted else [SUPPORT]) + corrected:
         shutil.copy(data.image(s), studies / data.image(s).name)
     cohort = []  # the UNet's training studies (mode model): the sample cohort's pseudo-studies not corrected here
     if "model" in args.modes and args.model_studies == "cohort":
@@ -135,8 +145,10 @@ def main(argv=None) -> int:
     runs: dict = {}
     try:
         client = server.client()
-        client.save_label(SUPPORT, str(scribbles), tag="scribbles", params={"label_info": info})
-        train(server.url, "prnet", {"max_steps": args.steps, "checkpoint_every": max(1, args.steps // 5)}, ("step", "max_steps"))
+        if not shifted:
+            client.save_label(SUPPORT, str(scribbles), tag="scribbles", params={"label_info": info})
+            train(server.url, "prnet", {"max_steps": args.steps, "checkpoint_every": max(1, args.steps // 5)},
+                  ("step", "max_steps"))
         for c in cohort:  # the UNet's training studies: drafted first, so it never sees the corrected studies' drafts
             client.infer("prnet_prelabel", c, {"save_label": True, "label_tag": "original"})
         if cohort:
@@ -144,7 +156,14 @@ def main(argv=None) -> int:
             print(f"segmentation UNet on {len(cohort)} cohort drafts: loss {seg.get('loss')}", flush=True)
         drafts = {}
         for study in corrected:
-            path, body = client.infer("prnet_prelabel", study, {"save_label": True, "label_tag": "original"})
+            if shifted:  # saved as PRNet's draft is, names and all
+                gt = read_volume(str(data.truth(study)))
+                path = str(write_like(shifted_draft(np.rint(gt.array).astype(np.uint8), gt.affine, SHIFT_MM),
+                                      str(studies / data.image(study).name), str(tmp / f"{study}_original.nii.gz")))
+                client.save_label(study, path, tag="original", params={"label_names": data.labels(study)})
+                body = {"label_names": data.labels(study)}
+            else:
+                path, body = client.infer("prnet_prelabel", study, {"save_label": True, "label_tag": "original"})
             drafts[study] = (read_volume(path).array, body["label_names"])
             if args.keep:  # the drafts, to look at a round again in process
                 args.keep.mkdir(parents=True, exist_ok=True)
@@ -199,7 +218,8 @@ def main(argv=None) -> int:
                                               for c in (f"{m} +{r3}", f"{m} +{args.rounds}", f"{m}: rounds to 0.90")]
     unet = (f"; mode model: UNet {args.seg_epochs} epochs on the drafts of "
             + (f"{len(cohort)} sample-cohort studies" if cohort else "the corrected studies")) if "model" in args.modes else ""
-    text = (f"Robot annotator through the server, PRNet {args.steps} steps, {len(per)} structures of {len(corrected)} "
+    drafted = f"drafts: the truth shifted {SHIFT_MM:g} mm" if shifted else f"PRNet {args.steps} steps"
+    text = (f"Robot annotator through the server, {drafted}, {len(per)} structures of {len(corrected)} "
             f"{'sample-cohort' if args.data == 'cohort' else 'development-set'} studies{unet}; {machine()}\n\n" + md_table(header, rows) + "\n\n" + md_table(columns, per) + "\n")
     print(text)
     args.out.mkdir(parents=True, exist_ok=True)
