@@ -227,6 +227,13 @@ def correct_label(
     return out, stats
 
 
+def window_strokes(sets: Mapping[int, np.ndarray]) -> list[np.ndarray]:
+    """The strokes an MR study's correction window centres on (:func:`lib.intensity.seed_window`): the foreground
+    sets' (the structure's intensities), or the background's when there is none (``sets``: ``{class id: bool
+    mask}``, 0 the background)."""
+    return [m for c, m in sets.items() if c] or list(sets.values())
+
+
 def _crop_mm(cfg: CorrectionConfig) -> float:
     """How far (mm) around the strokes the correction looks: ``radius_mm``, or with a spatial term no farther than a
     claim can reach (``delta / spatial_weight``) plus ``exclusion_mm`` for the rivals that compete there."""

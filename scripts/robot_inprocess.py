@@ -3,6 +3,7 @@
 
     .venv/bin/python scripts/robot_inprocess.py --drafts DIR [--rounds 5] [--model DIR/segmentation.pt] [--set correction.delta=0.3 ...]
     .venv/bin/python scripts/robot_inprocess.py --drafts DIR --ideal 15 30   # the ceiling of a correction that reaches 15, 30 mm
+    .venv/bin/python scripts/robot_inprocess.py --data other [--ideal 15 30]   # bench_correction.py --data other's shifted drafts
 
 The same rounds as through the server (each round: the draft ``original`` corrected by every stroke so far,
 one structure at a time, background strokes removing only that structure) without the server, so that a
@@ -13,6 +14,8 @@ round and the largest Dice drop outside 30 mm of the strokes; a summary line wit
 the error region it lies in (its connected false negative or false positive, as the ground truth says) within MM of the
 stroke (connected within the box of the stroke ± MM), and nothing else: the most a correction that changes only its
 neighbourhood can do.
+``--data other``: the studies and shifted drafts of ``bench_correction.py --data other`` (no ``--drafts``; an MR
+study's window as the server computes it).
 """
 
 from __future__ import annotations
@@ -25,9 +28,10 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage as ndi
 
-from lib.correction import correct_label
+from lib.correction import correct_label, window_strokes
 from lib.data.studyset import StudySet
-from lib.evaluation.robot import BACKGROUND, FOREGROUND, axial_axis, run_rounds
+from lib.evaluation.robot import BACKGROUND, FOREGROUND, axial_axis, run_rounds, shifted_draft
+from lib.intensity import modality_of, seed_window, study_window
 from lib.io import read_volume
 from lib.segmentation.checkpoint import load_unet
 from lib.segmentation.predict import study_probabilities
@@ -38,12 +42,15 @@ REPO = Path(__file__).resolve().parents[1]
 NEAR_MM = 30.0
 
 
-def run(image, draft_all, did, truth, spacing, rounds, geos, corr, axis=None, prior=None) -> dict:
-    """The robot's rounds on structure ``did`` of the draft, each correcting the draft with every stroke so far."""
+def run(image, draft_all, did, truth, spacing, rounds, geos, corr, axis=None, prior=None, mr_range=None) -> dict:
+    """The robot's rounds on structure ``did`` of the draft, each correcting the draft with every stroke so far.
+    ``mr_range``: an MR study's robust intensity range (its window then centres on the strokes, as the server's)."""
 
     def segment(strokes: np.ndarray, clicks) -> np.ndarray:
         sets = {c: strokes == v for c, v in ((did, FOREGROUND), (0, BACKGROUND)) if (strokes == v).any()}
-        out, _ = correct_label(image, draft_all, sets, spacing, geos, corr, removable=[did], prior=prior)
+        window = None if mr_range is None else seed_window(
+            mr_range, image[np.logical_or.reduce(window_strokes(sets))], geos.mr_window_half_width)
+        out, _ = correct_label(image, draft_all, sets, spacing, geos, corr, removable=[did], prior=prior, window=window)
         return out == did
 
     return run_rounds(truth, draft_all == did, spacing, rounds, segment, axis, NEAR_MM)
@@ -75,8 +82,9 @@ def run_ideal(draft: np.ndarray, truth: np.ndarray, spacing, rounds: int, reach_
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--drafts", type=Path, required=True)
-    ap.add_argument("--data", choices=["devset", "cohort"], default="devset", help="where the drafted studies come from")
+    ap.add_argument("--drafts", type=Path, default=None, help="the drafts bench_correction.py --keep kept")
+    ap.add_argument("--data", choices=["devset", "cohort", "other"], default="devset",
+                    help="where the drafted studies come from (other: bench_correction.py --data other's)")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--ball", action="store_true", help="each correction a 3 mm ball (a click), not a scribble")
     ap.add_argument("--set", nargs="*", default=[], help="configuration overrides key=value")
@@ -86,15 +94,18 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     unet = load_unet(str(args.model)) if args.model else None
     s = app_settings(dict(kv.split("=", 1) for kv in args.set))
-    data = StudySet.open(REPO / "sample-data" / args.data)
+    if (args.drafts is None) != (args.data == "other"):
+        ap.error("give --drafts DIR (the drafts bench_correction.py --keep kept), or --data other without it (it makes its own drafts)")
+    data = StudySet.open(REPO / "sample-data" / ("devset" if args.data == "other" else args.data))
     per_round: dict = {}
     drops: dict = {}
-    for path in sorted(args.drafts.glob("*_original.nii.gz")):
-        study = path.name[: -len("_original.nii.gz")]
-        names = json.loads((args.drafts / f"{study}_original.json").read_text())
+    for study, draft_all, names in drafts(args, data):
         image = read_volume(str(data.image(study)))
         gt = read_volume(str(data.truth(study)))
-        draft_all = read_volume(str(path)).array
+        mr_range = None
+        if modality_of(image.array) == "MR":
+            knots = study_window(image.array, s.geos.window_hu, s.geos.window_out, "MR")[0]
+            mr_range = (knots[0], knots[-1])
         prior = None
         if unet is not None and s.correction.model_prior:
             prior = model_prior(study_probabilities(unet, image), names)[0]
@@ -106,7 +117,7 @@ def main(argv=None) -> int:
             for variant in args.ideal or [None]:
                 if variant is None:
                     r = run(image.array, draft_all, int(names[organ]), truth, gt.spacing, args.rounds, s.geos, s.correction,
-                            axis, prior)
+                            axis, prior, mr_range)
                 else:
                     r = run_ideal(draft_all == int(names[organ]), truth, gt.spacing, args.rounds, variant, axis)
                 scores, drop = r["dice"], r["max_far_drop"]
@@ -117,6 +128,21 @@ def main(argv=None) -> int:
     for variant in per_round:
         summary(per_round[variant], drops[variant], args.rounds, "" if variant is None else f"ideal, reach {variant:g} mm: ")
     return 0
+
+
+def drafts(args, data: StudySet):
+    """``(study, draft (I, J, K), {name: id})`` of each drafted study: the kept drafts of ``--drafts``, or for ``--data
+    other`` the shifted drafts of ``bench_correction.py``'s studies."""
+    if args.drafts is None:
+        from bench_correction import OTHER_STUDIES, SHIFT_MM
+
+        for study in OTHER_STUDIES:
+            gt = read_volume(str(data.truth(study)))
+            yield study, shifted_draft(np.rint(gt.array).astype(np.uint8), gt.affine, SHIFT_MM), data.labels(study)
+        return
+    for path in sorted(args.drafts.glob("*_original.nii.gz")):
+        study = path.name[: -len("_original.nii.gz")]
+        yield study, read_volume(str(path)).array, json.loads((args.drafts / f"{study}_original.json").read_text())
 
 
 def summary(per_round: list[list[float]], drops: list[float], rounds: int, prefix: str = "") -> None:

@@ -28,7 +28,7 @@ from typing import Any, Dict, Mapping, Sequence, Tuple
 import numpy as np
 from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
 
-from lib.correction import ClassPrior, CorrectionConfig, correct_label
+from lib.correction import ClassPrior, CorrectionConfig, correct_label, window_strokes
 from lib.geos import GeoSConfig, geos_segment, reaches_crop_face, seeds_from_points
 from lib.intensity import MODALITIES, modality_of, seed_window, study_window
 from lib.io import Volume, VolumeCache, read_volume, write_like
@@ -203,7 +203,7 @@ class _GeoSTask(InferTask):
         """``start`` corrected by ``corrections`` ``{class id: stroke mask}`` (0: background); with a ROI,
         nothing outside it changes."""
         cfg = self._cfg(request)
-        modality, window = self._window(request, vol, [m for c, m in corrections.items() if c] or list(corrections.values()), cfg)
+        modality, window = self._window(request, vol, window_strokes(corrections), cfg)
         prior, model_classes = self._prior(request, start)
         try:
             label, stats = correct_label(vol.array, start.array, corrections, vol.spacing, cfg, self.correction,
