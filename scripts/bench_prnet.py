@@ -46,7 +46,7 @@ from lib.evaluation.metrics import dice
 from lib.evaluation.tables import machine
 from lib.intensity import normalize_intensity
 from lib.io import read_volume
-from lib.prnet.prelabel import Prelabel, named_support_points, propagate_support, pseudo_mask
+from lib.prnet.prelabel import Prelabel, propagate_support, pseudo_mask
 from lib.prnet.propagate import Propagation, apply_affine, bf16_enabled, encode_support, fit_subset, propagate
 from lib.registration import refine_affine
 from lib.settings import app_settings
@@ -78,9 +78,7 @@ def main() -> int:
     geos = conf.pseudo_mask_geos
     window = conf.window
     prop = conf.propagation
-    stride = int(conf.prelabel.stride)
-    class_strides = {str(k): int(v) for k, v in dict(conf.prelabel.class_strides).items()}
-    min_points = int(conf.prelabel.min_points)
+    sampling = conf.prelabel.sampling
 
     studies, truth = args.cohort / "studies", args.cohort / "ground_truth"
     names = {d["name"]: d["id"] for d in json.loads((args.cohort / "scribbles" / "label_info.json").read_text())}
@@ -94,7 +92,7 @@ def main() -> int:
     lines = ["# PRNet propagation on the sample cohort", "",
              f"Machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
              f"{'CUDA ' + torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'CPU only'}. "
-             f"Support: {support_id}'s simulated scribbles (stride {stride}, per class {class_strides or 'none'}, at least {min_points} a class); queries: {len(queries)} deformed pseudo-subjects. "
+             f"Support: {support_id}'s simulated scribbles (stride {sampling.stride}, per class {sampling.class_strides or 'none'}, at least {sampling.min_points} a class); queries: {len(queries)} deformed pseudo-subjects. "
              "Ground truth: TotalSegmentator output (silver standard); a cohort deformed from one subject overestimates accuracy.", ""]
     device = "cuda" if torch.cuda.is_available() else "cpu"
 
@@ -146,15 +144,13 @@ def main() -> int:
         gt = np.rint(read_volume(str(truth / f"{qid}.nii.gz")).array).astype(np.int64)
         q_hu = q.array.astype(np.float32)
         t0 = time.perf_counter()
-        res = propagate_support(models, support_hu, scribbles, names, q_hu, q.spacing, window, prop, stride, device,
-                                encodings=encodings, support_spacing=support.spacing, class_strides=class_strides,
-                                min_points=min_points)
+        res = propagate_support(models, support_hu, scribbles, names, q_hu, q.spacing, window, prop, sampling, device,
+                                encodings=encodings, support_spacing=support.spacing)
         prelabel_s.append(time.perf_counter() - t0)
         res_abl = {}
         for k, variant in ablations.items():
-            res_abl[k] = propagate_support(models, support_hu, scribbles, names, q_hu, q.spacing, window, variant, stride, device,
-                                           encodings=encodings, support_spacing=support.spacing, class_strides=class_strides,
-                                           min_points=min_points)
+            res_abl[k] = propagate_support(models, support_hu, scribbles, names, q_hu, q.spacing, window, variant, sampling,
+                                           device, encodings=encodings, support_spacing=support.spacing)
             pseudo_mask(res_abl[k], bg_id, q_hu, q.spacing, geos)
             for name, cid in organs.items():
                 dices_abl[k][name].append(dice(res_abl[k].label == cid, gt == cid) if res_abl[k].label is not None else 0.0)
@@ -239,7 +235,7 @@ def main() -> int:
     s01 = normalize_intensity(support_hu, *window)
     q = read_volume(str(studies / f"{queries[0]}.nii.gz"))
     q01 = normalize_intensity(q.array.astype(np.float32), *window)
-    pts = np.concatenate(list(named_support_points(scribbles, names, stride, class_strides, min_points).values()))
+    pts = np.concatenate(list(sampling.points(scribbles, names).values()))
     rng = np.random.default_rng(0)
     sub = pts[rng.choice(len(pts), size=min(args.timing_points, len(pts)), replace=False)]
 

@@ -102,8 +102,7 @@ def propagate_all(model, settings, tau: float) -> dict[str, dict]:
         for study in ids:
             q = read_volume(str(data.image(study)))
             r = prelabel(model.localizer, support, scribbles, names, q, names["background"], geos, propagation,
-                         model.config.spacing_mm, settings.prelabel.stride, class_strides=settings.prelabel.class_strides,
-                         encodings=encodings, min_points=settings.prelabel.min_points)
+                         model.config.spacing_mm, settings.prelabel.sampling, encodings=encodings)
             hu = r.view.image(q.array)
             window = study_window(hu, geos.window_hu, geos.window_out, None)[:2]
             out[study] = {"hu": hu, "view": r.view, "propagation": r.propagation, "names": names, "window": window,

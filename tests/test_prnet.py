@@ -326,7 +326,7 @@ def test_dfd_keeps_the_right_point_and_rejects_one_planted_in_the_wrong_organ(tr
 
 
 def test_support_encodings_are_reused_across_queries(trained_on_phantoms):
-    from lib.prnet.prelabel import propagate_support
+    from lib.prnet.prelabel import SupportSampling, propagate_support
 
     models, cfg, vols, labels, _ = trained_on_phantoms
     s = np.zeros(labels[0].shape, np.int64)
@@ -336,7 +336,7 @@ def test_support_encodings_are_reused_across_queries(trained_on_phantoms):
     window = ((-1.0, 2.0), (-1.0, 2.0))  # the phantom volumes are already in [0, 1]
     encodings: dict = {}
     kw = dict(models=models, support_hu=vols[0], scribbles=s, names=names, query_spacing=(3.0, 3.0, 3.0),
-              window=window, propagation=PropagationConfig(batch_size=16), stride=25)
+              window=window, propagation=PropagationConfig(batch_size=16), sampling=SupportSampling(stride=25))
     first = propagate_support(query_hu=vols[1], encodings=encodings, **kw)
     assert set(encodings) == {"support"}  # both classes encoded together
     for c in (1, 3):  # propagated together, handed back per class in the support's order

@@ -17,7 +17,7 @@ from lib.data.labels import BACKGROUND
 from lib.geos import GeoSConfig
 from lib.intensity import normalize_intensity
 from lib.io import read_volume
-from lib.prnet.prelabel import Prelabel, PrelabelConfig, named_support_points, pseudo_mask
+from lib.prnet.prelabel import Prelabel, PrelabelConfig, pseudo_mask
 from lib.prnet.propagate import Propagation
 
 
@@ -44,8 +44,7 @@ def oracle_drafts(cohort: Path, prelabel: PrelabelConfig, geos: GeoSConfig, stud
     names = {d["name"]: d["id"] for d in json.loads((cohort / "scribbles" / "label_info.json").read_text())}
     if scribbles is None:
         scribbles = np.rint(read_volume(str(cohort / "scribbles" / "subject_a.nii.gz")).array).astype(np.int64)
-    points = {c: p for c, p in named_support_points(scribbles, names, int(prelabel.stride), dict(prelabel.class_strides),
-                                                    int(prelabel.min_points)).items() if len(p)}
+    points = {c: p for c, p in prelabel.sampling.points(scribbles, names).items() if len(p)}
     cohort_cfg = load_yaml("sample_cohort.yaml")
     deform = DeformConfig.from_cohort_config(cohort_cfg["deformation"], cohort_cfg["intensity"])
     drafts = {}

@@ -97,6 +97,20 @@ def named_support_points(scribbles: np.ndarray, names: Mapping[str, int], stride
     return support_points(scribbles, names.values(), stride, per, min_points)
 
 
+@dataclass(frozen=True)
+class SupportSampling:
+    """Which support scribble voxels are propagated (:func:`support_points`): every ``stride``-th voxel of a class,
+    ``class_strides`` ``{class name: stride}`` for a class that differs, and at least ``min_points`` a class."""
+
+    stride: int = 2
+    class_strides: Mapping[str, int] = field(default_factory=dict)
+    min_points: int = 0
+
+    def points(self, scribbles: np.ndarray, names: Mapping[str, int]) -> dict[int, np.ndarray]:
+        """``{class id: (N, 3)}`` stored voxel indices of ``scribbles`` ``(I, J, K)`` for every class of ``names``."""
+        return named_support_points(scribbles, names, self.stride, self.class_strides, self.min_points)
+
+
 def ordered_points(points: Mapping[int, np.ndarray], names: Mapping[str, int]) -> tuple[list[int], np.ndarray]:
     """The classes that have points, by id, and their points ``(N, 3)`` one after the other: the order in
     which every class is propagated in one call (the batches are full and the spatial regularisation sees
@@ -129,13 +143,13 @@ class CanonicalSupport:
 
 
 def canonical_support(support: Volume, scribbles: np.ndarray, names: Mapping[str, int], geos: GeoSConfig,
-                      spacing_mm: Sequence[float], stride: int, class_strides: Mapping[str, int] | None = None,
-                      modality: str | None = None, min_points: int = 0) -> CanonicalSupport:
+                      spacing_mm: Sequence[float], sampling: SupportSampling = SupportSampling(),
+                      modality: str | None = None) -> CanonicalSupport:
     """The support seen as :func:`prelabel` sees it (``scribbles`` ``(I, J, K)`` on the stored grid; the points
-    of :func:`named_support_points`)."""
+    ``sampling`` takes of it)."""
     view = support.view(spacing_mm)
     hu = view.image(support.array)
-    native = named_support_points(scribbles, names, stride, class_strides, min_points)
+    native = sampling.points(scribbles, names)
     return CanonicalSupport(view, hu, study_window(hu, geos.window_hu, geos.window_out, modality),
                             {c: canonical_points(view, p) for c, p in native.items()})
 
@@ -158,22 +172,19 @@ def propagate_support(
     query_spacing: Sequence[float],
     window: tuple[Sequence[float], Sequence[float]],
     propagation: PropagationConfig = PropagationConfig(),
-    stride: int = 2,
+    sampling: SupportSampling = SupportSampling(),
     device: str = "cpu",
     identity: bool = False,
     encodings: dict | None = None,
     support_spacing: Sequence[float] | None = None,
-    class_strides: Mapping[str, int] | None = None,
     points: Mapping[int, np.ndarray] | None = None,
     query_window: tuple[Sequence[float], Sequence[float]] | None = None,
-    min_points: int = 0,
 ) -> Prelabel:
-    """Propagate every class's support points (``stride``-subsampled, or as ``class_strides`` ``{class name:
-    stride}`` says for a class, at least ``min_points`` each: :func:`support_points`) to the query with
+    """Propagate every class's support points (those ``sampling`` takes of ``scribbles``) to the query with
     ``models``; no mask yet.
 
     ``identity``: the query *is* the support study — its own scribbles are kept as they are.
-    ``encodings``: a dict kept by the caller across queries of the same support, network and strides;
+    ``encodings``: a dict kept by the caller across queries of the same support, network and sampling;
     the support points' encodings are stored in it (key ``"support"``) and reused.
     All classes are propagated together (:func:`propagate`'s spatial regularisation fits one map to all).
     Volumes ``(I, J, K)`` HU, normalised with ``window`` (knots, [0, 1] values; the query with
@@ -183,7 +194,7 @@ def propagate_support(
     """
     out = Prelabel(label=None)
     if points is None:
-        pts = named_support_points(scribbles, names, stride, class_strides, min_points)
+        pts = sampling.points(scribbles, names)
     else:
         pts = {c: np.asarray(points.get(c, np.zeros((0, 3), int)), int).reshape(-1, 3) for c in names.values()}
     classes, every = ordered_points(pts, names)
@@ -259,6 +270,12 @@ class PrelabelConfig:
         if int(self.min_points) < 0:
             raise ValueError(f"min_points must be 0 (none) or a number of points, got {self.min_points}")
 
+    @property
+    def sampling(self) -> SupportSampling:
+        """The support points this section propagates."""
+        return SupportSampling(int(self.stride), {str(k): int(v) for k, v in dict(self.class_strides).items()},
+                               int(self.min_points))
+
     def pseudo_mask_geos(self, geos: GeoSConfig) -> GeoSConfig:
         """``geos`` (the interactive tasks' settings) with this section's ``geos`` keys, checked and typed."""
         overrides = dict(self.geos)
@@ -291,20 +308,18 @@ def prelabel(
     geos: GeoSConfig,
     propagation: PropagationConfig = PropagationConfig(),
     spacing_mm: Sequence[float] = (3.0, 3.0, 3.0),
-    stride: int = 2,
+    sampling: SupportSampling = SupportSampling(),
     device: str = "cpu",
     identity: bool = False,
     encodings: dict | None = None,
-    class_strides: Mapping[str, int] | None = None,
     support_modality: str | None = None,
     query_modality: str | None = None,
-    min_points: int = 0,
 ) -> Prelabel:
     """The draft of ``query`` from the scribbles of ``support``, in one physical frame.
 
     Both studies are seen in the canonical frame (:mod:`lib.frame`: RAS axes, voxels of ``spacing_mm``,
-    the PRNet's training frame); the stored scribbles ``(I, J, K)`` of ``support`` (``stride``-subsampled
-    per class, at least ``min_points`` a class: :func:`support_points`) are carried there through world
+    the PRNet's training frame); the stored scribbles ``(I, J, K)`` of ``support`` (the points ``sampling``
+    takes: :func:`support_points`) are carried there through world
     coordinates, propagated (:func:`propagate_support`; a point that lands outside the query's field of
     view is dropped), and GeoS expands the kept points on the query's canonical grid.
     ``result.native_label`` is the draft on the query's own grid and orientation. Intensities are
@@ -312,7 +327,7 @@ def prelabel(
     study's own range for MR); a support and a query of different modalities raise ``ValueError``
     (PRNet's features do not carry across modalities).
     """
-    sup = canonical_support(support, scribbles, names, geos, spacing_mm, stride, class_strides, support_modality, min_points)
+    sup = canonical_support(support, scribbles, names, geos, spacing_mm, sampling, support_modality)
     sview, s_hu, s_win = sup.view, sup.hu, sup.window
     qview = sview if identity else query.view(spacing_mm)
     q_hu = s_hu if identity else qview.image(query.array)
@@ -321,7 +336,7 @@ def prelabel(
         raise ValueError(f"the support study is {s_win[2]} and this study {q_win[2]}: PRNet propagation needs a support "
                          f"of the same modality (scribble a {q_win[2]} study as the support of {q_win[2]} studies)")
     result = propagate_support(
-        models, s_hu, scribbles, names, q_hu, qview.spacing, s_win[:2], propagation, stride, device,
+        models, s_hu, scribbles, names, q_hu, qview.spacing, s_win[:2], propagation, sampling, device,
         identity=identity, encodings=encodings, support_spacing=sview.spacing, points=sup.points, query_window=q_win[:2],
     )
     if result.mirrored:

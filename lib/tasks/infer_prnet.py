@@ -139,9 +139,7 @@ class PRNetPrelabel(ModelInferTask):
             config={"tau": propagation.tau, "stride": prelabel.stride, "support_tag": support_tag},
         )
         self.datastore, self.geos, self.propagation = datastore, geos, propagation
-        self.support_tag, self.stride = support_tag, prelabel.stride
-        self.class_strides = dict(prelabel.class_strides)  # {support class name: stride}, e.g. a sparser background
-        self.min_points = int(prelabel.min_points)  # ... but at least this many points of a class
+        self.support_tag, self.sampling = support_tag, prelabel.sampling  # the support points propagated
         self._lock = threading.Lock()
         self._support_cache: dict = {}  # the support study, re-read only when its label file changes
         self._encodings: dict[str, tuple[tuple, dict]] = {}  # device -> support encodings for (support, model, stride)
@@ -174,9 +172,9 @@ class PRNetPrelabel(ModelInferTask):
         model, version = self.model.get(device)
         support = find_support(self.datastore, self.support_tag, self._support_cache)
         sup = canonical_support(support.volume, support.scribbles, support.names, self._geos(model), model.config.spacing_mm,
-                                self.stride, self.class_strides, min_points=self.min_points)
+                                self.sampling)
         encodings = support_encodings(model.localizer, sup, support.names, self.propagation, device, group)
-        self._cached_encodings(device, (id(support), version, self.stride, self.propagation.batch_size), encodings)
+        self._cached_encodings(device, (id(support), version, self.sampling.stride, self.propagation.batch_size), encodings)
 
     def __call__(self, request: Dict[str, Any]) -> Tuple[str | None, Dict]:
         t0 = time.perf_counter()
@@ -186,18 +184,17 @@ class PRNetPrelabel(ModelInferTask):
         geos = self._geos(model)
         support = find_support(self.datastore, str(request.get("support_tag", self.support_tag)), self._support_cache)
         tau = number(request, "tau", self.propagation.tau, -1.0, 1.0)
-        stride = number(request, "stride", self.stride, 1, 1000, integer=True)
+        sampling = replace(self.sampling, stride=number(request, "stride", self.sampling.stride, 1, 1000, integer=True))
         query = read_volume(path)
         image_id = self._image_id(request)
 
         bg_id = support.names[BACKGROUND]
-        encodings = self._cached_encodings(device, (id(support), version, stride, self.propagation.batch_size))
+        encodings = self._cached_encodings(device, (id(support), version, sampling.stride, self.propagation.batch_size))
         try:
             result = prelabel(
                 model.localizer, support.volume, support.scribbles, support.names, query, bg_id, geos,
-                with_tau(self.propagation, tau), model.config.spacing_mm, stride, device,
-                identity=image_id == support.image_id, encodings=encodings, class_strides=self.class_strides,
-                query_modality=_modality(request), min_points=self.min_points,
+                with_tau(self.propagation, tau), model.config.spacing_mm, sampling, device,
+                identity=image_id == support.image_id, encodings=encodings, query_modality=_modality(request),
             )
         except ValueError as e:
             raise ClientError(str(e), status_code=422) from None
