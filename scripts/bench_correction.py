@@ -111,10 +111,10 @@ def main(argv=None) -> int:
                     help=f"the corrected studies (default {' '.join(STUDIES)}; with --data cohort {' '.join(COHORT_STUDIES)}; "
                     f"with --data other {' '.join(OTHER_STUDIES)})")
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks-out")
-    ap.add_argument("--modes", nargs="+", default=["draft", "model", "scratch", "clicks"],
+    ap.add_argument("--modes", nargs="+", default=None,
                     choices=["draft", "model", "scratch", "clicks"], help="draft: scribbles correct the draft; model: "
                     "with the UNet's posteriors; scratch: scribbles with correct: false; clicks: points_geos clicks "
-                    "correct the draft (OHIF)")
+                    "correct the draft (OHIF); default all (with --data other all but model)")
     ap.add_argument("--seg-epochs", type=int, default=20, help="mode model: the UNet's epochs (50 steps each)")
     ap.add_argument("--model-studies", choices=["cohort", "same"], default="cohort",
                     help="mode model: the UNet learns from the drafts of the sample cohort's pseudo-studies or of the "
@@ -124,6 +124,7 @@ def main(argv=None) -> int:
                     "UNet, segmentation.pt) in this folder")
     args = ap.parse_args(argv)
     shifted = args.data == "other"  # no PRNet: shifted drafts of the truth
+    args.modes = args.modes or ["draft", *([] if shifted else ["model"]), "scratch", "clicks"]
     if shifted and "model" in args.modes:
         ap.error("--data other has no mode model (its studies are not the cohort's anatomy the UNet learns)")
     data = StudySet.open(COHORT if args.data == "cohort" else DEVSET)
