@@ -159,8 +159,8 @@ def main(argv=None) -> int:
         for study in corrected:
             if shifted:  # saved as PRNet's draft is, names and all
                 gt = read_volume(str(data.truth(study)))
-                path = str(write_like(shifted_draft(np.rint(gt.array).astype(np.uint8), gt.affine, SHIFT_MM),
-                                      str(studies / data.image(study).name), str(tmp / f"{study}_original.nii.gz")))
+                draft = shifted_draft(np.rint(gt.array).astype(np.uint8), gt.affine, SHIFT_MM)
+                path = write_like(draft, str(studies / data.image(study).name), str(tmp / f"{study}_original.nii.gz"))
                 client.save_label(study, path, tag="original", params={"label_names": data.labels(study)})
                 body = {"label_names": data.labels(study)}
             else:
