@@ -150,7 +150,7 @@ def correct_label(
         raise ValueError(f"the label and the strokes must have the image's shape {list(image_hu.shape)}")
     strokes = np.logical_or.reduce(list(sets.values()))
     idx = np.argwhere(strokes)
-    reach = [int(np.ceil(_crop_mm(cfg) / s)) for s in spacing]
+    reach = [int(np.ceil(_crop_mm(cfg) / s - 1e-6)) for s in spacing]  # (a whole number of voxels stays one)
     box = tuple(slice(max(0, int(lo) - r), min(n, int(hi) + 1 + r))
                 for lo, hi, r, n in zip(idx.min(0), idx.max(0), reach, image_hu.shape))
     crop_hu = image_hu[box]

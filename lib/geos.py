@@ -183,7 +183,7 @@ def crop_box(
     if idx.size == 0:
         raise ValueError("no seeds")
     lo, hi = idx.min(0), idx.max(0) + 1
-    m = [int(np.ceil(mm / s)) for mm, s in zip(np.broadcast_to(np.asarray(margin_mm, float), (3,)), spacing)]
+    m = [int(np.ceil(mm / s - 1e-6)) for mm, s in zip(np.broadcast_to(np.asarray(margin_mm, float), (3,)), spacing)]
     return tuple(slice(int(max(0, lo[a] - m[a])), int(min(shape[a], hi[a] + m[a]))) for a in range(3))  # type: ignore
 
 
