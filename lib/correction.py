@@ -348,7 +348,7 @@ def _islands(start: np.ndarray, strokes: np.ndarray, c: int, removable: Collecti
     out = np.zeros(start.shape, bool)
     if not (take & strokes).any():
         return out
-    near = ndi.distance_transform_edt(~strokes, sampling=spacing)
+    near = None  # mm from the strokes, computed once a region is a candidate (most strokes lie in no island)
     cut = np.zeros(start.shape, bool)
     for axis, (low, high) in enumerate(open_faces):
         for side, is_open in ((0, low), (-1, high)):
@@ -363,8 +363,13 @@ def _islands(start: np.ndarray, strokes: np.ndarray, c: int, removable: Collecti
         sizes = np.bincount(lab.ravel())
         main = int(np.argmax(sizes[1:])) + 1
         for k in np.unique(lab[strokes & (start == cls)]):
+            if not k or k == main or sizes[k] > max_fraction * sizes[main]:
+                continue
             region = lab == k
-            if (k and k != main and sizes[k] <= max_fraction * sizes[main] and near[region].max() <= radius_mm
-                    and not (region & cut).any()):
+            if (region & cut).any():
+                continue
+            if near is None:
+                near = ndi.distance_transform_edt(~strokes, sampling=spacing)
+            if near[region].max() <= radius_mm:
                 out |= region
     return out

@@ -47,13 +47,20 @@ def run(image, draft_all, did, truth, spacing, rounds, geos, corr, axis=None, pr
     ``mr_range``: an MR study's robust intensity range (its window then centres on the strokes, as the server's)."""
 
     def segment(strokes: np.ndarray, clicks) -> np.ndarray:
-        sets = {c: strokes == v for c, v in ((did, FOREGROUND), (0, BACKGROUND)) if (strokes == v).any()}
-        window = None if mr_range is None else seed_window(
-            mr_range, image[np.logical_or.reduce(window_strokes(sets))], geos.mr_window_half_width)
+        sets, window = correction_request(strokes, did, image, mr_range, geos)
         out, _ = correct_label(image, draft_all, sets, spacing, geos, corr, removable=[did], prior=prior, window=window)
         return out == did
 
     return run_rounds(truth, draft_all == did, spacing, rounds, segment, axis, NEAR_MM)
+
+
+def correction_request(strokes: np.ndarray, did: int, image: np.ndarray, mr_range, geos) -> tuple[dict, tuple | None]:
+    """The correction sets of the robot's ``strokes`` (``(I, J, K)`` uint8) on structure ``did`` (foreground: ``did``,
+    background: 0) and the study's window: an MR study's (``mr_range``) centred on the strokes, as the server's; None for CT."""
+    sets = {c: strokes == v for c, v in ((did, FOREGROUND), (0, BACKGROUND)) if (strokes == v).any()}
+    window = None if mr_range is None else seed_window(
+        mr_range, image[np.logical_or.reduce(window_strokes(sets))], geos.mr_window_half_width)
+    return sets, window
 
 
 def run_ideal(draft: np.ndarray, truth: np.ndarray, spacing, rounds: int, reach_mm: float, axis: int | None) -> dict:
@@ -99,20 +106,11 @@ def main(argv=None) -> int:
     data = StudySet.open(REPO / "sample-data" / ("devset" if args.data == "other" else args.data))
     per_round: dict = {}
     drops: dict = {}
-    for study, draft_all, names in drafts(args, data):
-        image = read_volume(str(data.image(study)))
-        gt = read_volume(str(data.truth(study)))
-        mr_range = None
-        if modality_of(image.array) == "MR":
-            knots = study_window(image.array, s.geos.window_hu, s.geos.window_out, "MR")[0]
-            mr_range = (knots[0], knots[-1])
+    for study, image, gt, draft_all, names, mr_range in drafted_studies(args, data, s.geos):
         prior = None
         if unet is not None and s.correction.model_prior:
             prior = model_prior(study_probabilities(unet, image), names)[0]
-        for organ, gid in data.labels(study).items():
-            truth = gt.array == gid
-            if truth.sum() < 20 or organ not in names:
-                continue
+        for organ, truth in structures(data, study, gt, names):
             axis = None if args.ball else axial_axis(image.affine)
             for variant in args.ideal or [None]:
                 if variant is None:
@@ -128,6 +126,27 @@ def main(argv=None) -> int:
     for variant in per_round:
         summary(per_round[variant], drops[variant], args.rounds, "" if variant is None else f"ideal, reach {variant:g} mm: ")
     return 0
+
+
+def drafted_studies(args, data: StudySet, geos):
+    """``(study, image, label map, draft (I, J, K), {name: id}, MR range or None)`` of each drafted study (:func:`drafts`);
+    an MR study's robust intensity range (its window then centres on the strokes, as the server's)."""
+    for study, draft_all, names in drafts(args, data):
+        image = read_volume(str(data.image(study)))
+        gt = read_volume(str(data.truth(study)))
+        mr_range = None
+        if modality_of(image.array) == "MR":
+            knots = study_window(image.array, geos.window_hu, geos.window_out, "MR")[0]
+            mr_range = (knots[0], knots[-1])
+        yield study, image, gt, draft_all, names, mr_range
+
+
+def structures(data: StudySet, study: str, gt, names):
+    """``(organ, truth (I, J, K) bool)`` of each structure of ``study`` the draft names (at least 20 voxels)."""
+    for organ, gid in data.labels(study).items():
+        truth = gt.array == gid
+        if truth.sum() >= 20 and organ in names:
+            yield organ, truth
 
 
 def drafts(args, data: StudySet):
