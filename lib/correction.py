@@ -60,7 +60,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from lib.geos import (GeoSConfig, block_reduce, components_touching, geodesic_distances, intensity_likelihoods,
-                      refine_boundary, working_image)
+                      refine_boundary, whole_voxels, working_image)
 
 KEEP = 255  # the working label "no correction claims this voxel"
 MODEL_FLOOR = 0.01  # a model's posteriors count from this up: its log-ratios lie within ±4.6
@@ -150,7 +150,7 @@ def correct_label(
         raise ValueError(f"the label and the strokes must have the image's shape {list(image_hu.shape)}")
     strokes = np.logical_or.reduce(list(sets.values()))
     idx = np.argwhere(strokes)
-    reach = [int(np.ceil(_crop_mm(cfg) / s - 1e-6)) for s in spacing]  # (a whole number of voxels stays one)
+    reach = whole_voxels(_crop_mm(cfg), spacing)
     box = tuple(slice(max(0, int(lo) - r), min(n, int(hi) + 1 + r))
                 for lo, hi, r, n in zip(idx.min(0), idx.max(0), reach, image_hu.shape))
     crop_hu = image_hu[box]

@@ -129,6 +129,12 @@ def ball(radius_mm: float, spacing: Sequence[float]) -> np.ndarray:
     return ((grid * np.asarray(spacing, float)) ** 2).sum(-1) <= radius_mm**2 + 1e-6
 
 
+def whole_voxels(mm: float | Sequence[float], spacing: Sequence[float]) -> list[int]:
+    """Per axis, the voxels (``spacing`` mm) that ``mm`` spans (one value for every axis or one per axis), rounded up;
+    a whole number of voxels stays that number (a 1e-6 tolerance: 25 mm at 0.7812499999999999 mm is 32, not 33)."""
+    return [int(np.ceil(m / s - 1e-6)) for m, s in zip(np.broadcast_to(np.asarray(mm, float), (len(spacing),)), spacing)]
+
+
 def working_factors(shape: Sequence[int], spacing: Sequence[float], working_spacing_mm: float,
                     max_voxels: int = 0) -> tuple[int, int, int]:
     """Stored voxels per working voxel along each axis for a crop of ``shape`` (``spacing`` mm): per axis
@@ -183,7 +189,7 @@ def crop_box(
     if idx.size == 0:
         raise ValueError("no seeds")
     lo, hi = idx.min(0), idx.max(0) + 1
-    m = [int(np.ceil(mm / s - 1e-6)) for mm, s in zip(np.broadcast_to(np.asarray(margin_mm, float), (3,)), spacing)]
+    m = whole_voxels(margin_mm, spacing)
     return tuple(slice(int(max(0, lo[a] - m[a])), int(min(shape[a], hi[a] + m[a]))) for a in range(3))  # type: ignore
 
 
