@@ -23,8 +23,9 @@ in the modes of ``--modes``:
   trained first (``POST /train/segmentation``, ``--seg-epochs`` × 50 steps) on PRNet drafts, as the product's loop
   trains it on a cohort's drafts: of the sample cohort's 8 pseudo-studies (``--model-studies cohort``, studies other
   than the corrected ones; they join the datastore, so PRNet trains on them too) or of the corrected studies
-  themselves (``same``: the UNet learns the very drafts it then helps to correct). The other modes send
-  ``model_prior: false``.
+  themselves (``same``: the UNet learns the very drafts it then helps to correct); ``--model-labels truth``: the
+  cohort studies' ground truth instead, saved as their ``final`` (studies an annotator has finished: the loop
+  later on, when the UNet learns finals rather than drafts). The other modes send ``model_prior: false``.
 
 Reported per mode: Dice after 0, 1, 2, 3, 5, 10 rounds (median over structures), the rounds to reach Dice 0.90
 (median; "> R" when not reached), the largest Dice drop of one round outside a 30 mm neighbourhood of its strokes,
@@ -119,6 +120,9 @@ def main(argv=None) -> int:
     ap.add_argument("--model-studies", choices=["cohort", "same"], default="cohort",
                     help="mode model: the UNet learns from the drafts of the sample cohort's pseudo-studies or of the "
                     "corrected studies themselves")
+    ap.add_argument("--model-labels", choices=["drafts", "truth"], default="drafts",
+                    help="mode model with --model-studies cohort: the UNet learns the cohort studies' PRNet drafts, or "
+                    "their ground truth saved as 'final' (an annotator's finished studies: the product's loop later on)")
     ap.add_argument("--ball", action="store_true", help="each correction a 3 mm ball (a click), not a scribble")
     ap.add_argument("--keep", type=Path, default=None, help="keep each study's PRNet draft (and with mode model the "
                     "UNet, segmentation.pt) in this folder")
@@ -150,11 +154,14 @@ def main(argv=None) -> int:
             client.save_label(SUPPORT, str(scribbles), tag="scribbles", params={"label_info": info})
             train(server.url, "prnet", {"max_steps": args.steps, "checkpoint_every": max(1, args.steps // 5)},
                   ("step", "max_steps"))
-        for c in cohort:  # the UNet's training studies: drafted first, so it never sees the corrected studies' drafts
-            client.infer("prnet_prelabel", c, {"save_label": True, "label_tag": "original"})
+        for c in cohort:  # the UNet's training studies: labelled first, so it never sees the corrected studies' drafts
+            if args.model_labels == "truth":  # finished by an annotator: their finals
+                client.save_label(c, str(pool.truth(c)), tag="final", params={"label_names": pool.labels(c)})
+            else:
+                client.infer("prnet_prelabel", c, {"save_label": True, "label_tag": "original"})
         if cohort:
             seg = train(server.url, "segmentation", {"epochs": args.seg_epochs}, ("epoch", "epochs"))
-            print(f"segmentation UNet on {len(cohort)} cohort drafts: loss {seg.get('loss')}", flush=True)
+            print(f"segmentation UNet on {len(cohort)} cohort {args.model_labels}: loss {seg.get('loss')}", flush=True)
         drafts = {}
         for study in corrected:
             if shifted:  # saved as PRNet's draft is, names and all
@@ -217,7 +224,8 @@ def main(argv=None) -> int:
         per.append(row)
     columns = ["study/structure", "draft"] + [c for m in args.modes
                                               for c in (f"{m} +{r3}", f"{m} +{args.rounds}", f"{m}: rounds to 0.90")]
-    unet = (f"; mode model: UNet {args.seg_epochs} epochs on the drafts of "
+    taught = "ground truth (as finals)" if cohort and args.model_labels == "truth" else "drafts"
+    unet = (f"; mode model: UNet {args.seg_epochs} epochs on the {taught} of "
             + (f"{len(cohort)} sample-cohort studies" if cohort else "the corrected studies")) if "model" in args.modes else ""
     drafted = f"drafts: the truth shifted {SHIFT_MM:g} mm" if shifted else f"PRNet {args.steps} steps"
     text = (f"Robot annotator through the server, {drafted}, {len(per)} structures of {len(corrected)} "
