@@ -131,6 +131,9 @@ def main(argv=None) -> int:
     args.modes = args.modes or ["draft", *([] if shifted else ["model"]), "scratch", "clicks"]
     if shifted and "model" in args.modes:
         ap.error("--data other has no mode model (its studies are not the cohort's anatomy the UNet learns)")
+    if args.model_labels == "truth" and args.model_studies != "cohort":
+        ap.error("--model-labels truth needs --model-studies cohort (the corrected studies' own truth is what the robot "
+                 "scores against)")
     data = StudySet.open(COHORT if args.data == "cohort" else DEVSET)
     corrected = args.studies or {"cohort": COHORT_STUDIES, "other": OTHER_STUDIES}.get(args.data, STUDIES)
     tmp = Path(tempfile.mkdtemp(prefix="bench-correction-"))
