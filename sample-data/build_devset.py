@@ -29,7 +29,7 @@ import SimpleITK as sitk
 from lib.atomic import atomic_directory
 from lib.config import from_section, load_yaml
 from lib.data.labels import BACKGROUND, label_info, reduce_labels
-from lib.data.reacquire import add_noise, enhance, reorient, resample, rotate, slab
+from lib.data.reacquire import reacquire
 from lib.data.scribbles import ScribbleConfig, simulate_scribbles
 from lib.data.sdist import fetch_members
 from lib.frame import axcodes, world_affine
@@ -47,40 +47,6 @@ def _image(array: np.ndarray, like: sitk.Image) -> sitk.Image:
     out = sitk.GetImageFromArray(np.ascontiguousarray(array.transpose(2, 1, 0)))
     out.CopyInformation(like)
     return out
-
-
-def _axial_axis(img: sitk.Image) -> int:
-    """The stored axis that runs closest to the patient's superior-inferior axis."""
-    return int(np.argmax(np.abs(np.asarray(img.GetDirection()).reshape(3, 3)[2])))
-
-
-def reacquire(image: sitk.Image, label: sitk.Image, op: dict, centre_mm: np.ndarray, seed: int,
-              segmentation: sitk.Image | None = None, enhancement: dict | None = None,
-              modality: str = "CT") -> tuple[sitk.Image, sitk.Image]:
-    """One re-acquisition of ``configs/devset.yaml`` applied to an image and its label map; ``segmentation``:
-    the image's full source label map and ``enhancement`` the config's section (for ``contrast``, CT only:
-    its offsets are HU per TotalSegmentator CT class id)."""
-    if op.get("contrast"):
-        if modality != "CT":
-            raise ValueError(f"contrast {op['contrast']!r} on an {modality} study: the `enhancement` offsets are HU per "
-                             "TotalSegmentator CT class id (an MR label map numbers its classes otherwise)")
-        if segmentation is None or not enhancement or op["contrast"] not in enhancement:
-            raise ValueError(f"contrast {op['contrast']!r}: no such phase in `enhancement`, or no source label map")
-        image = enhance(image, segmentation, enhancement[op["contrast"]], float(enhancement.get("sigma_vox", 0.7)))
-    if op.get("rotate_deg"):
-        image, label = rotate(image, op["rotate_deg"]), rotate(label, op["rotate_deg"], label=True)
-    if op.get("orientation"):
-        image, label = reorient(image, op["orientation"]), reorient(label, op["orientation"])
-    if op.get("spacing_mm"):
-        image, label = resample(image, op["spacing_mm"]), resample(label, op["spacing_mm"], label=True)
-    if op.get("slab"):
-        axis, n = _axial_axis(image), int(op["slab"])
-        centre = image.TransformPhysicalPointToContinuousIndex(tuple(float(x) for x in centre_mm))[axis]
-        start = int(np.clip(round(centre - n / 2), 0, image.GetSize()[axis] - n))
-        image, label = slab(image, axis, start, n), slab(label, axis, start, n)
-    if op.get("noise_sd"):
-        image = add_noise(image, float(op["noise_sd"]), seed)
-    return image, label
 
 
 def describe(img: sitk.Image, labels: dict, **extra) -> dict:

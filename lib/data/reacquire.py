@@ -111,3 +111,39 @@ def enhance(image: sitk.Image, segmentation: sitk.Image, offsets: Mapping[int, f
     if sigma_vox > 0:
         offset = sitk.SmoothingRecursiveGaussian(offset, [sigma_vox * s for s in image.GetSpacing()])
     return _like(sitk.GetArrayFromImage(image).astype(np.float32) + sitk.GetArrayFromImage(offset), image)
+
+
+def axial_axis(img: sitk.Image) -> int:
+    """The stored axis that runs closest to the patient's superior-inferior axis."""
+    return int(np.argmax(np.abs(np.asarray(img.GetDirection()).reshape(3, 3)[2])))
+
+
+def reacquire(image: sitk.Image, label: sitk.Image, op: dict, centre_mm: np.ndarray, seed: int,
+              segmentation: sitk.Image | None = None, enhancement: dict | None = None,
+              modality: str = "CT") -> tuple[sitk.Image, sitk.Image]:
+    """One re-acquisition of ``configs/devset.yaml`` (``reacquire.<subject>.<copy>``: any of ``contrast``,
+    ``rotate_deg``, ``orientation``, ``spacing_mm``, ``slab``, ``noise_sd``, applied in that order) to an image and
+    its label map. ``centre_mm``: the world point (mm) a ``slab`` is centred on along the stored axial axis;
+    ``seed``: the noise's. ``segmentation``: the image's label map whose class ids ``enhancement`` (the config's
+    section) gives HU offsets for (``contrast``, CT only). Returns ``(image, label)``."""
+    if op.get("contrast"):
+        if modality != "CT":
+            raise ValueError(f"contrast {op['contrast']!r} on an {modality} study: the `enhancement` offsets are HU per "
+                             "TotalSegmentator CT class id (an MR label map numbers its classes otherwise)")
+        if segmentation is None or not enhancement or op["contrast"] not in enhancement:
+            raise ValueError(f"contrast {op['contrast']!r}: no such phase in `enhancement`, or no source label map")
+        image = enhance(image, segmentation, enhancement[op["contrast"]], float(enhancement.get("sigma_vox", 0.7)))
+    if op.get("rotate_deg"):
+        image, label = rotate(image, op["rotate_deg"]), rotate(label, op["rotate_deg"], label=True)
+    if op.get("orientation"):
+        image, label = reorient(image, op["orientation"]), reorient(label, op["orientation"])
+    if op.get("spacing_mm"):
+        image, label = resample(image, op["spacing_mm"]), resample(label, op["spacing_mm"], label=True)
+    if op.get("slab"):
+        axis, n = axial_axis(image), int(op["slab"])
+        centre = image.TransformPhysicalPointToContinuousIndex(tuple(float(x) for x in centre_mm))[axis]
+        start = int(np.clip(round(centre - n / 2), 0, image.GetSize()[axis] - n))
+        image, label = slab(image, axis, start, n), slab(label, axis, start, n)
+    if op.get("noise_sd"):
+        image = add_noise(image, float(op["noise_sd"]), seed)
+    return image, label
