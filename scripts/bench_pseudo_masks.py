@@ -14,7 +14,11 @@ canonical grid against a_copy's draft, as run and with the kept points or the im
 them differ). Section ``noise``: how much noise costs the drafts, and which
 filter of ``NOISE_SETTINGS`` costs least, over several draws (the development set's noisy copy is one draw):
 studies of ``NOISY`` with Gaussian noise of σ HU added to their canonical image (3 mm studies: the stored
-voxels), grown from the clean study's kept points. Scored on the study's own grid against its label map, per organ
+voxels), grown from the clean study's kept points. Section ``slabs``: each sample-cohort study (a warp of subject A:
+another anatomy) re-acquired as the development set's upper-abdomen contrast slab (``configs/devset.yaml``
+``a_contrast_slab``: portal-venous contrast, L-A-S, 1 × 1 × 2 mm, 20 slices, noise), propagated once, drafted with
+the support points that land within each ``FACES`` mm of a face placed on it (``prnet.propagation.face_mm``), and
+the full study's draft seen on the slab. Scored on the study's own grid against its label map, per organ
 in its field of view (TotalSegmentator's output, a silver standard; every study is subject A re-acquired or
 warped, so the copies measure geometry, resolution, noise and contrast handling, not accuracy on another
 patient). Without ``--model`` a PRNet is trained first with the app's trainer on the sample cohort's
@@ -39,6 +43,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from lib.atomic import atomic_write_text  # noqa: E402
+from lib.config import load_yaml  # noqa: E402
+from lib.data.reacquire import reacquire  # noqa: E402
 from lib.evaluation.metrics import dice, dice_per_organ  # noqa: E402
 from lib.evaluation.tables import machine, md_table  # noqa: E402
 from lib.data.studyset import StudySet  # noqa: E402
@@ -81,6 +87,8 @@ NOISE_SETTINGS: dict[str, dict] = {
 # section agreement: copies of a_copy on its canonical grid (same voxels in world space), their drafts compared with its
 AGREEMENT = ["a_lps", "a_07x07x15", "a_08x08x5", "a_noise", "a_contrast"]
 TAUS: list[float | None] = [0.5, 0.3, 0.0, None]  # DFD thresholds of section dfd; None: every point inside the study
+SLAB_COPY = "a_contrast_slab"  # section slabs: the development set's re-acquisition applied to each cohort study ...
+FACES = [0.0, 5.0, 10.0, 15.0]  # ... drafted with the points within this many mm of a face placed on it
 
 _STUDIES: dict = {}  # study -> its propagation, canonical image, intensity window and labels (propagate_all)
 
@@ -164,6 +172,84 @@ def noisy_draws() -> dict[str, str]:
     return draws
 
 
+def _sitk(array: np.ndarray, like):
+    """``array`` ``(I, J, K)`` as a SimpleITK image on ``like``'s grid."""
+    import SimpleITK as sitk
+
+    out = sitk.GetImageFromArray(np.ascontiguousarray(array.transpose(2, 1, 0)))
+    out.CopyInformation(like)
+    return out
+
+
+def slab_studies(work: Path) -> dict[str, tuple[Path, Path]]:
+    """Each cohort study re-acquired as ``configs/devset.yaml``'s ``SLAB_COPY`` (its contrast offsets given to the
+    cohort's organ ids through ``organs.ct``; the slab centred on ``slab_centre``'s organs): ``{study: (image,
+    ground truth)}`` written under ``work``."""
+    import SimpleITK as sitk
+
+    cfg = load_yaml("devset.yaml")
+    op = cfg["reacquire"]["subject_a"][SLAB_COPY]
+    data = StudySet.open(COHORT)
+    names = data.labels(COHORT_STUDIES[0])
+    phase = cfg["enhancement"][op["contrast"]]
+    offsets = {cid: phase[cfg["organs"]["ct"][n]] for n, cid in names.items() if cfg["organs"]["ct"].get(n) in phase}
+    enhancement = {op["contrast"]: offsets, "sigma_vox": cfg["enhancement"]["sigma_vox"]}
+    out = {}
+    for n, study in enumerate(COHORT_STUDIES):
+        image, label = sitk.ReadImage(str(data.image(study))), sitk.ReadImage(str(data.truth(study)))
+        organs = np.isin(sitk.GetArrayFromImage(label).transpose(2, 1, 0), [names[o] for o in cfg["slab_centre"]])
+        centre = image.TransformContinuousIndexToPhysicalPoint([float(x) for x in np.argwhere(organs).mean(axis=0)])
+        img, lab = reacquire(image, label, op, np.asarray(centre), cfg["seed"] + n, label, enhancement)
+        out[study] = (work / f"{study}_slab.nii.gz", work / f"{study}_slab_truth.nii.gz")
+        sitk.WriteImage(img, str(out[study][0]), True)
+        sitk.WriteImage(lab, str(out[study][1]), True)
+    return out
+
+
+def slab_rows(model, settings, tau: float, base: GeoSConfig) -> list[list]:
+    """Section ``slabs``: per cohort study, the full study's draft (as configured) seen on its slab, the slab's draft and
+    confidence with the points within each of ``FACES`` mm of a face placed on it, and its aorta's at 0 and 5 mm."""
+    import SimpleITK as sitk
+
+    data = StudySet.open(COHORT)
+    support = read_volume(str(data.image("subject_a")))
+    scribble_path, info = data.scribbles("subject_a")
+    scribbles = np.rint(read_volume(str(scribble_path)).array).astype(np.int64)
+    names = {d["name"]: int(d["id"]) for d in info}
+    organs = {n: i for n, i in names.items() if n != "background"}
+    propagation = replace(settings.propagation, tau=tau, face_mm=max(FACES))
+    encodings: dict = {}
+    rows = []
+    for study, (image, truth) in slab_studies(Path(tempfile.mkdtemp(prefix="bench_slabs_"))).items():
+        q = read_volume(str(image))
+        truth_slab = np.rint(read_volume(str(truth)).array).astype(np.int64)
+        full = _STUDIES[study]["view"].to_native(draft(study, base))
+        on_slab = sitk.Resample(_sitk(full.astype(np.uint8), sitk.ReadImage(str(data.image(study)))),
+                                sitk.ReadImage(str(truth)), sitk.Transform(), sitk.sitkNearestNeighbor, 0)
+        seen = dice_per_organ(sitk.GetArrayFromImage(on_slab).transpose(2, 1, 0), truth_slab, organs, present_only=True)
+        r = prelabel(model.localizer, support, scribbles, names, q, names["background"], base, propagation,
+                     model.config.spacing_mm, settings.prelabel.sampling, encodings=encodings)
+        hu = r.view.image(q.array)
+        window = study_window(hu, base.window_hu, base.window_out, None)[:2]
+        means, confidences, aorta = [], [], []
+        for f in FACES:
+            within = {c: replace(p, inside=p.inside & (p.beyond_mm <= f), keep=p.keep & (p.beyond_mm <= f))
+                      for c, p in r.propagation.items()}
+            res = pseudo_mask(Prelabel(label=None, propagation=within), names["background"], hu, r.view.spacing, base,
+                              window=window)
+            per = dice_per_organ(None if res.label is None else r.view.to_native(res.label), truth_slab, organs,
+                                 present_only=True)
+            means.append(float(np.mean(list(per.values()))))
+            confidences.append(res.stats(names)["confidence"])
+            aorta.append(per.get("aorta", float("nan")))
+        rows.append([study, float(np.mean(list(seen.values()))), *means, *confidences, aorta[0], aorta[FACES.index(5.0)]])
+        print(f"slab of {study}", flush=True)
+    columns = np.array([r[1:] for r in rows], float)
+    rows.append(["mean", *columns.mean(axis=0)])
+    rows.append(["lowest", *columns.min(axis=0)])
+    return rows
+
+
 def train_model(settings, train_on: str, steps: int):
     """A PRNet trained here with the app's trainer (``steps``) on the sample cohort's studies or on the development
     set's CT studies of subject A (itself and its re-acquired copies); returns ``(model, description)``."""
@@ -196,7 +282,7 @@ def main() -> int:
                    help="without --model: train on the sample cohort's studies or the development set's CT copies of subject A")
     p.add_argument("--train-steps", type=int, default=200)
     p.add_argument("--tau", type=float, default=0.5)
-    p.add_argument("--sections", nargs="+", choices=["geos", "dfd", "noise", "agreement"],
+    p.add_argument("--sections", nargs="+", choices=["geos", "dfd", "noise", "agreement", "slabs"],
                    default=["geos", "dfd", "noise", "agreement"])
     p.add_argument("--out", type=Path, default=REPO / "benchmarks-out")
     args = p.parse_args()
@@ -266,6 +352,13 @@ def main() -> int:
                 rows.append([study, what, float(np.mean(list(agree.values()))), *[agree.get(n, "") for n in organs]])
         parts += ["## Agreement of the copies' drafts with a_copy's (Dice between drafts, world space)", "",
                   md_table(["copy", "grown from", "mean", *organs], rows), ""]
+    if "slabs" in args.sections:
+        rows = slab_rows(model, settings, args.tau, base)
+        faces = [f"{f:g} mm" for f in FACES]
+        parts += [f"## Warped studies acquired as an upper-abdomen contrast slab ({SLAB_COPY}): points within f mm of a "
+                  "face placed on it", "",
+                  md_table(["study", "full study's draft on the slab", *[f"draft, {f}" for f in faces],
+                            *[f"confidence, {f}" for f in faces], "aorta, 0 mm", "aorta, 5 mm"], rows), ""]
     text = "\n".join(parts)
     print(text)
     atomic_write_text(args.out / "bench_pseudo_masks.md", text)

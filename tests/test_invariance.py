@@ -105,6 +105,7 @@ def test_drafts_agree_in_world_space_across_orientation_spacing_and_field_of_vie
     # an oblique grid (12 degrees of gantry tilt, 8 of turn): the registration's affine map takes the rotation, and
     # GeoS runs on the rotated (interpolated) grid: 0.88 with this 20-step PRNet, short of the 0.95 too
     assert scores["p_oblique"] >= 0.85, scores
-    # per class, how many support points landed inside the study's field of view (and were kept)
+    # per class, how many support points landed inside the study's field of view (and were kept), and how many of
+    # those were placed on a face (within prnet.propagation.face_mm of it)
     classes = bodies["p_slab"]["prnet"]["classes"]
-    assert all(0 <= c["kept"] <= c["inside"] <= c["points"] for c in classes.values())
+    assert all(0 <= c["kept"] <= c["inside"] <= c["points"] and 0 <= c["at_face"] <= c["inside"] for c in classes.values())

@@ -412,6 +412,40 @@ def test_dfd_runs_only_for_the_points_inside_the_query():
     np.testing.assert_allclose(pr.sim[pr.inside], every[pr.inside], atol=1e-5)
 
 
+def test_points_beyond_a_slab_face_within_face_mm_are_placed_on_it():
+    """``face_mm``: a support point whose estimate lies beyond a face of the query's grid by at most that many mm is
+    placed on the face and scored by DFD there (a structure goes on beyond a slab's face); a farther one stays out."""
+    from lib.prnet.propagate import dfd_similarity, encode
+
+    torch.manual_seed(0)
+    vol = smooth_volume()
+    models = Localizer(PRNet((32, 32, 32), base_channels=4, fc_hidden=16), (60, 60, 60))
+    pts = np.array([[10, 10, 5], [30, 30, 20], [40, 12, 35], [20, 25, 38], [24, 24, 24], [12, 30, 12]])
+    query = np.ascontiguousarray(vol[:, :, 16:32])
+    cfg = PropagationConfig(tau=-1.0, batch_size=2, regularize="affine", register_steps=20, fit_points=0)
+    run = {f: propagate(models, vol, pts, query, (3.0, 3.0, 3.0), replace(cfg, face_mm=f), support_spacing=(3.0,) * 3)
+           for f in (0.0, 1000.0)}
+    beyond = run[0.0].beyond_mm
+    assert (beyond > 0).any() and np.array_equal(run[0.0].inside, beyond == 0), beyond
+    far = run[1000.0]
+    np.testing.assert_array_equal(far.beyond_mm, beyond)
+    assert far.inside.all() and np.array_equal(far.at_face, beyond > 0) and not run[0.0].at_face.any()
+    on_face = (far.located == 0) | (far.located == np.asarray(query.shape) - 1)
+    assert on_face[far.at_face].any(axis=1).all(), far.located[far.at_face]
+    # DFD at the face, as for any point there; the points within the grid are scored as without face_mm
+    common = common_windows(patch_windows(query.shape, far.located, (32,) * 3), patch_windows(vol.shape, pts, (32,) * 3))
+    every = dfd_similarity(encode(models.features, vol, pts, 2, decode=True, windows=common),
+                           encode(models.features, query, far.located, 2, decode=True, windows=common))
+    np.testing.assert_allclose(far.sim, every, atol=1e-5)
+    np.testing.assert_allclose(far.sim[beyond == 0], run[0.0].sim[beyond == 0], atol=1e-6)
+    # between the two: exactly the points within f mm of a face come in
+    f = float(np.sort(beyond[beyond > 0])[0])
+    mid = propagate(models, vol, pts, query, (3.0, 3.0, 3.0), replace(cfg, face_mm=f), support_spacing=(3.0,) * 3)
+    np.testing.assert_array_equal(mid.inside, beyond <= f)
+    with pytest.raises(ValueError, match="face_mm"):
+        PropagationConfig(face_mm=-1.0)
+
+
 def test_dfd_compares_what_both_studies_show():
     """A slab cut from the support: a point at its exact place sees the same anatomy in both studies where the slab
     shows it, and zeros beyond the slab's faces in the query only. Blanking the support's patch there too gives

@@ -36,13 +36,15 @@ class Prelabel:
         return any(p.mirrored for p in self.propagation.values())
 
     def stats(self, names: Mapping[str, int]) -> dict:
-        """Per class: points propagated, landed inside the query, kept; mean DFD similarity of those inside;
+        """Per class: points propagated, landed inside the query (``at_face`` of them placed on a face of its grid,
+        :attr:`~lib.prnet.propagate.PropagationConfig.face_mm`), kept; mean DFD similarity of those inside;
         and the overall confidence: the mean over classes of their mean similarity, halved when the query
         aligns better mirrored (:attr:`mirrored`: its draft's sides are probably swapped, so it comes first
         in ``prnet_confidence``)."""
         by_id = {i: n for n, i in names.items()}
         classes = {
-            by_id.get(c, str(c)): {"points": int(len(p.sim)), "inside": int(p.inside.sum()), "kept": int(p.keep.sum()),
+            by_id.get(c, str(c)): {"points": int(len(p.sim)), "inside": int(p.inside.sum()),
+                                   "at_face": int(p.at_face.sum()), "kept": int(p.keep.sum()),
                                    "mean_sim": float(np.mean(p.sim[p.inside])) if p.inside.any() else 0.0}
             for c, p in self.propagation.items()
         }
@@ -222,7 +224,7 @@ def propagate_support(
     for cid in classes:
         part = slice(start, start + len(pts[cid]))
         out.propagation[cid] = Propagation(pr.located[part], pr.sim[part], pr.keep[part], pr.inside[part], pr.ncc,
-                                           pr.mirror_ncc, pr.mirrored)
+                                           pr.mirror_ncc, pr.mirrored, pr.beyond_mm[part])
         start = part.stop
     return out
 
@@ -348,7 +350,7 @@ def prelabel(
     for cid, pr in result.propagation.items():
         if len(pr.inside) and not pr.inside.any():
             result.warnings.append(f"none of the {len(pr.inside)} support points of '{by_id.get(cid, cid)}' falls inside this "
-                                   "study's field of view: no draft for it")
+                                   f"study's field of view (or within {propagation.face_mm:g} mm of it): no draft for it")
     pseudo_mask(result, background_id, q_hu, qview.spacing, geos, window=q_win[:2])
     result.view = qview
     result.native_label = None if result.label is None else qview.to_native(result.label)

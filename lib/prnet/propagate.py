@@ -73,6 +73,7 @@ class PropagationConfig:
     precision: str = "fp32"  # PRNet forward passes: fp32 | bf16 (autocast) | auto (bf16 where the hardware has it)
     mirror_check_steps: int = 50  # with register_steps: Adam steps of the left-right check (:func:`mirror_check`); 0 = off
     mirror_margin: float = 0.02  # a query that aligns better mirrored by more than this NCC is reported as mirrored
+    face_mm: float = 0.0  # a point that lands beyond a face of the query's grid by at most this (mm) is placed on the face
 
     def __post_init__(self):
         if self.regularize not in ("none", "affine"):
@@ -83,6 +84,8 @@ class PropagationConfig:
             raise ValueError(f"fit_points must be 0 (all) or at least 12 (an affine map has 12 parameters), got {self.fit_points}")
         if self.precision not in ("fp32", "bf16", "auto"):
             raise ValueError(f"precision must be 'fp32', 'bf16' or 'auto', got {self.precision!r}")
+        if not float(self.face_mm) >= 0:
+            raise ValueError(f"face_mm must be >= 0 (mm), got {self.face_mm!r}")
         if self.register_steps < 0 or not self.register_levels_mm or any(float(v) <= 0 for v in self.register_levels_mm):
             raise ValueError(f"register_steps must be >= 0 and register_levels_mm a non-empty list of voxel sizes > 0 mm, "
                              f"got {self.register_steps} and {list(self.register_levels_mm)}")
@@ -108,14 +111,22 @@ class Propagation:
     located: np.ndarray  # (N, 3) int voxel indices in the query (clipped to its grid)
     sim: np.ndarray  # (N,) DFD similarity (Eq. 5); -1 for a point outside the query (not computed)
     keep: np.ndarray  # (N,) bool, sim > tau (and inside the query)
-    inside: np.ndarray | None = None  # (N,) bool: the estimate lies within the query's grid (None: all)
+    inside: np.ndarray | None = None  # (N,) bool: in the query's view: within its grid, or placed on a face (None: all)
     ncc: float | None = None  # how well the final affine map aligns the images (step 2c), None without it
     mirror_ncc: tuple[float, float] | None = None  # :func:`mirror_check`: (as stored, mirrored left-right)
     mirrored: bool = False  # the query aligns better mirrored (by more than ``mirror_margin``): a wrong header?
+    beyond_mm: np.ndarray | None = None  # (N,) how far the estimate lay beyond the query's grid (mm; 0: within it)
 
     def __post_init__(self):
         if self.inside is None:
             self.inside = np.ones(len(self.sim), bool)
+        if self.beyond_mm is None:
+            self.beyond_mm = np.zeros(len(self.sim), np.float32)
+
+    @property
+    def at_face(self) -> np.ndarray:
+        """(N,) bool: the points placed on a face of the query's grid (their estimate lay beyond it, within ``face_mm``)."""
+        return self.inside & (self.beyond_mm > 0)
 
 
 def bf16_enabled(precision: str, device="cpu") -> bool:
@@ -403,13 +414,17 @@ def propagate(
                 mirror = mirror_check(support, query, support_spacing or query_spacing, query_spacing, cfg, device)
         located = torch.from_numpy(apply_affine(transform, pts))
     final = clip(located)
-    # a point whose estimate falls beyond the query's grid (by more than half a voxel) lies outside its
-    # field of view: the query does not show it (a slab, a smaller scan); DFD never keeps it
-    inside = np.all((located.numpy() >= -0.5) & (located.numpy() <= shape - 0.5), axis=1)
+    # a point whose estimate falls beyond the query's grid (by more than half a voxel) lies outside its field of
+    # view: the query does not show it (a slab, a smaller scan); DFD never keeps it. Within ``face_mm`` of a face it
+    # is placed on the face (``final`` is clipped), where the structure it marks goes on into the view (the aorta
+    # runs through every slab; a slab between two scribbled slices holds none of their points), and DFD decides.
+    beyond = located.numpy() - np.clip(located.numpy(), -0.5, shape - 0.5)
+    beyond_mm = np.abs(beyond * np.asarray(query_spacing, np.float32)).max(axis=1).astype(np.float32)
+    inside = beyond_mm <= cfg.face_mm
     # DFD (the decoder pass, most of a study's time) for those inside only: a slab or a smaller scan skips the rest
     sim = np.full(len(final), -1.0, np.float32)  # the lowest Eq. 5 can give: below every tau
     if inside.any():
         sim[inside] = dfd_in_common_view(models.features, support, pts[inside], query, final[inside], src, np.flatnonzero(inside),
                                          cfg, device)
     mirrored = mirror is not None and mirror[1] > mirror[0] + cfg.mirror_margin
-    return Propagation(final, sim, (sim > cfg.tau) & inside, inside, ncc, mirror, mirrored)
+    return Propagation(final, sim, (sim > cfg.tau) & inside, inside, ncc, mirror, mirrored, beyond_mm)
