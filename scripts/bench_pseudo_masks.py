@@ -89,18 +89,20 @@ AGREEMENT = ["a_lps", "a_07x07x15", "a_08x08x5", "a_noise", "a_contrast"]
 TAUS: list[float | None] = [0.5, 0.3, 0.0, None]  # DFD thresholds of section dfd; None: every point inside the study
 SLAB_COPY = "a_contrast_slab"  # section slabs: the development set's re-acquisition applied to each cohort study ...
 FACES = [0.0, 5.0, 10.0, 15.0]  # ... drafted with the points within this many mm of a face placed on it
+PARTIAL = ["a_slab20", "a_slab40", "a_clinical", "a_contrast_slab", "lung1"]  # and the development set's partial views
 
 _STUDIES: dict = {}  # study -> its propagation, canonical image, intensity window and labels (propagate_all)
 
 
-def propagate_all(model, settings, tau: float) -> dict[str, dict]:
-    """Every study's propagation (kept points at ``tau``), canonical image, intensity window, voxel noise and labels."""
+def propagate_all(model, settings, tau: float, cohort_only: bool = False) -> dict[str, dict]:
+    """Every study's propagation (kept points at ``tau``), canonical image, intensity window, voxel noise and labels
+    (``cohort_only``: the sample cohort's studies only)."""
     out = {}
     geos = settings.pseudo_mask_geos
     if model.window:
         geos = replace(geos, window_hu=model.window[0], window_out=model.window[1])
     propagation = replace(settings.propagation, tau=tau)
-    for root, ids in ((DEVSET, COPIES), (COHORT, COHORT_STUDIES)):
+    for root, ids in ((DEVSET, [] if cohort_only else COPIES), (COHORT, COHORT_STUDIES)):
         data = StudySet.open(root)
         support = read_volume(str(data.image("subject_a")))
         scribble_path, info = data.scribbles("subject_a")
@@ -208,10 +210,11 @@ def slab_studies(work: Path) -> dict[str, tuple[Path, Path]]:
 
 def slab_rows(model, settings, tau: float, base: GeoSConfig) -> list[list]:
     """Section ``slabs``: per cohort study, the full study's draft (as configured) seen on its slab, the slab's draft and
-    confidence with the points within each of ``FACES`` mm of a face placed on it, and its aorta's at 0 and 5 mm."""
+    confidence with the points within each of ``FACES`` mm of a face placed on it, and its aorta's at 0 and 5 mm; then
+    the same for the development set's studies of ``PARTIAL`` (no full study)."""
     import SimpleITK as sitk
 
-    data = StudySet.open(COHORT)
+    data, devset = StudySet.open(COHORT), StudySet.open(DEVSET)
     support = read_volume(str(data.image("subject_a")))
     scribble_path, info = data.scribbles("subject_a")
     scribbles = np.rint(read_volume(str(scribble_path)).array).astype(np.int64)
@@ -220,13 +223,16 @@ def slab_rows(model, settings, tau: float, base: GeoSConfig) -> list[list]:
     propagation = replace(settings.propagation, tau=tau, face_mm=max(FACES))
     encodings: dict = {}
     rows = []
-    for study, (image, truth) in slab_studies(Path(tempfile.mkdtemp(prefix="bench_slabs_"))).items():
+    slabs = slab_studies(Path(tempfile.mkdtemp(prefix="bench_slabs_")))
+    for study, (image, truth) in [*slabs.items(), *[(s, (devset.image(s), devset.truth(s))) for s in PARTIAL]]:
         q = read_volume(str(image))
         truth_slab = np.rint(read_volume(str(truth)).array).astype(np.int64)
-        full = _STUDIES[study]["view"].to_native(draft(study, base))
-        on_slab = sitk.Resample(_sitk(full.astype(np.uint8), sitk.ReadImage(str(data.image(study)))),
-                                sitk.ReadImage(str(truth)), sitk.Transform(), sitk.sitkNearestNeighbor, 0)
-        seen = dice_per_organ(sitk.GetArrayFromImage(on_slab).transpose(2, 1, 0), truth_slab, organs, present_only=True)
+        seen = {}
+        if study in slabs:
+            full = _STUDIES[study]["view"].to_native(draft(study, base))
+            on_slab = sitk.Resample(_sitk(full.astype(np.uint8), sitk.ReadImage(str(data.image(study)))),
+                                    sitk.ReadImage(str(truth)), sitk.Transform(), sitk.sitkNearestNeighbor, 0)
+            seen = dice_per_organ(sitk.GetArrayFromImage(on_slab).transpose(2, 1, 0), truth_slab, organs, present_only=True)
         r = prelabel(model.localizer, support, scribbles, names, q, names["background"], base, propagation,
                      model.config.spacing_mm, settings.prelabel.sampling, encodings=encodings)
         hu = r.view.image(q.array)
@@ -242,11 +248,13 @@ def slab_rows(model, settings, tau: float, base: GeoSConfig) -> list[list]:
             means.append(float(np.mean(list(per.values()))))
             confidences.append(res.stats(names)["confidence"])
             aorta.append(per.get("aorta", float("nan")))
-        rows.append([study, float(np.mean(list(seen.values()))), *means, *confidences, aorta[0], aorta[FACES.index(5.0)]])
-        print(f"slab of {study}", flush=True)
-    columns = np.array([r[1:] for r in rows], float)
-    rows.append(["mean", *columns.mean(axis=0)])
-    rows.append(["lowest", *columns.min(axis=0)])
+        name = f"{study} (slab)" if study in slabs else study
+        rows.append([name, float(np.mean(list(seen.values()))) if seen else "", *means, *confidences, aorta[0],
+                     aorta[FACES.index(5.0)]])
+        print(f"partial view {name}", flush=True)
+    columns = np.array([r[1:] for r in rows[:len(slabs)]], float)
+    rows[len(slabs):len(slabs)] = [["mean of the cohort's slabs", *columns.mean(axis=0)],
+                                   ["lowest of the cohort's slabs", *columns.min(axis=0)]]
     return rows
 
 
@@ -294,7 +302,7 @@ def main() -> int:
         model, source = load_prnet(str(args.model)), f"{args.model}"
     else:
         model, source = train_model(settings, args.train_on, args.train_steps)
-    _STUDIES.update(propagate_all(model, settings, args.tau))
+    _STUDIES.update(propagate_all(model, settings, args.tau, cohort_only=set(args.sections) == {"slabs"}))
     base = settings.pseudo_mask_geos
     if model.window:
         base = replace(base, window_hu=model.window[0], window_out=model.window[1])
