@@ -29,7 +29,7 @@ import SimpleITK as sitk
 from lib.atomic import atomic_directory
 from lib.config import from_section, load_yaml
 from lib.data.labels import BACKGROUND, label_info, reduce_labels
-from lib.data.reacquire import reacquire
+from lib.data.reacquire import image_like, reacquire, to_array
 from lib.data.scribbles import ScribbleConfig, simulate_scribbles
 from lib.data.sdist import fetch_members
 from lib.frame import axcodes, world_affine
@@ -37,16 +37,6 @@ from lib.frame import axcodes, world_affine
 HERE = Path(__file__).resolve().parent
 
 BUILDER_VERSION = 1  # bump when the output of the same settings changes
-
-
-def _array(img: sitk.Image) -> np.ndarray:
-    return sitk.GetArrayFromImage(img).transpose(2, 1, 0)  # (I, J, K)
-
-
-def _image(array: np.ndarray, like: sitk.Image) -> sitk.Image:
-    out = sitk.GetImageFromArray(np.ascontiguousarray(array.transpose(2, 1, 0)))
-    out.CopyInformation(like)
-    return out
 
 
 def describe(img: sitk.Image, labels: dict, **extra) -> dict:
@@ -93,11 +83,11 @@ def main(argv: list[str] | None = None) -> int:
             src = ts[subject]
             image = sitk.ReadImage(str(ts_files[src["image"]]))
             seg = sitk.ReadImage(str(ts_files[src["label"]]))
-            reduced, names = reduce_labels(_array(seg), cfg["organs"][organ_key])
-            label = _image(reduced, image)
+            reduced, names = reduce_labels(to_array(seg), cfg["organs"][organ_key])
+            label = image_like(reduced, image)
             background = len(names) + 1
-            scribbles = simulate_scribbles(reduced, _array(image).astype(np.float32), names, background, scribble_cfg)
-            sitk.WriteImage(_image(scribbles, image), str(scrib / f"{subject}.nii.gz"), True)
+            scribbles = simulate_scribbles(reduced, to_array(image).astype(np.float32), names, background, scribble_cfg)
+            sitk.WriteImage(image_like(scribbles, image), str(scrib / f"{subject}.nii.gz"), True)
             infos[subject] = label_info({**names, BACKGROUND: background})
             sitk.WriteImage(image, str(studies / f"{subject}.nii.gz"), True)
             sitk.WriteImage(label, str(truth / f"{subject}.nii.gz"), True)
@@ -122,8 +112,8 @@ def main(argv: list[str] | None = None) -> int:
             label = sitk.ReadImage(str(pr_files[case["label"]]))
             ext = "".join(Path(case["image"]).suffixes)
             sitk.WriteImage(image, str(studies / f"{case_id}{ext}"), True)
-            mask = (_array(label) > 0).astype(np.uint8)
-            sitk.WriteImage(_image(mask, image), str(truth / f"{case_id}.nii.gz"), True)
+            mask = (to_array(label) > 0).astype(np.uint8)
+            sitk.WriteImage(image_like(mask, image), str(truth / f"{case_id}.nii.gz"), True)
             manifest[case_id] = describe(image, {case["structure"]: 1}, derived_from=None, operations={},
                                          modality=case["modality"], region=case["region"],
                                          source=f"pyradiomics=={pr['version']}:{case['image']}", license=pr_licence,

@@ -44,7 +44,7 @@ sys.path.insert(0, str(REPO))
 
 from lib.atomic import atomic_write_text  # noqa: E402
 from lib.config import load_yaml  # noqa: E402
-from lib.data.reacquire import reacquire  # noqa: E402
+from lib.data.reacquire import image_like, reacquire, to_array  # noqa: E402
 from lib.evaluation.metrics import dice, dice_per_organ  # noqa: E402
 from lib.evaluation.tables import machine, md_table  # noqa: E402
 from lib.data.studyset import StudySet  # noqa: E402
@@ -174,15 +174,6 @@ def noisy_draws() -> dict[str, str]:
     return draws
 
 
-def _sitk(array: np.ndarray, like):
-    """``array`` ``(I, J, K)`` as a SimpleITK image on ``like``'s grid."""
-    import SimpleITK as sitk
-
-    out = sitk.GetImageFromArray(np.ascontiguousarray(array.transpose(2, 1, 0)))
-    out.CopyInformation(like)
-    return out
-
-
 def slab_studies(work: Path) -> dict[str, tuple[Path, Path]]:
     """Each cohort study re-acquired as ``configs/devset.yaml``'s ``SLAB_COPY`` (its contrast offsets given to the
     cohort's organ ids through ``organs.ct``; the slab centred on ``slab_centre``'s organs): ``{study: (image,
@@ -199,7 +190,7 @@ def slab_studies(work: Path) -> dict[str, tuple[Path, Path]]:
     out = {}
     for n, study in enumerate(COHORT_STUDIES):
         image, label = sitk.ReadImage(str(data.image(study))), sitk.ReadImage(str(data.truth(study)))
-        organs = np.isin(sitk.GetArrayFromImage(label).transpose(2, 1, 0), [names[o] for o in cfg["slab_centre"]])
+        organs = np.isin(to_array(label), [names[o] for o in cfg["slab_centre"]])
         centre = image.TransformContinuousIndexToPhysicalPoint([float(x) for x in np.argwhere(organs).mean(axis=0)])
         img, lab = reacquire(image, label, op, np.asarray(centre), cfg["seed"] + n, label, enhancement)
         out[study] = (work / f"{study}_slab.nii.gz", work / f"{study}_slab_truth.nii.gz")
@@ -230,9 +221,9 @@ def slab_rows(model, settings, tau: float, base: GeoSConfig) -> list[list]:
         seen = {}
         if study in slabs:
             full = _STUDIES[study]["view"].to_native(draft(study, base))
-            on_slab = sitk.Resample(_sitk(full.astype(np.uint8), sitk.ReadImage(str(data.image(study)))),
+            on_slab = sitk.Resample(image_like(full.astype(np.uint8), sitk.ReadImage(str(data.image(study)))),
                                     sitk.ReadImage(str(truth)), sitk.Transform(), sitk.sitkNearestNeighbor, 0)
-            seen = dice_per_organ(sitk.GetArrayFromImage(on_slab).transpose(2, 1, 0), truth_slab, organs, present_only=True)
+            seen = dice_per_organ(to_array(on_slab), truth_slab, organs, present_only=True)
         r = prelabel(model.localizer, support, scribbles, names, q, names["background"], base, propagation,
                      model.config.spacing_mm, settings.prelabel.sampling, encodings=encodings)
         hu = r.view.image(q.array)
