@@ -59,6 +59,28 @@ def test_a_foreground_stroke_adds_what_is_missing_and_nothing_far_changes():
     assert stats["changed_voxels"][1] > 0.75 * missing.sum()
 
 
+def test_strokes_far_apart_are_corrected_each_in_its_own_crop():
+    """Two studies' worth of anatomy side by side, 60 mm of fat between them, a stroke in each: each stroke's
+    correction is what it would be drawn alone (its own crop, working grid and histograms), so a round costs what
+    its strokes cost, not the span between them."""
+    image, truth = phantom()
+    draft = draft_of(truth)
+    line = scribble(next_correction(draft == 1, truth == 1, SPACING), 2, SPACING)
+    gap = np.zeros((40, *image.shape[1:]), bool)
+    left = np.concatenate([line, gap, np.zeros_like(line)])
+    right = np.concatenate([np.zeros_like(line), gap, line])
+    image2 = np.concatenate([image, np.full(gap.shape, -100, image.dtype), image])
+    draft2 = np.concatenate([draft, np.zeros(gap.shape, draft.dtype), draft])
+    both, stats = correct_label(image2, draft2, {1: left | right}, SPACING, removable=[1])
+    only_left, stats_left = correct_label(image2, draft2, {1: left}, SPACING, removable=[1])
+    only_right, stats_right = correct_label(image2, draft2, {1: right}, SPACING, removable=[1])
+    assert [c["crop"] for c in stats["crops"]] == [stats_left["crop"], stats_right["crop"]]
+    assert "crops" not in stats_left and stats["crop"][0] == [stats_left["crop"][0][0], stats_right["crop"][0][1]]
+    half = image.shape[0] + gap.shape[0] // 2
+    assert np.array_equal(both[:half], only_left[:half]) and np.array_equal(both[half:], only_right[half:])
+    assert stats["changed_voxels"][1] == stats_left["changed_voxels"][1] + stats_right["changed_voxels"][1] > 0
+
+
 def test_a_background_stroke_removes_a_false_positive_and_only_its_class():
     image, truth = phantom()
     draft = truth.copy()
@@ -341,6 +363,18 @@ def test_a_correction_window_must_be_increasing_knots():
         CorrectionConfig(window_hu=(-100.0, -1000.0), window_out=(0.0, 1.0))
     with pytest.raises(ValueError, match="window_hu"):
         CorrectionConfig(window_hu=(-1000.0, 0.0, 200.0), window_out=(0.0, 1.0))
+
+
+def test_one_raster_scan_pass_is_a_valid_correction_setting():
+    with pytest.raises(ValueError, match="iterations"):
+        CorrectionConfig(iterations=0)
+    image, truth = phantom()
+    draft = draft_of(truth)
+    line = scribble(next_correction(draft == 1, truth == 1, SPACING), 2, SPACING)
+    one, _ = correct_label(image, draft, {1: line}, SPACING, cfg=CorrectionConfig(iterations=1))
+    two, _ = correct_label(image, draft, {1: line}, SPACING, cfg=CorrectionConfig(iterations=2))
+    assert dice(one == 1, truth == 1) > dice(draft == 1, truth == 1) + 0.1
+    assert dice(one == 1, two == 1) > 0.95
 
 
 def test_a_models_probabilities_stop_a_stroke_where_no_histogram_can():
