@@ -126,6 +126,8 @@ def main(argv=None) -> int:
     ap.add_argument("--ball", action="store_true", help="each correction a 3 mm ball (a click), not a scribble")
     ap.add_argument("--keep", type=Path, default=None, help="keep each study's PRNet draft (and with mode model the "
                     "UNet, segmentation.pt) in this folder")
+    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                    help="the server's configuration overrides, e.g. correction.iterations=1")
     args = ap.parse_args(argv)
     shifted = args.data == "other"  # no PRNet: shifted drafts of the truth
     args.modes = args.modes or ["draft", *([] if shifted else ["model"]), "scratch", "clicks"]
@@ -148,8 +150,9 @@ def main(argv=None) -> int:
         for c in cohort:
             shutil.copy(pool.image(c), studies / pool.image(c).name)
     scribbles, info = data.scribbles(SUPPORT)
+    overrides = dict(kv.split("=", 1) for kv in args.set)
     server = start_server(studies, tmp / "server", conf={"server.infer_timeout_s": "3600", "server.infer_workers": "1",
-                                                         "model_dir": str(tmp / "model")})  # PRNet trained afresh
+                                                         "model_dir": str(tmp / "model"), **overrides})  # PRNet trained afresh
     runs: dict = {}
     try:
         client = server.client()
@@ -231,8 +234,9 @@ def main(argv=None) -> int:
     unet = (f"; mode model: UNet {args.seg_epochs} epochs on the {taught} of "
             + (f"{len(cohort)} sample-cohort studies" if cohort else "the corrected studies")) if "model" in args.modes else ""
     drafted = f"drafts: the truth shifted {SHIFT_MM:g} mm" if shifted else f"PRNet {args.steps} steps"
+    settings = f"; settings {' '.join(args.set)}" if args.set else ""
     text = (f"Robot annotator through the server, {drafted}, {len(per)} structures of {len(corrected)} "
-            f"{'sample-cohort' if args.data == 'cohort' else 'development-set'} studies{unet}; {machine()}\n\n" + md_table(header, rows) + "\n\n" + md_table(columns, per) + "\n")
+            f"{'sample-cohort' if args.data == 'cohort' else 'development-set'} studies{unet}{settings}; {machine()}\n\n" + md_table(header, rows) + "\n\n" + md_table(columns, per) + "\n")
     print(text)
     args.out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(args.out / "correction.md", text)
