@@ -58,6 +58,7 @@ from typing import Callable, Collection, Mapping, Sequence
 
 import numpy as np
 from scipy import ndimage as ndi
+from scipy.sparse.csgraph import connected_components
 
 from lib.geos import (Box, GeoSConfig, block_reduce, components_touching, geodesic_distances, intensity_likelihoods,
                       refine_boundary, whole_voxels, working_image)
@@ -172,39 +173,35 @@ def correct_label(
     return out, stats
 
 
-def stroke_crops(strokes: np.ndarray, spacing: Sequence[float], margin_mm: float) -> list[Box]:
+def stroke_crops(strokes: np.ndarray, spacing: Sequence[float], margin_mm: float, max_groups: int = 1000) -> list[Box]:
     """The crops a correction works in: the strokes' (bool ``(I, J, K)``) connected groups, each group's bounding box
     grown by ``margin_mm`` (whole voxels of ``spacing`` per axis, clipped to the image), groups merged while their
-    boxes overlap. A stroke's claim and the rivals it competes with lie within ``margin_mm`` of it, so strokes in
-    boxes apart cannot affect one another: each box is corrected on its own (its crop, working grid, histograms), and
-    a round's work grows with the strokes drawn, not with the span between them."""
+    grown boxes overlap; disjoint, in index order. A stroke's claim and the rivals it competes with lie within
+    ``margin_mm`` of it, so strokes in boxes apart cannot affect one another: each box is corrected on its own (its
+    crop, working grid, histograms), and a round's work grows with the strokes drawn, not with the span between
+    them. More than ``max_groups`` separate strokes (a spray of dots) share one crop."""
     along = [np.flatnonzero(strokes.any(axis=tuple(b for b in range(3) if b != a))) for a in range(3)]
     if any(x.size == 0 for x in along):
         raise ValueError("no correction stroke")
     lo0, hi0 = np.array([x[0] for x in along]), np.array([x[-1] + 1 for x in along])
     reach = np.asarray(whole_voxels(margin_mm, spacing))
     shape = np.asarray(strokes.shape)
-    sub = strokes[tuple(slice(a, b) for a, b in zip(lo0, hi0))]
-    lab, _ = ndi.label(sub, np.ones((3, 3, 3), bool))
-    groups = [np.array([[s.start, s.stop] for s in sl]).T + lo0 for sl in ndi.find_objects(lab)]  # [lo, hi] per group
-
-    def grown(g: np.ndarray) -> np.ndarray:
-        return np.stack([np.maximum(0, g[0] - reach), np.minimum(shape, g[1] + reach)])
-
-    merged = True
-    while merged and len(groups) > 1:
-        merged = False
-        for i in range(len(groups)):
-            for j in range(i + 1, len(groups)):
-                a, b = grown(groups[i]), grown(groups[j])
-                if (np.maximum(a[0], b[0]) < np.minimum(a[1], b[1])).all():  # the boxes overlap
-                    groups[i] = np.stack([np.minimum(groups[i][0], groups[j][0]), np.maximum(groups[i][1], groups[j][1])])
-                    del groups[j]
-                    merged = True
-                    break
-            if merged:
-                break
-    return [tuple(slice(int(a), int(b)) for a, b in zip(*grown(g))) for g in sorted(groups, key=lambda g: tuple(g[0]))]
+    lab, n = ndi.label(strokes[tuple(slice(a, b) for a, b in zip(lo0, hi0))], np.ones((3, 3, 3), bool))
+    if n > max_groups:
+        lo, hi = lo0[None], hi0[None]
+    else:
+        boxes = ndi.find_objects(lab)
+        lo = np.array([[s.start for s in b] for b in boxes]) + lo0  # (groups, 3) first voxel, last + 1
+        hi = np.array([[s.stop for s in b] for b in boxes]) + lo0
+    while True:  # merging two groups grows their box, which may then overlap a third
+        glo, ghi = np.maximum(0, lo - reach), np.minimum(shape, hi + reach)
+        overlap = (np.maximum(glo[:, None], glo[None]) < np.minimum(ghi[:, None], ghi[None])).all(-1)
+        k, which = connected_components(overlap, directed=False)
+        if k == len(lo):
+            break
+        lo = np.stack([lo[which == g].min(0) for g in range(k)])
+        hi = np.stack([hi[which == g].max(0) for g in range(k)])
+    return [tuple(slice(int(a), int(b)) for a, b in zip(glo[g], ghi[g])) for g in np.lexsort(glo.T[::-1])]
 
 
 def _correct_crop(out: np.ndarray, image_hu: np.ndarray, start: np.ndarray, sets: Mapping[int, np.ndarray], box: Box,
