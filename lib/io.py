@@ -46,8 +46,26 @@ def read_volume(path: str) -> Volume:
             f"expected a single-channel 3D volume, got {img.GetDimension()}D with "
             f"{img.GetNumberOfComponentsPerPixel()} component(s)"
         )
-    return Volume(sitk.GetArrayFromImage(img).transpose(2, 1, 0), tuple(float(s) for s in img.GetSpacing()),
+    return Volume(to_array(img), tuple(float(s) for s in img.GetSpacing()),
                   world_affine(img.GetOrigin(), img.GetSpacing(), img.GetDirection()))
+
+
+def to_array(image: sitk.Image) -> np.ndarray:
+    """The voxels of ``image`` as an ``(I, J, K)`` array (the stored axes in the order of its index; ITK's arrays are
+    ``(K, J, I)``)."""
+    return sitk.GetArrayFromImage(image).transpose(2, 1, 0)
+
+
+def from_array(array: np.ndarray) -> sitk.Image:
+    """An ``(I, J, K)`` ``array`` as an image (ITK's default geometry: set it, or use :func:`image_like`)."""
+    return sitk.GetImageFromArray(np.ascontiguousarray(array.transpose(2, 1, 0)))
+
+
+def image_like(array: np.ndarray, like: sitk.Image) -> sitk.Image:
+    """An ``(I, J, K)`` ``array`` as an image with ``like``'s geometry (origin, spacing, direction)."""
+    out = from_array(array)
+    out.CopyInformation(like)
+    return out
 
 
 def write_like(array: np.ndarray, reference: str, out_path: str, dtype: str = "uint8", compress: bool = True) -> str:
@@ -58,7 +76,7 @@ def write_like(array: np.ndarray, reference: str, out_path: str, dtype: str = "u
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(reference))
     reader.ReadImageInformation()
-    img = sitk.GetImageFromArray(np.ascontiguousarray(np.asarray(array, dtype=dtype).transpose(2, 1, 0)))
+    img = from_array(np.asarray(array, dtype=dtype))
     img.SetOrigin(reader.GetOrigin())
     img.SetSpacing(reader.GetSpacing())
     img.SetDirection(reader.GetDirection())

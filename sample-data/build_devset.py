@@ -29,10 +29,11 @@ import SimpleITK as sitk
 from lib.atomic import atomic_directory
 from lib.config import from_section, load_yaml
 from lib.data.labels import BACKGROUND, label_info, reduce_labels
-from lib.data.reacquire import image_like, reacquire, to_array
+from lib.data.reacquire import reacquire
 from lib.data.scribbles import ScribbleConfig, simulate_scribbles
 from lib.data.sdist import fetch_members
 from lib.frame import axcodes, world_affine
+from lib.io import image_like, to_array
 
 HERE = Path(__file__).resolve().parent
 

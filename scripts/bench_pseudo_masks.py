@@ -44,13 +44,13 @@ sys.path.insert(0, str(REPO))
 
 from lib.atomic import atomic_write_text  # noqa: E402
 from lib.config import load_yaml  # noqa: E402
-from lib.data.reacquire import image_like, reacquire, to_array  # noqa: E402
+from lib.data.reacquire import reacquire  # noqa: E402
 from lib.evaluation.metrics import dice, dice_per_organ  # noqa: E402
 from lib.evaluation.tables import machine, md_table  # noqa: E402
 from lib.data.studyset import StudySet  # noqa: E402
 from lib.geos import GeoSConfig, noise_sd  # noqa: E402
 from lib.intensity import normalize_intensity, study_window  # noqa: E402
-from lib.io import read_volume  # noqa: E402
+from lib.io import image_like, read_volume, to_array  # noqa: E402
 from lib.prnet.prelabel import Prelabel, prelabel, pseudo_mask  # noqa: E402
 from lib.settings import app_settings  # noqa: E402
 

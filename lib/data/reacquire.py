@@ -19,19 +19,6 @@ import SimpleITK as sitk
 from scipy.spatial.transform import Rotation
 
 
-def to_array(image: sitk.Image) -> np.ndarray:
-    """The voxels of ``image`` as an ``(I, J, K)`` array (the stored axes in the order of its index; ITK's arrays are
-    ``(K, J, I)``)."""
-    return sitk.GetArrayFromImage(image).transpose(2, 1, 0)
-
-
-def image_like(array: np.ndarray, like: sitk.Image) -> sitk.Image:
-    """An ``(I, J, K)`` ``array`` as an image with ``like``'s geometry (origin, spacing, direction)."""
-    out = sitk.GetImageFromArray(np.ascontiguousarray(array.transpose(2, 1, 0)))
-    out.CopyInformation(like)
-    return out
-
-
 def reorient(image: sitk.Image, orientation: str) -> sitk.Image:
     """The same voxels stored in ``orientation`` (an exact permutation and flip of the axes)."""
     return sitk.DICOMOrient(image, orientation.upper())
